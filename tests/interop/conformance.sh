@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Run the official MCP conformance suite's server scenarios (spec 2025-11-25) against an endpoint.
+#
+#   tests/interop/conformance.sh URL OUTDIR [EXPECTED_FAILURES_YML]
+#
+# URL is a Streamable HTTP endpoint (http://127.0.0.1:PORT/mcp). Results go to OUTDIR: one
+# server-<scenario>-<time>/checks.json per scenario (earlier ones there are removed first) and
+# the suite's console output in OUTDIR/console.log. Prints one line per scenario,
+# `PASS name` or `FAIL name: why`, then `conformance: N passed, M failed`, and exits with the
+# suite's exit code: 1 if any scenario failed, or, given EXPECTED_FAILURES_YML (the suite's
+# baseline format: `server:` followed by `- scenario-name` lines), 1 if any scenario failed
+# that is not listed or a listed one passed. The baseline counts warnings as failures.
+#
+# Environment:
+#   TOOLGATE_NODE, TOOLGATE_CONFORMANCE   Node >= 22 and the suite's dist/index.js
+#                                         (default: what scripts/setup-peers installs in .peers/)
+#   TOOLGATE_CONFORMANCE_SUITE            all (default), active or pending
+#   TOOLGATE_CONFORMANCE_SCENARIO         run this one scenario instead of a suite
+#   TOOLGATE_CONFORMANCE_TIMEOUT          seconds before the run is stopped (default 300)
+set -euo pipefail
+
+die() { printf 'conformance.sh: %s\n' "$*" >&2; exit 2; }
+
+[[ $# -ge 2 && $# -le 3 ]] || die "usage: tests/interop/conformance.sh URL OUTDIR [EXPECTED_FAILURES_YML]"
+URL="$1"
+OUTDIR="$2"
+BASELINE="${3:-}"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PEERS="$ROOT/.peers"
+NODE="${TOOLGATE_NODE:-$PEERS/bin/node}"
+CONFORMANCE="${TOOLGATE_CONFORMANCE:-$PEERS/npm/node_modules/@modelcontextprotocol/conformance/dist/index.js}"
+SUITE="${TOOLGATE_CONFORMANCE_SUITE:-all}"
+SCENARIO="${TOOLGATE_CONFORMANCE_SCENARIO:-}"
+TIMEOUT="${TOOLGATE_CONFORMANCE_TIMEOUT:-300}"
+
+[[ -x "$NODE" ]] || die "no Node.js at $NODE: run scripts/setup-peers (or set TOOLGATE_NODE)"
+[[ -f "$CONFORMANCE" ]] || die "no conformance suite at $CONFORMANCE: run scripts/setup-peers (or set TOOLGATE_CONFORMANCE)"
+if [[ -n "$BASELINE" ]]; then
+    [[ -f "$BASELINE" ]] || die "no expected-failures file $BASELINE"
+    BASELINE="$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")"
+fi
+
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+rm -rf "$OUTDIR"/server-*/ "$OUTDIR/console.log"
+
+args=(server --url "$URL" --spec-version 2025-11-25 -o "$OUTDIR")
+if [[ -n "$SCENARIO" ]]; then
+    args+=(--scenario "$SCENARIO")
+else
+    args+=(--suite "$SUITE")
+fi
+[[ -n "$BASELINE" ]] && args+=(--expected-failures "$BASELINE")
+
+echo "conformance: $("$NODE" "$CONFORMANCE" --version) against $URL (${SCENARIO:-suite $SUITE}); results in $OUTDIR"
+status=0
+timeout --kill-after=10 "$TIMEOUT" "$NODE" "$CONFORMANCE" "${args[@]}" >"$OUTDIR/console.log" 2>&1 || status=$?
+if [[ $status -eq 124 || $status -eq 137 ]]; then
+    echo "conformance: the suite did not finish within ${TIMEOUT}s (TOOLGATE_CONFORMANCE_TIMEOUT)" >&2
+fi
+
+# One line per scenario from the checks.json files, in the order the scenarios ran.
+"$NODE" - "$OUTDIR" "$BASELINE" <<'EOF'
+const fs = require("fs");
+const path = require("path");
+const [outdir, baselineFile] = process.argv.slice(2);
+
+const expected = new Set();
+if (baselineFile) {
+  let key = null;
+  for (const line of fs.readFileSync(baselineFile, "utf8").split("\n")) {
+    const top = line.match(/^([A-Za-z_-]+):/);
+    if (top) { key = top[1]; continue; }
+    const item = line.match(/^\s*-\s*["']?([^"'#\s]+)["']?/);
+    if (item && key === "server") expected.add(item[1]);
+  }
+}
+
+const stamp = /-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z)$/;
+const runs = fs.readdirSync(outdir)
+  .filter((d) => d.startsWith("server-") && stamp.test(d) && fs.existsSync(path.join(outdir, d, "checks.json")))
+  .map((d) => ({ dir: d, name: d.slice("server-".length).replace(stamp, ""), time: d.match(stamp)[1] }))
+  .sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
+
+let passed = 0, failed = 0;
+for (const run of runs) {
+  let checks;
+  try {
+    checks = JSON.parse(fs.readFileSync(path.join(outdir, run.dir, "checks.json"), "utf8"));
+  } catch (e) {
+    checks = [{ id: "checks.json", status: "FAILURE", errorMessage: `unreadable: ${e.message}` }];
+  }
+  const failures = checks.filter((c) => c.status === "FAILURE");
+  const warnings = checks.filter((c) => c.status === "WARNING");
+  const notes = [];
+  if (failures.length) {
+    notes.push(`${failures.length} of ${checks.length} checks failed: ` +
+      failures.map((c) => `${c.id}: ${(c.errorMessage || c.description || "").replace(/\s+/g, " ").slice(0, 200)}`).join("; "));
+  }
+  if (warnings.length) notes.push(`warnings: ${warnings.map((c) => c.id).join(", ")}`);
+  if (expected.has(run.name)) notes.push(failures.length ? "expected (listed in the baseline)" : "listed in the baseline, but passed");
+  failures.length ? failed++ : passed++;
+  console.log(`${failures.length ? "FAIL" : "PASS"} ${run.name}${notes.length ? ": " + notes.join("; ") : ""}`);
+}
+if (runs.length === 0) console.log(`no scenario results in ${outdir}`);
+console.log(`conformance: ${passed} passed, ${failed} failed`);
+EOF
+
+if [[ -n "$BASELINE" ]]; then
+    # The suite's own verdict against the baseline (unexpected failures, stale entries).
+    sed -n '/Expected failures (in baseline)\|Unexpected failures\|Stale baseline\|Baseline check passed/,$p' "$OUTDIR/console.log" \
+        | sed 's/\x1b\[[0-9;]*m//g'
+fi
+if [[ $status -ne 0 ]] && ! compgen -G "$OUTDIR/server-*/checks.json" >/dev/null; then
+    echo "conformance: the suite exited $status without results; from $OUTDIR/console.log:" >&2
+    if [[ $(wc -l <"$OUTDIR/console.log") -le 40 ]]; then
+        cat "$OUTDIR/console.log" >&2
+    else
+        { head -n 15 "$OUTDIR/console.log"; echo "    [...]"; tail -n 25 "$OUTDIR/console.log"; } >&2
+    fi
+fi
+exit "$status"
