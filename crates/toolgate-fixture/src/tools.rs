@@ -1,0 +1,585 @@
+//! The tools: the conformance suite's `test_*` tools, `echo`, a few helpers for toolgate's tests, and generated `tool_N`.
+
+use std::time::Duration;
+
+use rmcp::{
+    ErrorData, RoleServer,
+    model::{
+        CallToolRequestParams, CallToolResult, ContentBlock, CreateMessageRequestParams,
+        ElicitRequestParams, JsonObject, LoggingLevel, LoggingMessageNotificationParam,
+        ProgressNotificationParam, ResourceContents, SamplingMessage, Tool,
+    },
+    service::RequestContext,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    assets::{RED_PIXEL_PNG, SILENT_WAV},
+    resources,
+    server::Fixture,
+};
+
+/// Pause between the notifications of the logging and progress tools, as the scenarios describe.
+const STEP: Duration = Duration::from_millis(50);
+
+/// How long `test_reconnection` waits for the client to come back before answering anyway.
+const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Every tool this server lists, in a stable order, with `extra_tools` generated ones at the end.
+pub fn catalog(extra_tools: usize) -> Vec<Tool> {
+    let no_args = || json!({ "type": "object", "properties": {} });
+    let mut wire = vec![
+        tool(
+            "test_simple_text",
+            "Returns a simple text content",
+            no_args(),
+        ),
+        tool(
+            "test_image_content",
+            "Returns an image content (1x1 red PNG)",
+            no_args(),
+        ),
+        tool(
+            "test_audio_content",
+            "Returns an audio content (WAV)",
+            no_args(),
+        ),
+        tool(
+            "test_embedded_resource",
+            "Returns an embedded text resource",
+            no_args(),
+        ),
+        tool(
+            "test_multiple_content_types",
+            "Returns text, image and embedded resource contents",
+            no_args(),
+        ),
+        tool(
+            "test_tool_with_logging",
+            "Sends three info log notifications while it runs",
+            no_args(),
+        ),
+        tool(
+            "test_tool_with_progress",
+            "Reports progress 0, 50 and 100 of 100 when given a progress token",
+            no_args(),
+        ),
+        tool(
+            "test_error_handling",
+            "Always fails with isError: true",
+            no_args(),
+        ),
+        tool(
+            "test_sampling",
+            "Asks the client's LLM (sampling/createMessage) and returns its answer",
+            json!({
+                "type": "object",
+                "properties": { "prompt": { "type": "string", "description": "The prompt to send to the LLM" } },
+                "required": ["prompt"],
+            }),
+        ),
+        tool(
+            "test_elicitation",
+            "Asks the user for a username and email (elicitation/create)",
+            json!({
+                "type": "object",
+                "properties": { "message": { "type": "string", "description": "The message to show the user" } },
+                "required": ["message"],
+            }),
+        ),
+        tool(
+            "test_elicitation_sep1034_defaults",
+            "Elicits a form whose fields all have default values (SEP-1034)",
+            no_args(),
+        ),
+        tool(
+            "test_elicitation_sep1330_enums",
+            "Elicits a form with the five enum shapes (SEP-1330)",
+            no_args(),
+        ),
+        tool(
+            "json_schema_2020_12_tool",
+            "Tool with JSON Schema 2020-12 features",
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "$defs": {
+                    "address": {
+                        "type": "object",
+                        "properties": { "street": { "type": "string" }, "city": { "type": "string" } },
+                    },
+                },
+                "properties": {
+                    "name": { "type": "string" },
+                    "address": { "$ref": "#/$defs/address" },
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        tool(
+            "test_reconnection",
+            "Over HTTP, closes its SSE stream before answering; the answer arrives after the client resumes with Last-Event-ID (SEP-1699)",
+            no_args(),
+        ),
+        tool(
+            "echo",
+            "Returns its `text` argument, or all its arguments as JSON when there is no `text`",
+            json!({
+                "type": "object",
+                "properties": { "text": { "type": "string", "description": "Text to return" } },
+            }),
+        ),
+        tool(
+            "sleep",
+            "Waits `ms` milliseconds (at most 60000) then answers; stops early when cancelled",
+            json!({
+                "type": "object",
+                "properties": { "ms": { "type": "integer", "minimum": 0, "maximum": 60000 } },
+                "required": ["ms"],
+            }),
+        ),
+        tool(
+            "touch_resource",
+            "Sends notifications/resources/updated for `uri` if this session subscribed to it",
+            json!({
+                "type": "object",
+                "properties": { "uri": { "type": "string", "default": resources::WATCHED } },
+            }),
+        ),
+    ];
+    wire.extend((0..extra_tools).map(|i| {
+        tool(
+            &format!("tool_{i}"),
+            "Generated tool: echoes its arguments",
+            json!({ "type": "object", "properties": { "text": { "type": "string" } } }),
+        )
+    }));
+    wire.into_iter()
+        .map(|t| serde_json::from_value(t).expect("the fixture's tool definitions are valid Tools"))
+        .collect()
+}
+
+fn tool(name: &str, description: &str, input_schema: Value) -> Value {
+    json!({ "name": name, "description": description, "inputSchema": input_schema })
+}
+
+/// Runs one `tools/call`.
+pub async fn call(
+    fixture: &Fixture,
+    request: CallToolRequestParams,
+    cx: RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let args = request.arguments.unwrap_or_default();
+    let name = request.name.as_ref();
+    match name {
+        "test_simple_text" => Ok(text("This is a simple text response for testing.")),
+        "test_image_content" => Ok(CallToolResult::success(vec![ContentBlock::image(
+            RED_PIXEL_PNG,
+            "image/png",
+        )])),
+        "test_audio_content" => Ok(CallToolResult::success(vec![ContentBlock::audio(
+            SILENT_WAV,
+            "audio/wav",
+        )])),
+        "test_embedded_resource" => Ok(CallToolResult::success(vec![ContentBlock::resource(
+            text_resource(
+                "test://embedded-resource",
+                "text/plain",
+                "This is an embedded resource content.",
+            ),
+        )])),
+        "test_multiple_content_types" => Ok(CallToolResult::success(vec![
+            ContentBlock::text("Multiple content types test:"),
+            ContentBlock::image(RED_PIXEL_PNG, "image/png"),
+            ContentBlock::resource(text_resource(
+                "test://mixed-content-resource",
+                "application/json",
+                r#"{"test":"data","value":123}"#,
+            )),
+        ])),
+        "test_tool_with_logging" => log_while_running(fixture, &cx).await,
+        "test_tool_with_progress" => report_progress(&cx).await,
+        "test_error_handling" => Ok(CallToolResult::error(vec![ContentBlock::text(
+            "This tool intentionally returns an error for testing",
+        )])),
+        "test_sampling" => sample(&args, &cx).await,
+        "test_elicitation" => {
+            let message = string_arg(&args, "message").unwrap_or("Please provide your information");
+            elicit(&cx, message, user_schema(), "User response").await
+        }
+        "test_elicitation_sep1034_defaults" => {
+            elicit(
+                &cx,
+                "Please review these values (all have defaults)",
+                defaults_schema(),
+                "Elicitation completed",
+            )
+            .await
+        }
+        "test_elicitation_sep1330_enums" => {
+            elicit(
+                &cx,
+                "Please choose options",
+                enums_schema(),
+                "Elicitation completed",
+            )
+            .await
+        }
+        "json_schema_2020_12_tool" => {
+            let who = string_arg(&args, "name").unwrap_or("world");
+            Ok(text(format!("Hello, {who}!")))
+        }
+        "test_reconnection" => reconnect(fixture, &cx).await,
+        "echo" => Ok(echo(&args)),
+        "sleep" => sleep(&args, &cx).await,
+        "touch_resource" => {
+            let uri = string_arg(&args, "uri").unwrap_or(resources::WATCHED);
+            let sent = resources::touch(&fixture.session, &cx.peer, uri).await;
+            Ok(text(if sent {
+                format!("notified subscribers of {uri}")
+            } else {
+                format!("{uri} has no subscription in this session")
+            }))
+        }
+        generated if is_generated(fixture, generated) => Ok(echo(&args)),
+        unknown => Err(ErrorData::invalid_params(
+            format!("Unknown tool: {unknown}"),
+            Some(json!({ "name": unknown })),
+        )),
+    }
+}
+
+fn text(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(text)])
+}
+
+fn text_resource(uri: &str, mime_type: &str, text: &str) -> ResourceContents {
+    ResourceContents::TextResourceContents {
+        uri: uri.into(),
+        mime_type: Some(mime_type.into()),
+        text: text.into(),
+        meta: None,
+    }
+}
+
+fn string_arg<'a>(args: &'a JsonObject, name: &str) -> Option<&'a str> {
+    args.get(name).and_then(Value::as_str)
+}
+
+fn is_generated(fixture: &Fixture, name: &str) -> bool {
+    name.strip_prefix("tool_")
+        .and_then(|n| n.parse::<usize>().ok())
+        .is_some_and(|n| n < fixture.config.extra_tools && name == format!("tool_{n}"))
+}
+
+fn echo(args: &JsonObject) -> CallToolResult {
+    match string_arg(args, "text") {
+        Some(t) => text(t),
+        None => text(Value::Object(args.clone()).to_string()),
+    }
+}
+
+async fn log_while_running(
+    fixture: &Fixture,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let messages = [
+        "Tool execution started",
+        "Tool processing data",
+        "Tool execution completed",
+    ];
+    for (i, message) in messages.into_iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(STEP).await;
+        }
+        if fixture.session.wants_log(LoggingLevel::Info) {
+            let note = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!(message))
+                .with_logger("test_tool_with_logging");
+            if let Err(error) = cx.peer.notify_logging_message(note).await {
+                tracing::warn!(%error, "could not send a log notification");
+            }
+        }
+    }
+    Ok(text("Logging test completed: sent 3 log notifications"))
+}
+
+async fn report_progress(cx: &RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
+    let token = cx.meta.get_progress_token();
+    for (i, progress) in [0.0, 50.0, 100.0].into_iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(STEP).await;
+        }
+        if let Some(token) = &token {
+            let note = ProgressNotificationParam::new(token.clone(), progress)
+                .with_total(100.0)
+                .with_message(format!("{progress}/100"));
+            if let Err(error) = cx.peer.notify_progress(note).await {
+                tracing::warn!(%error, "could not send a progress notification");
+            }
+        }
+    }
+    Ok(text(if token.is_some() {
+        "Progress test completed: reported 0, 50, 100 of 100"
+    } else {
+        "Progress test completed (no progress token was given)"
+    }))
+}
+
+async fn sample(
+    args: &JsonObject,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let Some(prompt) = string_arg(args, "prompt") else {
+        return Err(ErrorData::invalid_params(
+            "test_sampling needs a string argument `prompt`",
+            None,
+        ));
+    };
+    if !client_declared(cx, |caps| caps.sampling.is_some()) {
+        return Ok(CallToolResult::error(vec![ContentBlock::text(
+            "The client did not declare the sampling capability, so this tool cannot ask its LLM",
+        )]));
+    }
+    let request = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
+    match cx.peer.create_message(request).await {
+        Ok(result) => {
+            let answer = result
+                .message
+                .content
+                .first()
+                .and_then(|c| c.as_text())
+                .map(|t| t.text.clone())
+                .unwrap_or_else(|| "(the response had no text content)".into());
+            Ok(text(format!("LLM response: {answer}")))
+        }
+        Err(error) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "Sampling failed: {error}"
+        ))])),
+    }
+}
+
+fn client_declared(
+    cx: &RequestContext<RoleServer>,
+    has: impl FnOnce(&rmcp::model::ClientCapabilities) -> bool,
+) -> bool {
+    cx.peer
+        .peer_info()
+        .is_some_and(|info| has(&info.capabilities))
+}
+
+/// Sends `elicitation/create` with a form schema and reports what the user answered.
+async fn elicit(
+    cx: &RequestContext<RoleServer>,
+    message: &str,
+    schema: Value,
+    label: &str,
+) -> Result<CallToolResult, ErrorData> {
+    if !client_declared(cx, |caps| caps.elicitation.is_some()) {
+        return Ok(CallToolResult::error(vec![ContentBlock::text(
+            "The client did not declare the elicitation capability, so this tool cannot ask the user",
+        )]));
+    }
+    let params: ElicitRequestParams = serde_json::from_value(form_request(message, schema))
+        .map_err(|e| ErrorData::internal_error(format!("bad elicitation schema: {e}"), None))?;
+    match cx.peer.create_elicitation(params).await {
+        Ok(result) => {
+            let action = serde_json::to_value(&result.action)
+                .ok()
+                .and_then(|a| a.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let content = result.content.unwrap_or(Value::Null);
+            Ok(text(format!("{label}: action={action}, content={content}")))
+        }
+        Err(error) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "Elicitation failed: {error}"
+        ))])),
+    }
+}
+
+fn form_request(message: &str, schema: Value) -> Value {
+    json!({ "mode": "form", "message": message, "requestedSchema": schema })
+}
+
+fn user_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "username": { "type": "string", "description": "User's response" },
+            "email": { "type": "string", "description": "User's email address" },
+        },
+        "required": ["username", "email"],
+    })
+}
+
+/// SEP-1034: a default for every primitive type.
+fn defaults_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": { "type": "string", "description": "User name", "default": "John Doe" },
+            "age": { "type": "integer", "description": "User age", "default": 30 },
+            "score": { "type": "number", "description": "User score", "default": 95.5 },
+            "status": {
+                "type": "string",
+                "description": "User status",
+                "enum": ["active", "inactive", "pending"],
+                "default": "active",
+            },
+            "verified": { "type": "boolean", "description": "Verified user", "default": true },
+        },
+    })
+}
+
+/// SEP-1330: the five enum shapes.
+fn enums_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "untitledSingle": { "type": "string", "enum": ["option1", "option2", "option3"] },
+            "titledSingle": {
+                "type": "string",
+                "oneOf": [
+                    { "const": "value1", "title": "First Option" },
+                    { "const": "value2", "title": "Second Option" },
+                    { "const": "value3", "title": "Third Option" },
+                ],
+            },
+            "legacyEnum": {
+                "type": "string",
+                "enum": ["opt1", "opt2", "opt3"],
+                "enumNames": ["Option One", "Option Two", "Option Three"],
+            },
+            "untitledMulti": {
+                "type": "array",
+                "items": { "type": "string", "enum": ["option1", "option2", "option3"] },
+            },
+            "titledMulti": {
+                "type": "array",
+                "items": {
+                    "anyOf": [
+                        { "const": "value1", "title": "First Choice" },
+                        { "const": "value2", "title": "Second Choice" },
+                        { "const": "value3", "title": "Third Choice" },
+                    ],
+                },
+            },
+        },
+    })
+}
+
+/// The HTTP layer has already ended this call's SSE stream after its priming event (see
+/// `http::reconnect`); answer once the client has resumed, so the answer is replayed to it.
+async fn reconnect(
+    fixture: &Fixture,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let session_id = cx
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok());
+    let (Some(reconnects), Some(session_id)) = (&fixture.reconnects, session_id) else {
+        return Ok(text(
+            "Reconnection test completed (no HTTP session to reconnect)",
+        ));
+    };
+    let resumed = reconnects.wait_for_resume(session_id, RECONNECT_WAIT).await;
+    Ok(text(if resumed {
+        "Reconnection test completed: answered after the client resumed the stream"
+    } else {
+        "Reconnection test completed: the client did not resume in time"
+    }))
+}
+
+async fn sleep(
+    args: &JsonObject,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let Some(ms) = args
+        .get("ms")
+        .and_then(Value::as_u64)
+        .filter(|ms| *ms <= 60_000)
+    else {
+        return Err(ErrorData::invalid_params(
+            "sleep needs an integer argument `ms` between 0 and 60000",
+            None,
+        ));
+    };
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text(format!("slept {ms} ms"))),
+        () = cx.ct.cancelled() => Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_conformance_tool_and_the_generated_ones() {
+        let names: Vec<String> = catalog(3)
+            .into_iter()
+            .map(|t| t.name.into_owned())
+            .collect();
+        for expected in [
+            "test_simple_text",
+            "test_image_content",
+            "test_audio_content",
+            "test_embedded_resource",
+            "test_multiple_content_types",
+            "test_tool_with_logging",
+            "test_tool_with_progress",
+            "test_error_handling",
+            "test_sampling",
+            "test_elicitation",
+            "test_elicitation_sep1034_defaults",
+            "test_elicitation_sep1330_enums",
+            "json_schema_2020_12_tool",
+            "test_reconnection",
+            "echo",
+            "tool_0",
+            "tool_2",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "missing {expected}");
+        }
+        assert!(!names.iter().any(|n| n == "tool_3"));
+    }
+
+    #[test]
+    fn json_schema_2020_12_keywords_survive_the_typed_model() {
+        let tool = catalog(0)
+            .into_iter()
+            .find(|t| t.name == "json_schema_2020_12_tool")
+            .unwrap();
+        let wire = serde_json::to_value(&tool).unwrap();
+        let schema = &wire["inputSchema"];
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert!(schema["$defs"]["address"].is_object());
+        assert_eq!(schema["additionalProperties"], json!(false));
+    }
+
+    /// The elicitation schemas go through rmcp's typed `ElicitationSchema`; the client must
+    /// still receive exactly what the scenarios check (defaults, enumNames, oneOf, anyOf).
+    #[test]
+    fn elicitation_schemas_reach_the_wire_unchanged() {
+        for schema in [user_schema(), defaults_schema(), enums_schema()] {
+            let params: ElicitRequestParams =
+                serde_json::from_value(form_request("m", schema.clone())).unwrap();
+            let wire = serde_json::to_value(&params).unwrap();
+            assert_eq!(wire["requestedSchema"]["properties"], schema["properties"]);
+        }
+    }
+
+    #[test]
+    fn echo_returns_text_or_the_arguments() {
+        let args: JsonObject = serde_json::from_value(json!({ "text": "hi" })).unwrap();
+        let wire = serde_json::to_value(echo(&args)).unwrap();
+        assert_eq!(wire["content"][0]["text"], "hi");
+        let args: JsonObject = serde_json::from_value(json!({ "n": 1 })).unwrap();
+        let wire = serde_json::to_value(echo(&args)).unwrap();
+        assert_eq!(wire["content"][0]["text"], r#"{"n":1}"#);
+    }
+}
