@@ -100,11 +100,14 @@ pub fn catalog(extra_tools: usize) -> Vec<Tool> {
         tool(
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features",
+            // The 0.1.16 scenario checks $schema, $defs and additionalProperties (SEP-1613); later
+            // suites also check $anchor, allOf/anyOf and if/then/else (SEP-2106), so they are here too.
             json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "$defs": {
                     "address": {
+                        "$anchor": "addressDef",
                         "type": "object",
                         "properties": { "street": { "type": "string" }, "city": { "type": "string" } },
                     },
@@ -112,7 +115,17 @@ pub fn catalog(extra_tools: usize) -> Vec<Tool> {
                 "properties": {
                     "name": { "type": "string" },
                     "address": { "$ref": "#/$defs/address" },
+                    "contactMethod": { "type": "string", "enum": ["phone", "email"] },
+                    "phone": { "type": "string" },
+                    "email": { "type": "string" },
                 },
+                "allOf": [{ "anyOf": [{ "required": ["phone"] }, { "required": ["email"] }] }],
+                "if": {
+                    "properties": { "contactMethod": { "const": "phone" } },
+                    "required": ["contactMethod"],
+                },
+                "then": { "required": ["phone"] },
+                "else": { "required": ["email"] },
                 "additionalProperties": false,
             }),
         ),
@@ -559,6 +572,8 @@ mod tests {
         );
         assert!(schema["$defs"]["address"].is_object());
         assert_eq!(schema["additionalProperties"], json!(false));
+        assert_eq!(schema["$defs"]["address"]["$anchor"], "addressDef");
+        assert!(schema["allOf"].is_array() && schema["if"].is_object());
     }
 
     /// The elicitation schemas go through rmcp's typed `ElicitationSchema`; the client must
