@@ -1,0 +1,553 @@
+//! The merged catalog: every server's tools, prompts, resources and templates under
+//! the names clients see, with the tables that route each one back to its owner.
+//!
+//! A catalog is immutable; when a server's lists change a new one is built and
+//! swapped in whole, so readers never lock. List responses are assembled from
+//! pre-serialised items.
+
+use crate::config::{Config, ItemRules};
+use crate::jsonrpc::{ErrorObject, code};
+use crate::names::{self, Candidate};
+use hmac::{Hmac, Mac};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One server's lists, as it gave them (hidden items included).
+#[derive(Debug, Default, Clone)]
+pub struct ServerLists {
+    pub tools: Vec<Value>,
+    pub prompts: Vec<Value>,
+    pub resources: Vec<Value>,
+    pub templates: Vec<Value>,
+}
+
+/// What the catalog needs to know about a server.
+pub struct ServerView<'a> {
+    pub name: &'a str,
+    pub prefix: &'a str,
+    pub tools: &'a ItemRules,
+    pub prompts: &'a ItemRules,
+    pub lists: Option<&'a ServerLists>,
+}
+
+#[derive(Debug)]
+pub struct Item {
+    /// The name (tools, prompts) or URI (resources, templates) clients see.
+    pub exposed: String,
+    /// Index of the owning server in the gateway's server list.
+    pub server: usize,
+    /// What the owner calls it.
+    pub original: String,
+    /// The item as listed to clients: the server's JSON, name or URI replaced.
+    pub json: Box<RawValue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    Templates,
+}
+
+impl ListKind {
+    pub fn from_method(method: &str) -> Option<Self> {
+        Some(match method {
+            "tools/list" => ListKind::Tools,
+            "prompts/list" => ListKind::Prompts,
+            "resources/list" => ListKind::Resources,
+            "resources/templates/list" => ListKind::Templates,
+            _ => return None,
+        })
+    }
+
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+            ListKind::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The member of the list result that holds the items.
+    pub fn field(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::Templates => "resourceTemplates",
+        }
+    }
+
+    fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Prefix of a rewritten resource URI: `toolgate://{server}/{original}`.
+const URI_PREFIX: &str = "toolgate://";
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub generation: u64,
+    pub tools: Vec<Item>,
+    pub prompts: Vec<Item>,
+    pub resources: Vec<Item>,
+    pub templates: Vec<Item>,
+    server_names: Vec<String>,
+    tool_index: HashMap<String, usize>,
+    prompt_index: HashMap<String, usize>,
+    resource_index: HashMap<String, usize>,
+    /// (server, original URI) → exposed URI, for the URIs rewritten on collision.
+    rewritten: HashMap<(usize, String), String>,
+}
+
+impl Catalog {
+    pub fn build(config: &Config, servers: &[ServerView<'_>], generation: u64) -> Catalog {
+        let mut cat = Catalog {
+            generation,
+            server_names: servers.iter().map(|s| s.name.to_owned()).collect(),
+            ..Default::default()
+        };
+        cat.tools = named_items(config, servers, |s, l| (s.tools, &l.tools));
+        cat.prompts = named_items(config, servers, |s, l| (s.prompts, &l.prompts));
+        cat.tool_index = index(&cat.tools);
+        cat.prompt_index = index(&cat.prompts);
+
+        for (idx, s) in servers.iter().enumerate() {
+            let Some(lists) = s.lists else { continue };
+            for r in &lists.resources {
+                let Some(uri) = r.get("uri").and_then(Value::as_str) else {
+                    continue;
+                };
+                // First owner keeps the URI; later owners of the same URI are rewritten.
+                let exposed = if cat.resource_index.contains_key(uri) {
+                    let e = format!("{URI_PREFIX}{}/{uri}", s.name);
+                    cat.rewritten.insert((idx, uri.to_owned()), e.clone());
+                    e
+                } else {
+                    uri.to_owned()
+                };
+                if cat.resource_index.contains_key(&exposed) {
+                    continue;
+                }
+                let mut item = r.clone();
+                item["uri"] = Value::String(exposed.clone());
+                cat.resource_index
+                    .insert(exposed.clone(), cat.resources.len());
+                cat.resources.push(Item {
+                    exposed,
+                    server: idx,
+                    original: uri.to_owned(),
+                    json: crate::jsonrpc::to_raw(&item),
+                });
+            }
+            for t in &lists.templates {
+                let Some(tpl) = t.get("uriTemplate").and_then(Value::as_str) else {
+                    continue;
+                };
+                cat.templates.push(Item {
+                    exposed: tpl.to_owned(),
+                    server: idx,
+                    original: tpl.to_owned(),
+                    json: crate::jsonrpc::to_raw(t),
+                });
+            }
+        }
+        cat
+    }
+
+    pub fn items(&self, kind: ListKind) -> &[Item] {
+        match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources => &self.resources,
+            ListKind::Templates => &self.templates,
+        }
+    }
+
+    pub fn tool(&self, exposed: &str) -> Option<&Item> {
+        self.tool_index.get(exposed).map(|&i| &self.tools[i])
+    }
+
+    pub fn prompt(&self, exposed: &str) -> Option<&Item> {
+        self.prompt_index.get(exposed).map(|&i| &self.prompts[i])
+    }
+
+    /// The owner of a URI a client names, and what the owner calls it: a listed
+    /// resource, a rewritten URI, or a URI matching one server's template.
+    pub fn route_uri(&self, uri: &str) -> Option<(usize, String)> {
+        if let Some(&i) = self.resource_index.get(uri) {
+            let item = &self.resources[i];
+            return Some((item.server, item.original.clone()));
+        }
+        if let Some(rest) = uri.strip_prefix(URI_PREFIX)
+            && let Some((server, original)) = rest.split_once('/')
+            && let Some(idx) = self.server_names.iter().position(|n| n == server)
+        {
+            return Some((idx, original.to_owned()));
+        }
+        self.templates
+            .iter()
+            .find(|t| template_matches(&t.original, uri))
+            .map(|t| (t.server, uri.to_owned()))
+    }
+
+    /// The URI clients see for a server's own URI.
+    pub fn expose_uri<'a>(&'a self, server: usize, original: &'a str) -> &'a str {
+        self.rewritten
+            .get(&(server, original.to_owned()))
+            .map_or(original, String::as_str)
+    }
+
+    pub fn has_rewrites(&self, server: usize) -> bool {
+        !self.rewritten.is_empty() && self.rewritten.keys().any(|(s, _)| *s == server)
+    }
+
+    /// Rewrite every `uri` member in a result from `server` that names a rewritten
+    /// URI (resource links, embedded resources, read contents).
+    pub fn rewrite_uris(&self, server: usize, v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "uri"
+                        && let Value::String(u) = child
+                        && let Some(e) = self.rewritten.get(&(server, u.clone()))
+                    {
+                        *u = e.clone();
+                    } else {
+                        self.rewrite_uris(server, child);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|c| self.rewrite_uris(server, c)),
+            _ => {}
+        }
+    }
+
+    /// One page of a merged list, as the JSON text of the result.
+    pub fn page(
+        &self,
+        kind: ListKind,
+        cursor: Option<&str>,
+        page_size: usize,
+        cursors: &Cursors,
+    ) -> Result<String, ErrorObject> {
+        let items = self.items(kind);
+        let start = match cursor {
+            None => 0,
+            Some(c) => cursors.decode(kind, c)?,
+        };
+        let start = start.min(items.len());
+        let end = (start + page_size).min(items.len());
+        let mut out = String::with_capacity(
+            64 + items[start..end]
+                .iter()
+                .map(|i| i.json.get().len() + 1)
+                .sum::<usize>(),
+        );
+        out.push_str("{\"");
+        out.push_str(kind.field());
+        out.push_str("\":[");
+        for (n, item) in items[start..end].iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(item.json.get());
+        }
+        out.push(']');
+        if end < items.len() {
+            out.push_str(",\"nextCursor\":");
+            out.push_str(&Value::String(cursors.encode(kind, end)).to_string());
+        }
+        out.push('}');
+        Ok(out)
+    }
+
+    /// A summary for `toolgate catalog --json`.
+    pub fn describe(&self) -> Value {
+        let owner = |i: &Item| self.server_names[i.server].clone();
+        let named = |items: &[Item]| {
+            items
+                .iter()
+                .map(|i| json!({ "name": i.exposed, "server": owner(i), "original": i.original }))
+                .collect::<Vec<_>>()
+        };
+        let uris = |items: &[Item]| {
+            items
+                .iter()
+                .map(|i| json!({ "uri": i.exposed, "server": owner(i), "original": i.original }))
+                .collect::<Vec<_>>()
+        };
+        json!({
+            "tools": named(&self.tools),
+            "prompts": named(&self.prompts),
+            "resources": uris(&self.resources),
+            "resourceTemplates": uris(&self.templates),
+        })
+    }
+}
+
+fn index(items: &[Item]) -> HashMap<String, usize> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.exposed.clone(), i))
+        .collect()
+}
+
+/// Name tools or prompts across servers, dropping hidden ones.
+fn named_items<'a>(
+    config: &Config,
+    servers: &'a [ServerView<'a>],
+    pick: impl Fn(&'a ServerView<'a>, &'a ServerLists) -> (&'a ItemRules, &'a Vec<Value>),
+) -> Vec<Item> {
+    let mut owners = Vec::new();
+    let mut candidates = Vec::new();
+    for (idx, s) in servers.iter().enumerate() {
+        let Some(lists) = s.lists else { continue };
+        let (rules, list) = pick(s, lists);
+        for item in list {
+            let Some(name) = item.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if rules.hide.iter().any(|h| h == name) {
+                continue;
+            }
+            owners.push((idx, item));
+            candidates.push(Candidate {
+                prefix: s.prefix,
+                original: name,
+                rename: rules.rename.get(name).map(String::as_str),
+            });
+        }
+    }
+    let exposed = names::assign(&candidates, config.prefix_mode, &config.separator);
+    owners
+        .into_iter()
+        .zip(candidates)
+        .zip(exposed)
+        .map(|(((server, item), cand), exposed)| {
+            let mut json = item.clone();
+            json["name"] = Value::String(exposed.clone());
+            Item {
+                exposed,
+                server,
+                original: cand.original.to_owned(),
+                json: crate::jsonrpc::to_raw(&json),
+            }
+        })
+        .collect()
+}
+
+/// Does `uri` match an RFC 6570 template? Literal parts must appear in order;
+/// each expression matches a non-empty run (reserved expansions may span `/`).
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return false;
+        };
+        let op = rest[open + 1..].chars().next();
+        parts.push((rest[..open].to_owned(), matches!(op, Some('+' | '#' | '/'))));
+        rest = &rest[open + close + 1..];
+    }
+    let tail = rest;
+    fn go(parts: &[(String, bool)], tail: &str, uri: &str, first: bool, wide: bool) -> bool {
+        let Some(((lit, next_wide), more)) = parts.split_first() else {
+            // After the last expression only the tail literal remains.
+            return match uri.strip_suffix(tail) {
+                Some(var) if !first => !var.is_empty() && (wide || !var.contains('/')),
+                Some(var) => var.is_empty(),
+                None => false,
+            };
+        };
+        if first {
+            return uri
+                .strip_prefix(lit.as_str())
+                .is_some_and(|r| go(more, tail, r, false, *next_wide));
+        }
+        // Try every place the literal can follow a non-empty expression value.
+        let mut search = 1;
+        while let Some(pos) = uri.get(search..).and_then(|s| s.find(lit.as_str())) {
+            let at = search + pos;
+            let var = &uri[..at];
+            if (wide || !var.contains('/'))
+                && go(more, tail, &uri[at + lit.len()..], false, *next_wide)
+            {
+                return true;
+            }
+            search = at + 1;
+        }
+        false
+    }
+    go(&parts, tail, uri, true, false)
+}
+
+/// Tamper-proof pagination cursors: position and list kind, authenticated with a
+/// key held by the gateway, so a client can neither forge nor reuse one across lists.
+pub struct Cursors {
+    key: [u8; 32],
+}
+
+impl Cursors {
+    pub fn new(key: [u8; 32]) -> Self {
+        Cursors { key }
+    }
+
+    fn tag(&self, payload: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key size");
+        mac.update(payload.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        tag[..12].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn encode(&self, kind: ListKind, offset: usize) -> String {
+        let payload = format!("{}.{offset}", kind.tag());
+        format!("{payload}.{}", self.tag(&payload))
+    }
+
+    pub fn decode(&self, kind: ListKind, cursor: &str) -> Result<usize, ErrorObject> {
+        let invalid = || ErrorObject::new(code::INVALID_PARAMS, "Invalid cursor");
+        let (payload, tag) = cursor.rsplit_once('.').ok_or_else(invalid)?;
+        if tag != self.tag(payload) {
+            return Err(invalid());
+        }
+        let (k, offset) = payload.split_once('.').ok_or_else(invalid)?;
+        if k != kind.tag().to_string() {
+            return Err(invalid());
+        }
+        offset.parse().map_err(|_| invalid())
+    }
+}
+
+/// Shared handle to the current catalog.
+pub type CatalogRef = Arc<Catalog>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::config::load_str("servers: {}", "t", false).unwrap()
+    }
+
+    fn lists(tools: &[&str], uris: &[&str]) -> ServerLists {
+        ServerLists {
+            tools: tools
+                .iter()
+                .map(|t| json!({"name": t, "inputSchema": {"type": "object"}, "x-extra": 1}))
+                .collect(),
+            resources: uris.iter().map(|u| json!({"uri": u, "name": u})).collect(),
+            templates: vec![json!({"uriTemplate": "test://template/{id}/data", "name": "t"})],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn merges_names_hides_and_routes() {
+        let a = lists(&["read", "secret"], &["file:///a", "test://shared"]);
+        let b = lists(&["read"], &["test://shared"]);
+        let hide = ItemRules {
+            hide: vec!["secret".into()],
+            ..Default::default()
+        };
+        let none = ItemRules::default();
+        let views = [
+            ServerView {
+                name: "a",
+                prefix: "a",
+                tools: &hide,
+                prompts: &none,
+                lists: Some(&a),
+            },
+            ServerView {
+                name: "b",
+                prefix: "b",
+                tools: &none,
+                prompts: &none,
+                lists: Some(&b),
+            },
+        ];
+        let cat = Catalog::build(&config(), &views, 1);
+        let names: Vec<_> = cat.tools.iter().map(|t| t.exposed.as_str()).collect();
+        assert_eq!(names, ["a__read", "b__read"]);
+        assert!(cat.tool("a__secret").is_none());
+        assert_eq!(cat.tool("b__read").unwrap().original, "read");
+        // Unknown fields survive into the listing.
+        assert!(cat.tools[0].json.get().contains("\"x-extra\":1"));
+        // The shared URI keeps its name for the first owner and is rewritten for the second.
+        assert_eq!(
+            cat.route_uri("test://shared"),
+            Some((0, "test://shared".into()))
+        );
+        let rewritten = cat.expose_uri(1, "test://shared").to_owned();
+        assert_eq!(rewritten, "toolgate://b/test://shared");
+        assert_eq!(cat.route_uri(&rewritten), Some((1, "test://shared".into())));
+        let mut result = json!({"content": [{"type": "resource_link", "uri": "test://shared"}]});
+        cat.rewrite_uris(1, &mut result);
+        assert_eq!(result["content"][0]["uri"], rewritten);
+        // Templates route URIs that were never listed.
+        assert_eq!(
+            cat.route_uri("test://template/42/data").map(|r| r.0),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn pages_with_authenticated_cursors() {
+        let a = lists(&["t1", "t2", "t3"], &[]);
+        let none = ItemRules::default();
+        let views = [ServerView {
+            name: "a",
+            prefix: "a",
+            tools: &none,
+            prompts: &none,
+            lists: Some(&a),
+        }];
+        let cat = Catalog::build(&config(), &views, 1);
+        let cursors = Cursors::new([7; 32]);
+        let p1: Value =
+            serde_json::from_str(&cat.page(ListKind::Tools, None, 2, &cursors).unwrap()).unwrap();
+        assert_eq!(p1["tools"].as_array().unwrap().len(), 2);
+        let next = p1["nextCursor"].as_str().unwrap();
+        let p2: Value =
+            serde_json::from_str(&cat.page(ListKind::Tools, Some(next), 2, &cursors).unwrap())
+                .unwrap();
+        assert_eq!(p2["tools"][0]["name"], "a__t3");
+        assert!(p2.get("nextCursor").is_none());
+        let forged = next.replace("0.2", "0.1");
+        assert!(
+            cat.page(ListKind::Tools, Some(&forged), 2, &cursors)
+                .is_err()
+        );
+        assert!(
+            cat.page(ListKind::Prompts, Some(next), 2, &cursors)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn templates() {
+        assert!(template_matches(
+            "test://template/{id}/data",
+            "test://template/1/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template//data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template/1/2/data"
+        ));
+        assert!(template_matches("file:///{+path}", "file:///a/b/c"));
+        assert!(template_matches("res://{a}", "res://x"));
+        assert!(!template_matches("res://{a}", "other://x"));
+    }
+}

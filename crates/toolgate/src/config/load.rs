@@ -1,0 +1,395 @@
+//! Reading a config file into `Config`: YAML or JSON, `${VAR}` expansion, validation.
+//!
+//! Every error names the file, the line (when the parser knows it) and the key path,
+//! so `toolgate check` and `toolgate serve` point at the exact spot to fix.
+
+use super::{Config, ServerConfig, TransportKind};
+use std::fmt;
+use std::path::Path;
+
+/// A config problem, located as precisely as the parser allows.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path of the offending key, e.g. `servers.files.command`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read and validate a config file. `.json` files are JSON; everything else is YAML.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let mut config = load_str(&text, &file, json)?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// Parse config text; `file` is only used in messages.
+pub fn load_str(text: &str, file: &str, json: bool) -> Result<Config, ConfigError> {
+    let mut config = if json {
+        parse_json(text, file)?
+    } else {
+        parse_yaml(text, file)?
+    };
+    let err = |key: String, message: String| ConfigError {
+        file: file.to_owned(),
+        line: line_of_key(text, &key),
+        column: None,
+        key: Some(key),
+        message,
+    };
+    for (name, server) in config.servers.iter_mut() {
+        expand_server(name, server).map_err(|(k, m)| err(k, m))?;
+        validate_server(name, server).map_err(|(k, m)| err(k, m))?;
+    }
+    if config.separator.is_empty()
+        || !config
+            .separator
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(err(
+            "separator".into(),
+            "must be one or more of A-Z a-z 0-9 _ - .".into(),
+        ));
+    }
+    if config.page_size == 0 {
+        return Err(err("page_size".into(), "must be at least 1".into()));
+    }
+    Ok(config)
+}
+
+fn parse_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let mut path = None;
+    let options = serde_saphyr::options! { with_snippet: false };
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let location = e.location();
+        let key = path.filter(|p| p != ".");
+        let message = first_line(&e.to_string());
+        ConfigError {
+            file: file.to_owned(),
+            line: location.map(|l| l.line() as usize),
+            column: location.map(|l| l.column() as usize),
+            key,
+            message,
+        }
+    })
+}
+
+fn parse_json(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = Some(e.path().to_string()).filter(|p| p != ".");
+        let inner = e.into_inner();
+        // serde_json appends " at line L column C"; we report those separately.
+        let message = inner.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m)
+            .to_owned();
+        ConfigError {
+            file: file.to_owned(),
+            line: Some(inner.line()),
+            column: Some(inner.column()),
+            key,
+            message,
+        }
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_owned()
+}
+
+/// Best effort: the first line that defines the last segment of `key`
+/// below the line that defines the segment before it.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut start = 0;
+    let mut found = None;
+    for segment in key.split('.') {
+        let (idx, _) = text.lines().enumerate().skip(start).find(|(_, line)| {
+            let t = line.trim_start().trim_start_matches('"');
+            t.starts_with(segment)
+                && t[segment.len()..]
+                    .trim_start_matches('"')
+                    .trim_start()
+                    .starts_with(':')
+        })?;
+        start = idx + 1;
+        found = Some(idx + 1);
+    }
+    found
+}
+
+type KeyedError = (String, String);
+
+/// Expand `${VAR}` and `${VAR:-default}` in the fields that commonly carry secrets
+/// or machine-specific paths. A missing variable without a default is an error:
+/// silently sending `Bearer ` upstream is worse than refusing to start.
+fn expand_server(name: &str, s: &mut ServerConfig) -> Result<(), KeyedError> {
+    let key = |field: &str| format!("servers.{name}.{field}");
+    if let Some(c) = &mut s.command {
+        *c = expand(c).map_err(|m| (key("command"), m))?;
+    }
+    for (i, a) in s.args.iter_mut().enumerate() {
+        *a = expand(a).map_err(|m| (key(&format!("args[{i}]")), m))?;
+    }
+    for (k, v) in s.env.iter_mut() {
+        *v = expand(v).map_err(|m| (key(&format!("env.{k}")), m))?;
+    }
+    for (k, v) in s.headers.iter_mut() {
+        *v = expand(v).map_err(|m| (key(&format!("headers.{k}")), m))?;
+    }
+    if let Some(u) = &mut s.url {
+        *u = expand(u).map_err(|m| (key("url"), m))?;
+    }
+    Ok(())
+}
+
+fn expand(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unterminated ${{ in {text:?}"));
+        };
+        let inner = &after[..end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(var), default) {
+            (Ok(v), _) => out.push_str(&v),
+            (Err(_), Some(d)) => out.push_str(d),
+            (Err(_), None) => {
+                return Err(format!(
+                    "environment variable {var} is not set (use ${{{var}:-default}} for a fallback)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+pub(crate) fn valid_server_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn validate_server(name: &str, s: &ServerConfig) -> Result<(), KeyedError> {
+    let key = |field: &str| {
+        if field.is_empty() {
+            format!("servers.{name}")
+        } else {
+            format!("servers.{name}.{field}")
+        }
+    };
+    if !valid_server_name(name) {
+        return Err((
+            key(""),
+            "a server name is 1-64 characters of A-Z a-z 0-9 _ -".into(),
+        ));
+    }
+    if let Some(p) = &s.prefix
+        && !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err((key("prefix"), "only A-Z a-z 0-9 _ - . are allowed".into()));
+    }
+    match (s.transport(), &s.command, &s.url) {
+        (_, Some(_), Some(_)) => Err((
+            key("url"),
+            "set either `command` (stdio) or `url` (HTTP), not both".into(),
+        )),
+        (_, None, None) => Err((
+            key(""),
+            "needs `command` (a stdio server) or `url` (an HTTP server)".into(),
+        )),
+        (TransportKind::Stdio, None, Some(_)) => Err((
+            key("transport"),
+            "stdio needs `command`; use streamable-http or sse with `url`".into(),
+        )),
+        (TransportKind::StreamableHttp | TransportKind::Sse, Some(_), None) => Err((
+            key("transport"),
+            "HTTP transports need `url`, not `command`".into(),
+        )),
+        (_, None, Some(u)) => match url::Url::parse(u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+            Ok(_) => Err((key("url"), "only http and https URLs are supported".into())),
+            Err(e) => Err((key("url"), format!("not a valid URL: {e}"))),
+        },
+        (_, Some(c), None) if c.trim().is_empty() => {
+            Err((key("command"), "must not be empty".into()))
+        }
+        _ => Ok(()),
+    }?;
+    if !s.headers.is_empty() && s.command.is_some() {
+        return Err((key("headers"), "headers apply to HTTP servers only".into()));
+    }
+    for (kind, rules) in [("tools", &s.tools), ("prompts", &s.prompts)] {
+        for (from, to) in &rules.rename {
+            if !crate::names::valid_exposed_name(to) {
+                return Err((
+                    key(&format!("{kind}.rename.{from}")),
+                    "an exposed name is 1-64 characters of A-Z a-z 0-9 _ - .".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FailureMode, Isolation, PrefixMode};
+
+    #[test]
+    fn yaml_example() {
+        let c = load_str(
+            r#"
+listen: 127.0.0.1:9000
+prefix_mode: conditional
+servers:
+  files:
+    command: npx
+    args: ["-y", "server"]
+    env: { LOG_LEVEL: info }
+    isolation: shared
+    timeout: 5s
+  weather:
+    url: https://weather.example.com/mcp
+    headers: { X-Key: "${TOOLGATE_TEST_UNSET_VAR:-fallback}" }
+    failure: closed
+    tools: { hide: [secret], rename: { forecast: weather_now } }
+  legacy:
+    url: http://127.0.0.1:9001/sse
+    transport: sse
+"#,
+            "t.yaml",
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.prefix_mode, PrefixMode::Conditional);
+        let names: Vec<_> = c.enabled_servers().map(|(n, _)| n).collect();
+        assert_eq!(names, ["files", "weather", "legacy"]);
+        let files = &c.servers["files"];
+        assert_eq!(files.transport(), TransportKind::Stdio);
+        assert_eq!(files.isolation, Isolation::Shared);
+        assert_eq!(files.timeout().as_secs(), 5);
+        let weather = &c.servers["weather"];
+        assert_eq!(weather.transport(), TransportKind::StreamableHttp);
+        assert_eq!(weather.headers["X-Key"], "fallback");
+        assert_eq!(weather.failure, FailureMode::Closed);
+        assert_eq!(weather.tools.rename["forecast"], "weather_now");
+        assert_eq!(c.servers["legacy"].transport(), TransportKind::Sse);
+    }
+
+    #[test]
+    fn mcp_servers_form_works_unchanged() {
+        let c = load_str(
+            r#"{"mcpServers": {
+                "everything": {"command": "npx", "args": ["-y", "x"], "env": {"A": "b"}},
+                "remote": {"url": "http://127.0.0.1:1/mcp", "type": "http", "headers": {"X": "y"}},
+                "old": {"type": "sse", "url": "http://127.0.0.1:1/sse"}
+            }}"#,
+            "c.json",
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(
+            c.servers["remote"].transport(),
+            TransportKind::StreamableHttp
+        );
+        assert_eq!(c.servers["old"].transport(), TransportKind::Sse);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = load_str(
+            "servers:\n  files:\n    command: x\n    comand: y\n",
+            "bad.yaml",
+            false,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("bad.yaml:4:"), "{text}");
+        assert!(text.contains("servers.files"), "{text}");
+        assert!(text.contains("comand"), "{text}");
+    }
+
+    #[test]
+    fn json_error_is_located() {
+        let e = load_str(
+            "{\n \"servers\": {\"a\": {\"url\": 5}}\n}",
+            "bad.json",
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.key.as_deref(), Some("servers.a.url"));
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = load_str("servers:\n  a:\n    args: [x]\n", "s.yaml", false).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("servers.a"));
+        assert_eq!(e.line, Some(2));
+        let e = load_str("servers:\n  a:\n    url: ftp://x/\n", "s.yaml", false).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("servers.a.url"));
+        assert_eq!(e.line, Some(3));
+        let e = load_str(
+            "servers:\n  a:\n    url: http://x/\n    headers: {A: \"${TOOLGATE_SURELY_UNSET}\"}\n",
+            "s.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("TOOLGATE_SURELY_UNSET"));
+    }
+}

@@ -1,0 +1,213 @@
+//! The declarative configuration: typed, validated, and compiled once into a snapshot.
+//!
+//! Every struct denies unknown fields so a typo is an error with file, line and key,
+//! never a silently ignored setting. `load.rs` reads files (YAML, JSON, or the
+//! `mcpServers` form desktop clients use) into these types.
+
+mod duration;
+mod load;
+
+pub use duration::Seconds;
+pub use load::{ConfigError, load_file, load_str};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the MCP listener (`/mcp`, and the legacy `/sse` + `/message`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// When tool and prompt names get the server prefix.
+    #[serde(default)]
+    pub prefix_mode: PrefixMode,
+    /// Between the prefix and the item's own name.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// Allow a non-loopback `listen` address although no authentication is
+    /// configured. Without it toolgate refuses to expose unauthenticated tools to
+    /// the network.
+    #[serde(default)]
+    pub allow_unauthenticated_network: bool,
+    /// Extra `Origin` values browsers may send (loopback origins are always allowed
+    /// while the gateway listens on loopback).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body or stdio line, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_message_bytes: usize,
+    /// Items per page of `tools/list`, `prompts/list`, `resources/list`.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// How often every server's lists are re-read even without `list_changed`.
+    #[serde(default = "default_catalog_ttl")]
+    pub catalog_ttl: Seconds,
+    /// A legacy session with no traffic and no open stream is dropped after this.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_timeout: Seconds,
+    /// The MCP servers behind the gateway, by name (`mcpServers` is accepted too).
+    #[serde(alias = "mcpServers", default)]
+    pub servers: IndexMap<String, ServerConfig>,
+    /// Where the file came from, for messages; not part of the file.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefixMode {
+    /// Every tool and prompt is `{server}{sep}{name}`: names never change when a
+    /// server is added.
+    #[default]
+    Always,
+    /// Only names that two servers share get the prefix.
+    Conditional,
+    /// Names are exposed as the servers give them; a clash is resolved by
+    /// prefixing the later server's item.
+    Never,
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Program to start for a stdio server (only from this file, never from a client).
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment of the child: only these variables (plus PATH and HOME) reach it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    /// URL of a Streamable HTTP endpoint or of a legacy HTTP+SSE `/sse` endpoint.
+    pub url: Option<String>,
+    /// How to reach `url` (the `mcpServers` form calls this `type`).
+    #[serde(alias = "type")]
+    pub transport: Option<TransportKind>,
+    /// Headers sent with every HTTP request to the server (`${VAR}` is expanded).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Prefix for this server's items instead of its name.
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// How long one call may take before it is cancelled upstream.
+    #[serde(default = "default_timeout")]
+    pub timeout: Seconds,
+    #[serde(default)]
+    pub failure: FailureMode,
+    #[serde(default)]
+    pub tools: ItemRules,
+    #[serde(default)]
+    pub prompts: ItemRules,
+    /// Keep the entry but do not start or expose it (`mcpServers` files use this).
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum TransportKind {
+    #[serde(rename = "stdio")]
+    Stdio,
+    #[serde(
+        rename = "streamable-http",
+        alias = "http",
+        alias = "streamableHttp",
+        alias = "streamable_http"
+    )]
+    StreamableHttp,
+    #[serde(rename = "sse")]
+    Sse,
+}
+
+/// Who shares an upstream session (and, for stdio, a child process).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// One upstream session for every caller; ids and tokens are remapped.
+    Shared,
+    /// One upstream session per authenticated principal.
+    PerPrincipal,
+    /// One upstream session per downstream session: the safe default, since a
+    /// server's session state (subscriptions, roots, server→client requests) then
+    /// never mixes two clients.
+    #[default]
+    PerSession,
+}
+
+/// What the catalog does while a server is down.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Its items vanish; every other server keeps serving.
+    #[default]
+    Open,
+    /// The gateway does not start without it, and while it is down later its
+    /// items stay listed and calls fail with a clear error.
+    Closed,
+}
+
+/// Per-item hiding and renaming for tools or prompts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRules {
+    /// Names (as the server gives them) that clients never see.
+    #[serde(default)]
+    pub hide: Vec<String>,
+    /// Server name → exposed name (used as is: no prefix is added).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+}
+
+impl ServerConfig {
+    /// The transport this entry resolves to (validated in `load`).
+    pub fn transport(&self) -> TransportKind {
+        match (self.transport, &self.command) {
+            (Some(t), _) => t,
+            (None, Some(_)) => TransportKind::Stdio,
+            (None, None) => TransportKind::StreamableHttp,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout.0
+    }
+}
+
+impl Config {
+    /// Servers that are not disabled, in file order.
+    pub fn enabled_servers(&self) -> impl Iterator<Item = (&str, &ServerConfig)> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| !s.disabled)
+            .map(|(name, s)| (name.as_str(), s))
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_separator() -> String {
+    "__".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_page_size() -> usize {
+    500
+}
+fn default_catalog_ttl() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+fn default_session_idle() -> Seconds {
+    Seconds(Duration::from_secs(1800))
+}
+fn default_timeout() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}

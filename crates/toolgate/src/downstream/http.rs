@@ -1,0 +1,527 @@
+//! The HTTP front door: Streamable HTTP on `/mcp` (POST, GET, DELETE) and the
+//! 2024-11-05 HTTP+SSE transport on `/sse` + `/message`.
+//!
+//! This module only speaks HTTP: it checks headers and origins, finds the session,
+//! and turns bodies into messages for the gateway core and its event streams into
+//! JSON or SSE responses.
+
+use crate::gateway::stream::Next;
+use crate::gateway::{EventStream, Gateway, Session};
+use crate::jsonrpc::{self, ErrorObject, Kind, LEGACY_VERSIONS, Message, code};
+use crate::sse::format_event;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+struct AppState {
+    gw: Arc<Gateway>,
+    loopback: bool,
+    allowed_origins: Arc<Vec<String>>,
+    legacy: Arc<Mutex<HashMap<String, Arc<LegacyConn>>>>,
+}
+
+/// One 2024-11-05 SSE connection: its stream exists before `initialize` makes a session.
+struct LegacyConn {
+    stream: Arc<EventStream>,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+pub fn router(gw: Arc<Gateway>, listen: SocketAddr) -> Router {
+    let state = AppState {
+        loopback: listen.ip().is_loopback(),
+        allowed_origins: Arc::new(gw.config.allowed_origins.clone()),
+        legacy: Arc::default(),
+        gw: gw.clone(),
+    };
+    Router::new()
+        .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .route("/sse", get(legacy_sse))
+        .route("/message", post(legacy_message))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard_origin,
+        ))
+        .layer(DefaultBodyLimit::max(gw.config.max_message_bytes))
+        .with_state(state)
+}
+
+/// Serve until `stop` is cancelled.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    axum::serve(listener, router(gw, addr))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+fn rpc_error(status: StatusCode, id: Option<jsonrpc::Id>, error: ErrorObject) -> Response {
+    let body = Message::error_response(id, error).to_json();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        None,
+        ErrorObject::new(code::INVALID_REQUEST, message),
+    )
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+/// The host part of a Host header or an origin's authority.
+fn hostname(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest
+            .split(']')
+            .next()
+            .map_or(authority, |h| &authority[..h.len() + 2]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// DNS-rebinding protection: a browser page on another origin must not reach a
+/// gateway on loopback. A foreign `Origin` is refused; on loopback the `Host` must
+/// be a loopback name too (a rebinding attack arrives with the attacker's host name).
+async fn guard_origin(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let allowed = state.allowed_origins.iter().any(|o| o == origin)
+            || (state.loopback
+                && url::Url::parse(origin)
+                    .ok()
+                    .and_then(|u| u.host_str().map(|h| is_loopback_host(h)))
+                    .unwrap_or(false));
+        if !allowed {
+            return rpc_error(
+                StatusCode::FORBIDDEN,
+                None,
+                ErrorObject::new(
+                    code::INVALID_REQUEST,
+                    format!("Origin {origin} is not allowed"),
+                ),
+            );
+        }
+    }
+    if state.loopback
+        && let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok())
+        && !is_loopback_host(hostname(host))
+    {
+        return rpc_error(
+            StatusCode::FORBIDDEN,
+            None,
+            ErrorObject::new(code::INVALID_REQUEST, format!("Host {host} is not allowed")),
+        );
+    }
+    next.run(req).await
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn accepts(headers: &HeaderMap, mime: &str) -> bool {
+    match header_str(headers, header::ACCEPT.as_str()) {
+        None => true,
+        Some(a) => a.split(',').any(|part| {
+            let t = part.split(';').next().unwrap_or("").trim();
+            t == mime || t == "*/*" || (t.ends_with("/*") && mime.starts_with(&t[..t.len() - 1]))
+        }),
+    }
+}
+
+/// The session a request names: 400 without the header, 404 if unknown.
+fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+    let Some(id) = header_str(headers, SESSION_HEADER) else {
+        return Err(bad_request(
+            "Bad Request: Mcp-Session-Id header is required",
+        ));
+    };
+    state.gw.sessions.get(id).ok_or_else(|| {
+        rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            ErrorObject::new(-32001, "Session not found"),
+        )
+    })
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+    match header_str(headers, VERSION_HEADER) {
+        Some(v) if !LEGACY_VERSIONS.contains(&v) => Err(bad_request(&format!(
+            "Bad Request: unsupported MCP-Protocol-Version {v}; supported: {}",
+            LEGACY_VERSIONS.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            ErrorObject::new(
+                code::INVALID_REQUEST,
+                "Not Acceptable: Accept must include application/json and text/event-stream",
+            ),
+        );
+    }
+    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            ErrorObject::new(
+                code::INVALID_REQUEST,
+                "Content-Type must be application/json",
+            ),
+        );
+    }
+    let msg = match jsonrpc::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
+    };
+    if msg.method() == "initialize" && msg.kind() == Kind::Request {
+        if header_str(&headers, SESSION_HEADER).is_some() {
+            return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
+        }
+        let params = msg.params.clone().unwrap_or(Value::Null);
+        let (session, result) = state.gw.initialize(&params, "anonymous", None);
+        let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
+        let body = Message::response_value(id, &result).to_json();
+        let mut resp = (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&session.id) {
+            resp.headers_mut().insert(SESSION_HEADER, v);
+        }
+        return resp;
+    }
+    let session = match find_session(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_version(&headers) {
+        return r;
+    }
+    if msg.kind() != Kind::Request {
+        state.gw.handle_client_message(&session, msg).await;
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let stream = session.open_stream();
+    let (gw, s, out) = (state.gw.clone(), session.clone(), stream.clone());
+    tokio::spawn(async move {
+        // Runs to completion even if the client disconnects: a dropped connection is
+        // not a cancellation, and the client may resume the stream.
+        match gw.handle_request(&s, msg, &out).await {
+            Some(resp) => {
+                out.finish(&resp);
+            }
+            None => out.close(),
+        }
+    });
+    match stream.next(0).await {
+        Next::Event(seq, text) if stream.is_single_final(seq) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            text.to_string(),
+        )
+            .into_response(),
+        Next::Event(..) => sse_response(&session, stream, 0, true),
+        Next::End => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !accepts(&headers, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            ErrorObject::new(
+                code::INVALID_REQUEST,
+                "Not Acceptable: Accept must include text/event-stream",
+            ),
+        );
+    }
+    let session = match find_session(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_version(&headers) {
+        return r;
+    }
+    session.touch();
+    if let Some(last) = header_str(&headers, "last-event-id") {
+        let parsed = last
+            .split_once('-')
+            .and_then(|(s, q)| Some((s.parse::<u64>().ok()?, q.parse::<u64>().ok()?)));
+        return match parsed.and_then(|(sid, seq)| Some((session.stream(sid)?, seq))) {
+            Some((stream, seq)) => sse_response(&session, stream, seq + 1, false),
+            None => bad_request("Bad Request: unknown Last-Event-ID"),
+        };
+    }
+    let stream = session.standalone.clone();
+    standalone_response(&session, stream, false)
+}
+
+async fn mcp_delete(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match find_session(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    state.gw.close_session(&session.id).await;
+    StatusCode::OK.into_response()
+}
+
+fn sse_headers(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A request's stream as SSE, from `from` on, ending after the last event.
+fn sse_response(
+    session: &Arc<Session>,
+    stream: Arc<EventStream>,
+    from: u64,
+    prime: bool,
+) -> Response {
+    // 2025-11-25: a first event with an id and no data lets the client resume
+    // even if the connection breaks before the first real event.
+    let priming = (prime && session.protocol_version.as_str() >= "2025-11-25")
+        .then(|| format!("id: {}-{}\ndata: \n\n", stream.id, from.wrapping_sub(1)));
+    let body = futures::stream::unfold(
+        (stream, from, priming, session.closed.clone()),
+        |(stream, pos, priming, closed)| async move {
+            if let Some(p) = priming {
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(p)),
+                    (stream, pos, None, closed),
+                ));
+            }
+            let next = tokio::select! {
+                n = tokio::time::timeout(KEEP_ALIVE, stream.next(pos)) => n,
+                _ = closed.cancelled() => return None,
+            };
+            match next {
+                Err(_) => Some((
+                    Ok(Bytes::from_static(b": keep-alive\n\n")),
+                    (stream, pos, None, closed),
+                )),
+                Ok(Next::End) => None,
+                Ok(Next::Event(seq, text)) => {
+                    let id = format!("{}-{seq}", stream.id);
+                    let ev = format_event(Some(&id), Some("message"), &text);
+                    Some((Ok(Bytes::from(ev)), (stream, seq + 1, None, closed)))
+                }
+            }
+        },
+    );
+    sse_headers(Body::from_stream(body))
+}
+
+/// Counts an open reader of a session's own stream for idle reaping.
+struct ReaderGuard(Arc<Session>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// The session's own stream (GET, legacy SSE). Concurrent readers share it: each
+/// message goes to exactly one of them. `prefix` is sent first (legacy `endpoint`).
+fn standalone_response(session: &Arc<Session>, stream: Arc<EventStream>, legacy: bool) -> Response {
+    session.readers.fetch_add(1, Ordering::Relaxed);
+    let guard = ReaderGuard(session.clone());
+    standalone_body(stream, session.closed.clone(), guard, legacy, None)
+}
+
+fn standalone_body<G: Send + 'static>(
+    stream: Arc<EventStream>,
+    closed: tokio_util::sync::CancellationToken,
+    guard: G,
+    legacy: bool,
+    first: Option<String>,
+) -> Response {
+    let body = futures::stream::unfold(
+        (stream, closed, guard, first),
+        move |(stream, closed, guard, first)| async move {
+            if let Some(f) = first {
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(f)),
+                    (stream, closed, guard, None),
+                ));
+            }
+            let next = tokio::select! {
+                n = tokio::time::timeout(KEEP_ALIVE, stream.claim_next()) => n,
+                _ = closed.cancelled() => return None,
+            };
+            match next {
+                Err(_) => Some((
+                    Ok(Bytes::from_static(b": keep-alive\n\n")),
+                    (stream, closed, guard, None),
+                )),
+                Ok(Next::End) => None,
+                Ok(Next::Event(seq, text)) => {
+                    let id = format!("{}-{seq}", stream.id);
+                    let id = (!legacy).then_some(id.as_str());
+                    let ev = format_event(id, Some("message"), &text);
+                    Some((Ok(Bytes::from(ev)), (stream, closed, guard, None)))
+                }
+            }
+        },
+    );
+    sse_headers(Body::from_stream(body))
+}
+
+/// Ends a legacy connection's session when its event stream is dropped.
+struct LegacyGuard {
+    id: String,
+    state: AppState,
+}
+
+impl Drop for LegacyGuard {
+    fn drop(&mut self) {
+        let conn = self
+            .state
+            .legacy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        let session = conn.and_then(|c| c.session.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(s) = session {
+            let gw = self.state.gw.clone();
+            tokio::spawn(async move { gw.close_session(&s.id).await });
+        }
+    }
+}
+
+async fn legacy_sse(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !accepts(&headers, "text/event-stream") {
+        return StatusCode::NOT_ACCEPTABLE.into_response();
+    }
+    let bytes: [u8; 16] = rand::random();
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let conn = Arc::new(LegacyConn {
+        stream: EventStream::new(0),
+        session: Mutex::new(None),
+    });
+    state
+        .legacy
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), conn.clone());
+    let endpoint = format_event(None, Some("endpoint"), &format!("/message?sessionId={id}"));
+    let guard = LegacyGuard {
+        id,
+        state: state.clone(),
+    };
+    standalone_body(
+        conn.stream.clone(),
+        state.gw.stop.clone(),
+        guard,
+        true,
+        Some(endpoint),
+    )
+}
+
+async fn legacy_message(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = query.get("sessionId") else {
+        return bad_request("Bad Request: sessionId query parameter is required");
+    };
+    let conn = state
+        .legacy
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .cloned();
+    let Some(conn) = conn else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            ErrorObject::new(-32001, "Session not found"),
+        );
+    };
+    let msg = match jsonrpc::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
+    };
+    let session = conn
+        .session
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match (session, msg.kind()) {
+        (None, Kind::Request) if msg.method() == "initialize" => {
+            let params = msg.params.clone().unwrap_or(Value::Null);
+            let (session, result) =
+                state
+                    .gw
+                    .initialize(&params, "anonymous", Some(conn.stream.clone()));
+            *conn.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+            let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
+            conn.stream.push(&Message::response_value(id, &result));
+        }
+        (None, Kind::Request) => {
+            let error = ErrorObject::new(code::INVALID_REQUEST, "send initialize first");
+            conn.stream
+                .push(&Message::error_response(msg.id.clone(), error));
+        }
+        (None, _) => {}
+        (Some(session), Kind::Request) => {
+            let gw = state.gw.clone();
+            tokio::spawn(async move {
+                let out = session.standalone.clone();
+                if let Some(resp) = gw.handle_request(&session, msg, &out).await {
+                    out.push(&resp);
+                }
+            });
+        }
+        (Some(session), _) => state.gw.handle_client_message(&session, msg).await,
+    }
+    StatusCode::ACCEPTED.into_response()
+}

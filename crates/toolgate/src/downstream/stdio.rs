@@ -1,0 +1,126 @@
+//! The gateway over stdio, for desktop clients that launch their servers: one
+//! client, one session, newline-delimited JSON-RPC on stdin/stdout. Logs go to stderr.
+
+use crate::gateway::stream::Next;
+use crate::gateway::{EventStream, Gateway, Session};
+use crate::jsonrpc::{self, ErrorObject, Kind, Message, code};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+pub async fn serve(gw: Arc<Gateway>) -> std::io::Result<()> {
+    serve_on(gw, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+pub async fn serve_on<R, W>(gw: Arc<Gateway>, input: R, mut output: W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let out = EventStream::new(0);
+    let writer = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let mut pos = 0;
+            while let Next::Event(seq, text) = out.next(pos).await {
+                pos = seq + 1;
+                let mut line = text.to_string();
+                line.push('\n');
+                if output.write_all(line.as_bytes()).await.is_err() || output.flush().await.is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let limit = gw.config.max_message_bytes;
+    let mut reader = BufReader::new(input);
+    let mut session: Option<Arc<Session>> = None;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = read_line(&mut reader, &mut buf, limit).await?;
+        if n == 0 {
+            break;
+        }
+        let line = buf.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if buf.len() > limit {
+            let e = ErrorObject::new(
+                code::INVALID_REQUEST,
+                format!("message larger than {limit} bytes"),
+            );
+            out.push(&Message::error_response(None, e));
+            continue;
+        }
+        let msg = match jsonrpc::parse(line) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(&Message::error_response(None, e.to_error()));
+                continue;
+            }
+        };
+        match (&session, msg.kind()) {
+            (None, Kind::Request) if msg.method() == "initialize" => {
+                let params = msg.params.clone().unwrap_or(Value::Null);
+                let (s, result) = gw.initialize(&params, "local", Some(out.clone()));
+                session = Some(s);
+                let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
+                out.push(&Message::response_value(id, &result));
+            }
+            (None, Kind::Request) if msg.method() == "ping" => {
+                let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
+                out.push(&Message::response(id, jsonrpc::empty_object()));
+            }
+            (None, Kind::Request) => {
+                let e = ErrorObject::new(code::INVALID_REQUEST, "send initialize first");
+                out.push(&Message::error_response(msg.id.clone(), e));
+            }
+            (None, _) => {}
+            (Some(s), Kind::Request) => {
+                let (gw, s, out) = (gw.clone(), s.clone(), out.clone());
+                tokio::spawn(async move {
+                    if let Some(resp) = gw.handle_request(&s, msg, &out).await {
+                        out.push(&resp);
+                    }
+                });
+            }
+            (Some(s), _) => gw.handle_client_message(s, msg).await,
+        }
+    }
+    if let Some(s) = session {
+        gw.close_session(&s.id).await;
+    }
+    out.close();
+    let _ = writer.await;
+    Ok(())
+}
+
+/// Read one line; a line over `limit` is consumed to its end but not kept whole.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if buf.len() <= limit {
+            buf.extend_from_slice(&available[..take]);
+        }
+        total += take;
+        reader.consume(take);
+        if done {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! What happens to each client message, in order:
+//! resolve (catalog: which server owns the name or URI) → connect (the upstream
+//! connection this session uses for that server) → forward (remapped ids, tokens
+//! and names; timeout) → relay (progress, logs, and server→client requests back to
+//! the client on the request's own stream) → rewrite (URIs in the result).
+
+use super::session::Session;
+use super::stream::EventStream;
+use super::{Gateway, Upstream};
+use crate::catalog::{Catalog, ListKind};
+use crate::config::Isolation;
+use crate::jsonrpc::{ErrorObject, Id, Kind, Message, code, empty_object, to_raw};
+use crate::upstream::{Connection, ServerEvent, UpstreamError};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+
+type Outcome = Result<Box<RawValue>, ErrorObject>;
+
+fn invalid_params(msg: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(code::INVALID_PARAMS, msg)
+}
+
+impl Gateway {
+    /// Handle a request from a client. Returns its response, or `None` if the
+    /// client cancelled it (a cancelled request gets no response).
+    pub async fn handle_request(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        msg: Message,
+        out: &Arc<EventStream>,
+    ) -> Option<Message> {
+        let id = msg.id.clone()?;
+        session.touch();
+        let cancel = session.begin_request(&id);
+        let outcome = tokio::select! {
+            r = self.dispatch(session, msg, out) => Some(r),
+            _ = cancel.cancelled() => None,
+        };
+        session.end_request(&id);
+        outcome.map(|r| match r {
+            Ok(result) => Message::response(id, result),
+            Err(e) => Message::error_response(Some(id), e),
+        })
+    }
+
+    /// A notification or a response from a client.
+    pub async fn handle_client_message(self: &Arc<Self>, session: &Arc<Session>, msg: Message) {
+        session.touch();
+        match msg.kind() {
+            Kind::Response => {
+                if !session.complete_client_request(msg) {
+                    tracing::debug!(session = %session.id, "response to a request the gateway never sent");
+                }
+            }
+            Kind::Notification => match msg.method() {
+                "notifications/initialized" => {
+                    session.initialized.store(true, Ordering::Relaxed);
+                }
+                "notifications/cancelled" => {
+                    if let Some(id) = msg
+                        .param("requestId")
+                        .and_then(|v| serde_json::from_value::<Id>(v.clone()).ok())
+                    {
+                        session.cancel_request(&id);
+                    }
+                }
+                "notifications/roots/list_changed" => {
+                    // Roots are per client: only this session's own upstreams hear it.
+                    let conns: Vec<_> = session.upstreams.lock().await.values().cloned().collect();
+                    for c in conns {
+                        let _ = c.notify("notifications/roots/list_changed", None).await;
+                    }
+                }
+                other => tracing::debug!(method = other, "client notification ignored"),
+            },
+            _ => {}
+        }
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        msg: Message,
+        out: &Arc<EventStream>,
+    ) -> Outcome {
+        let method = msg.method().to_owned();
+        let mut params = msg.params.unwrap_or(Value::Null);
+        if let Some(kind) = ListKind::from_method(&method) {
+            let cursor = params.get("cursor").and_then(Value::as_str);
+            let page = self
+                .catalog()
+                .page(kind, cursor, self.config.page_size, &self.cursors)?;
+            return RawValue::from_string(page)
+                .map_err(|e| ErrorObject::new(code::INTERNAL_ERROR, e.to_string()));
+        }
+        let cat = self.catalog();
+        match method.as_str() {
+            "ping" => Ok(empty_object()),
+            "tools/call" | "prompts/get" => {
+                let name = params
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid_params("params.name must be a string"))?;
+                let (item, what) = if method == "tools/call" {
+                    (cat.tool(name), "tool")
+                } else {
+                    (cat.prompt(name), "prompt")
+                };
+                // Hidden and unknown items get the same answer: a hidden item does not exist.
+                let Some(item) = item else {
+                    let msg = if what == "tool" {
+                        format!("Unknown tool: {name}")
+                    } else {
+                        format!("Unknown prompt: {name}")
+                    };
+                    return Err(invalid_params(msg));
+                };
+                params["name"] = Value::String(item.original.clone());
+                let server = item.server;
+                self.forward(session, server, &method, params, out, &cat)
+                    .await
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = params
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid_params("params.uri must be a string"))?
+                    .to_owned();
+                let (server, original) = self.route_uri(&cat, &uri)?;
+                params["uri"] = Value::String(original.clone());
+                match method.as_str() {
+                    "resources/subscribe" => session.subscribe(&uri),
+                    "resources/unsubscribe" => {
+                        session.unsubscribe(&uri);
+                        // A shared upstream keeps the subscription while anyone holds it.
+                        let shared = self.servers[server].cfg.isolation != Isolation::PerSession;
+                        if shared && self.sessions.all().iter().any(|s| s.is_subscribed(&uri)) {
+                            return Ok(empty_object());
+                        }
+                    }
+                    _ => {}
+                }
+                self.forward(session, server, &method, params, out, &cat)
+                    .await
+            }
+            "completion/complete" => {
+                let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+                let server = match reference.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => {
+                        let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
+                        let item = cat
+                            .prompt(name)
+                            .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+                        params["ref"]["name"] = Value::String(item.original.clone());
+                        item.server
+                    }
+                    Some("ref/resource") => {
+                        let uri = reference.get("uri").and_then(Value::as_str).unwrap_or("");
+                        let (server, original) = self.route_uri(&cat, uri)?;
+                        params["ref"]["uri"] = Value::String(original);
+                        server
+                    }
+                    _ => {
+                        return Err(invalid_params(
+                            "params.ref must be a ref/prompt or ref/resource",
+                        ));
+                    }
+                };
+                self.forward(session, server, &method, params, out, &cat)
+                    .await
+            }
+            "logging/setLevel" => {
+                let level = params.get("level").and_then(Value::as_str).unwrap_or("");
+                if !session.set_log_level(level) {
+                    return Err(invalid_params(format!("unknown log level {level:?}")));
+                }
+                // Servers this session owns a connection to filter at the source; logs
+                // from shared connections are filtered by the gateway.
+                let conns: Vec<_> = session.upstreams.lock().await.values().cloned().collect();
+                let calls = conns.iter().map(|c| {
+                    let p = json!({ "level": level });
+                    async move {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            c.request("logging/setLevel", Some(p), None),
+                        )
+                        .await;
+                    }
+                });
+                futures::future::join_all(calls).await;
+                Ok(empty_object())
+            }
+            "initialize" => Err(ErrorObject::new(
+                code::INVALID_REQUEST,
+                "the session is already initialized",
+            )),
+            _ => Err(ErrorObject::new(
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            )),
+        }
+    }
+
+    /// The owner of a URI; a gateway with a single resource server routes every
+    /// unknown URI there (it may serve URIs it never listed).
+    fn route_uri(&self, cat: &Catalog, uri: &str) -> Result<(usize, String), ErrorObject> {
+        if let Some(r) = cat.route_uri(uri) {
+            return Ok(r);
+        }
+        let mut owners = self.servers.iter().filter(|s| {
+            s.info()
+                .is_some_and(|i| i.capabilities.get("resources").is_some())
+        });
+        match (owners.next(), owners.next()) {
+            (Some(only), None) => Ok((only.idx, uri.to_owned())),
+            _ => Err(ErrorObject::new(
+                code::RESOURCE_NOT_FOUND,
+                format!("Resource not found: {uri}"),
+            )
+            .with_data(json!({ "uri": uri }))),
+        }
+    }
+
+    /// The connection this session uses for a server, per its isolation mode.
+    async fn connection(
+        &self,
+        session: &Arc<Session>,
+        up: &Upstream,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        match up.cfg.isolation {
+            Isolation::Shared => up.shared_connection().await,
+            Isolation::PerPrincipal => {
+                let mut map = up.principals.lock().await;
+                if let Some(c) = map.get(&session.principal)
+                    && c.closed().is_none()
+                {
+                    return Ok(c.clone());
+                }
+                let c = up
+                    .connect(
+                        crate::jsonrpc::LATEST_LEGACY,
+                        super::upstreams::relay_capabilities(),
+                        super::upstreams::gateway_client_info(),
+                        None,
+                    )
+                    .await?;
+                map.insert(session.principal.clone(), c.clone());
+                Ok(c)
+            }
+            Isolation::PerSession => {
+                let mut map = session.upstreams.lock().await;
+                if let Some(c) = map.get(&up.idx)
+                    && c.closed().is_none()
+                {
+                    return Ok(c.clone());
+                }
+                let caps = client_capabilities_for_upstream(&session.client_capabilities);
+                let c = up
+                    .connect(
+                        &session.protocol_version,
+                        caps,
+                        session.client_info.clone(),
+                        Some(session.sink.clone()),
+                    )
+                    .await?;
+                map.insert(up.idx, c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    async fn drop_connection(&self, session: &Session, up: &Upstream, conn: &Arc<Connection>) {
+        match up.cfg.isolation {
+            Isolation::PerSession => {
+                let mut map = session.upstreams.lock().await;
+                if map.get(&up.idx).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                    map.remove(&up.idx);
+                }
+            }
+            Isolation::PerPrincipal => {
+                let mut map = up.principals.lock().await;
+                if map
+                    .get(&session.principal)
+                    .is_some_and(|c| Arc::ptr_eq(c, conn))
+                {
+                    map.remove(&session.principal);
+                }
+            }
+            // The supervisor owns the shared connection and re-establishes it.
+            Isolation::Shared => up.refresh.notify_one(),
+        }
+    }
+
+    /// Send a request to the owning server and relay everything that comes back
+    /// for it until its response arrives.
+    async fn forward(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        server: usize,
+        method: &str,
+        params: Value,
+        out: &Arc<EventStream>,
+        cat: &Catalog,
+    ) -> Outcome {
+        let up = self.servers[server].clone();
+        let client_token = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .cloned();
+        let params = (!params.is_null()).then_some(params);
+        for attempt in 0..2 {
+            let conn = self
+                .connection(session, &up)
+                .await
+                .map_err(|e| e.to_error())?;
+            let (sink, mut events) = mpsc::channel(64);
+            let call = tokio::time::timeout(
+                up.cfg.timeout(),
+                conn.request(method, params.clone(), Some(sink)),
+            );
+            tokio::pin!(call);
+            // Upstream ids of server→client requests relayed for this call → ours.
+            let mut asked: HashMap<Id, Id> = HashMap::new();
+            let outcome = loop {
+                tokio::select! {
+                    // Events queued before the response are relayed before it.
+                    biased;
+                    Some(ev) = events.recv() => {
+                        self.relay(session, out, ev, client_token.as_ref(), &up, &mut asked);
+                    }
+                    r = &mut call => break r,
+                }
+            };
+            let resp = match outcome {
+                Err(_) => {
+                    let e = UpstreamError::Timeout {
+                        server: up.name.clone(),
+                        after: up.cfg.timeout(),
+                    };
+                    return Err(e.to_error());
+                }
+                Ok(Err(UpstreamError::SessionExpired { .. })) if attempt == 0 => {
+                    // The server forgot our session (restart, expiry): start a new one
+                    // and try once more, invisibly to the client.
+                    tracing::info!(server = %up.name, "upstream session expired; re-initialising");
+                    self.drop_connection(session, &up, &conn).await;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    if conn.closed().is_some() {
+                        self.drop_connection(session, &up, &conn).await;
+                    }
+                    return Err(e.to_error());
+                }
+                Ok(Ok(resp)) => resp,
+            };
+            if let Some(e) = resp.error {
+                return Err(e);
+            }
+            let result = resp.result.unwrap_or_else(empty_object);
+            if !cat.has_rewrites(server) {
+                return Ok(result);
+            }
+            let mut v: Value = serde_json::from_str(result.get())
+                .map_err(|e| ErrorObject::new(code::UPSTREAM_PROTOCOL, e.to_string()))?;
+            cat.rewrite_uris(server, &mut v);
+            return Ok(to_raw(&v));
+        }
+        Err(UpstreamError::SessionExpired {
+            server: up.name.clone(),
+        }
+        .to_error())
+    }
+
+    /// Relay one server-initiated message that belongs to a call in flight.
+    fn relay(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        out: &Arc<EventStream>,
+        ev: ServerEvent,
+        client_token: Option<&Value>,
+        up: &Arc<Upstream>,
+        asked: &mut HashMap<Id, Id>,
+    ) {
+        match ev {
+            ServerEvent::Notification(mut msg) => match msg.method() {
+                "notifications/progress" => {
+                    // The client only knows its own token.
+                    let Some(token) = client_token else { return };
+                    if let Some(p) = msg.params.as_mut() {
+                        p["progressToken"] = token.clone();
+                    }
+                    out.push(&msg);
+                }
+                "notifications/cancelled" => {
+                    let upstream_id = msg
+                        .param("requestId")
+                        .and_then(|v| serde_json::from_value::<Id>(v.clone()).ok());
+                    if let Some(ours) = upstream_id.and_then(|u| asked.remove(&u)) {
+                        session.forget_client_request(&ours);
+                        if let Some(p) = msg.params.as_mut() {
+                            p["requestId"] = serde_json::to_value(&ours).unwrap_or(Value::Null);
+                        }
+                        out.push(&msg);
+                    }
+                }
+                "notifications/message" if !session.wants_log(&msg) => {}
+                _ => {
+                    self.rewrite_notification(up.idx, &mut msg);
+                    out.push(&msg);
+                }
+            },
+            ServerEvent::Request(msg, responder) => {
+                let upstream_id = responder.id().clone();
+                let ours = ask_client(
+                    session.clone(),
+                    out.clone(),
+                    msg,
+                    responder,
+                    up.cfg.timeout(),
+                );
+                if let Some(ours) = ours {
+                    asked.insert(upstream_id, ours);
+                }
+            }
+            ServerEvent::Closed(_) => {}
+        }
+    }
+
+    fn rewrite_notification(&self, server: usize, msg: &mut Message) {
+        let cat = self.catalog();
+        if cat.has_rewrites(server)
+            && let Some(p) = msg.params.as_mut()
+        {
+            cat.rewrite_uris(server, p);
+        }
+    }
+}
+
+/// What a `per_session` upstream is told about the client: its own capabilities,
+/// so servers that gate features on them see the truth.
+fn client_capabilities_for_upstream(client: &Value) -> Value {
+    let mut caps = serde_json::Map::new();
+    for key in ["sampling", "elicitation", "roots", "experimental"] {
+        if let Some(v) = client.get(key) {
+            caps.insert(key.to_owned(), v.clone());
+        }
+    }
+    Value::Object(caps)
+}
+
+/// Put a server→client request to the client on `out` and send its answer back
+/// upstream. Returns the id the client sees, or None if it was refused here.
+fn ask_client(
+    session: Arc<Session>,
+    out: Arc<EventStream>,
+    msg: Message,
+    responder: crate::upstream::Responder,
+    timeout: std::time::Duration,
+) -> Option<Id> {
+    let method = msg.method().to_owned();
+    if method == "ping" {
+        tokio::spawn(responder.respond(Ok(empty_object())));
+        return None;
+    }
+    if !session.supports(&method) {
+        let e = ErrorObject::new(
+            code::METHOD_NOT_FOUND,
+            format!("the client did not declare support for {method}"),
+        );
+        tokio::spawn(responder.respond(Err(e)));
+        return None;
+    }
+    let (id, answer) = session.register_client_request();
+    let mut request = msg;
+    request.id = Some(id.clone());
+    if !out.push(&request) {
+        // The request's stream already ended; use the session's own stream.
+        session.standalone.push(&request);
+    }
+    let ours = id.clone();
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, answer) => r,
+            _ = session.closed.cancelled() => return,
+        };
+        match outcome {
+            Ok(Ok(reply)) => {
+                let result = match reply.error {
+                    Some(e) => Err(e),
+                    None => Ok(reply.result.unwrap_or_else(empty_object)),
+                };
+                responder.respond(result).await;
+            }
+            // Cancelled by the server (the sender was dropped): no answer is due.
+            Ok(Err(_)) => {}
+            Err(_) => {
+                session.forget_client_request(&id);
+                let e = ErrorObject::new(
+                    code::UPSTREAM_TIMEOUT,
+                    format!("the client did not answer {method} in time"),
+                );
+                responder.respond(Err(e)).await;
+            }
+        }
+    });
+    Some(ours)
+}
+
+/// Deliver what a session's own upstream connections send outside any call.
+pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
+    let Some(mut rx) = session
+        .sink_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = session.closed.cancelled() => return,
+        };
+        let Some(ev) = ev else { return };
+        match ev {
+            ServerEvent::Notification(mut msg) => {
+                let server = gw.server_of_event(&msg);
+                match msg.method() {
+                    m if m.ends_with("/list_changed") => {
+                        // The server's list changed: re-read it for the catalog, which
+                        // tells every session once the merged list really differs.
+                        if let Some(up) = server.and_then(|i| gw.servers.get(i)) {
+                            up.refresh.notify_one();
+                        }
+                    }
+                    "notifications/resources/updated" => {
+                        let cat = gw.catalog();
+                        let Some(uri) = msg.param("uri").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        let exposed = match server {
+                            Some(s) => cat.expose_uri(s, uri).to_owned(),
+                            None => uri.to_owned(),
+                        };
+                        if session.is_subscribed(&exposed) {
+                            if let Some(p) = msg.params.as_mut() {
+                                p["uri"] = Value::String(exposed);
+                            }
+                            session.standalone.push(&msg);
+                        }
+                    }
+                    "notifications/message" if !session.wants_log(&msg) => {}
+                    _ => {
+                        session.standalone.push(&msg);
+                    }
+                }
+            }
+            ServerEvent::Request(msg, responder) => {
+                let timeout = std::time::Duration::from_secs(300);
+                ask_client(
+                    session.clone(),
+                    session.standalone.clone(),
+                    msg,
+                    responder,
+                    timeout,
+                );
+            }
+            ServerEvent::Closed(e) => {
+                let name = e.server().to_owned();
+                let mut map = session.upstreams.lock().await;
+                map.retain(|_, c| &*c.server != name.as_str() || c.closed().is_none());
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Which server a session-level event came from. Session sinks are shared by
+    /// all of a session's upstreams, so events carry no origin; we only need it for
+    /// URI rewriting and list refresh, and resolve it from the URI or list kind.
+    fn server_of_event(&self, msg: &Message) -> Option<usize> {
+        let uri = msg.param("uri").and_then(Value::as_str)?;
+        self.catalog().route_uri(uri).map(|(s, _)| s)
+    }
+}

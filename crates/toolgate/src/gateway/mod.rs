@@ -1,0 +1,303 @@
+//! The gateway core: one internal shape for every call, whatever transport it came on.
+//!
+//! Downstream adapters (`downstream::http`, `downstream::stdio`) parse what arrives
+//! and hand each message here with the session it belongs to and the stream its
+//! answers go to. The core routes it through the catalog to the owning server and
+//! relays everything the server sends back. The order of work for a call is visible
+//! in `dispatch.rs`.
+
+mod dispatch;
+pub mod session;
+pub mod stream;
+pub mod upstreams;
+
+pub use session::{Session, Sessions};
+pub use stream::EventStream;
+pub use upstreams::{Status, Upstream};
+
+use crate::catalog::{Catalog, Cursors, ListKind, ServerView};
+use crate::config::{Config, FailureMode};
+use crate::jsonrpc::{LATEST_LEGACY, LEGACY_VERSIONS, Message};
+use arc_swap::ArcSwap;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use upstreams::SupervisorEvent;
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub servers: Vec<Arc<Upstream>>,
+    catalog: ArcSwap<Catalog>,
+    generation: AtomicU64,
+    pub cursors: Cursors,
+    pub sessions: Sessions,
+    pub stop: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("required server '{server}' is unavailable: {reason}")]
+pub struct StartError {
+    pub server: String,
+    pub reason: String,
+}
+
+impl Gateway {
+    /// Start supervising every enabled server. Returns at once; use `wait_started`
+    /// to wait for each server's first connection attempt.
+    pub fn start(config: Config) -> Arc<Gateway> {
+        let config = Arc::new(config);
+        let servers = config
+            .enabled_servers()
+            .enumerate()
+            .map(|(i, (name, cfg))| Upstream::new(i, name, cfg.clone(), config.max_message_bytes))
+            .collect::<Vec<_>>();
+        let gw = Arc::new(Gateway {
+            config: config.clone(),
+            servers,
+            catalog: ArcSwap::from_pointee(Catalog::default()),
+            generation: AtomicU64::new(0),
+            cursors: Cursors::new(rand::random()),
+            sessions: Sessions::default(),
+            stop: CancellationToken::new(),
+        });
+        let (tx, mut rx) = mpsc::channel(256);
+        for up in &gw.servers {
+            tokio::spawn(upstreams::supervise(
+                up.clone(),
+                config.catalog_ttl.0,
+                tx.clone(),
+                gw.stop.clone(),
+            ));
+        }
+        let weak = Arc::downgrade(&gw);
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let Some(gw) = weak.upgrade() else { return };
+                match ev {
+                    SupervisorEvent::CatalogChanged => gw.rebuild_catalog(),
+                    SupervisorEvent::ResourceUpdated(server, msg) => {
+                        gw.resource_updated(server, msg)
+                    }
+                }
+            }
+        });
+        let weak = Arc::downgrade(&gw);
+        let idle = config.session_idle_timeout.0;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                gw.reap_idle_sessions(idle).await;
+            }
+        });
+        gw
+    }
+
+    /// Wait until every server has been tried once. Fails if a `failure: closed`
+    /// server could not be reached: the gateway must not serve half-configured.
+    pub async fn wait_started(&self) -> Result<(), StartError> {
+        futures::future::join_all(self.servers.iter().map(|s| s.wait_attempted())).await;
+        self.rebuild_catalog();
+        for s in &self.servers {
+            if s.cfg.failure == FailureMode::Closed
+                && let Status::Down { reason } = s.status()
+            {
+                return Err(StartError {
+                    server: s.name.to_string(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Build a new catalog from every server's current lists and swap it in; tell
+    /// every session about the lists that changed.
+    pub fn rebuild_catalog(&self) {
+        let lists: Vec<_> = self.servers.iter().map(|s| s.lists()).collect();
+        let views: Vec<_> = self
+            .servers
+            .iter()
+            .zip(&lists)
+            .map(|(s, l)| ServerView {
+                name: &s.name,
+                prefix: &s.prefix,
+                tools: &s.cfg.tools,
+                prompts: &s.cfg.prompts,
+                lists: l.as_deref(),
+            })
+            .collect();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let new = Catalog::build(&self.config, &views, generation);
+        let old = self.catalog.swap(Arc::new(new));
+        let new = self.catalog.load();
+        let mut changed = Vec::new();
+        for (kind, note) in [
+            (ListKind::Tools, "notifications/tools/list_changed"),
+            (ListKind::Prompts, "notifications/prompts/list_changed"),
+            (ListKind::Resources, "notifications/resources/list_changed"),
+            (ListKind::Templates, "notifications/resources/list_changed"),
+        ] {
+            let same = old.items(kind).len() == new.items(kind).len()
+                && old
+                    .items(kind)
+                    .iter()
+                    .zip(new.items(kind))
+                    .all(|(a, b)| a.json.get() == b.json.get());
+            if !same && !changed.contains(&note) {
+                changed.push(note);
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        for session in self.sessions.all() {
+            if !session.initialized.load(Ordering::Relaxed) {
+                continue;
+            }
+            for note in &changed {
+                session.standalone.push(&Message::notification(*note, None));
+            }
+        }
+    }
+
+    /// `notifications/resources/updated` from a shared connection: only to the
+    /// sessions subscribed to that resource.
+    fn resource_updated(&self, server: usize, mut msg: Message) {
+        let cat = self.catalog();
+        let Some(uri) = msg.param("uri").and_then(Value::as_str) else {
+            return;
+        };
+        let exposed = cat.expose_uri(server, uri).to_owned();
+        if let Some(p) = msg.params.as_mut() {
+            p["uri"] = Value::String(exposed.clone());
+        }
+        for session in self.sessions.all() {
+            if session.is_subscribed(&exposed) {
+                session.standalone.push(&msg);
+            }
+        }
+    }
+
+    /// Answer `initialize`: negotiate, create the session, describe the merged server.
+    /// `standalone` is the stream the transport already has for this client (legacy
+    /// SSE, stdio); Streamable HTTP sessions get a new one.
+    pub fn initialize(
+        self: &Arc<Self>,
+        params: &Value,
+        principal: &str,
+        standalone: Option<Arc<EventStream>>,
+    ) -> (Arc<Session>, Value) {
+        let requested = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(LATEST_LEGACY);
+        let version = if LEGACY_VERSIONS.contains(&requested) {
+            requested
+        } else {
+            LATEST_LEGACY
+        };
+        let session = Session::new(
+            principal.to_owned(),
+            version.to_owned(),
+            params.get("capabilities").cloned().unwrap_or(json!({})),
+            params.get("clientInfo").cloned().unwrap_or(json!({})),
+            standalone,
+        );
+        self.sessions.insert(session.clone());
+        tokio::spawn(dispatch::session_events(self.clone(), session.clone()));
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": self.capabilities(),
+            "serverInfo": {
+                "name": "toolgate",
+                "title": "toolgate MCP gateway",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+        });
+        if let Some(text) = self.instructions() {
+            result["instructions"] = Value::String(text);
+        }
+        (session, result)
+    }
+
+    /// What the merged server offers. Lists can change as servers come and go, so
+    /// list-changed notifications are always offered.
+    fn capabilities(&self) -> Value {
+        let mut caps = json!({
+            "tools": { "listChanged": true },
+            "prompts": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "logging": {},
+            "completions": {},
+        });
+        let mut experimental = serde_json::Map::new();
+        for s in &self.servers {
+            if let Some(Value::Object(exp)) = s
+                .info()
+                .and_then(|i| i.capabilities.get("experimental").cloned())
+            {
+                for (k, v) in exp {
+                    experimental.entry(k).or_insert(v);
+                }
+            }
+        }
+        if !experimental.is_empty() {
+            caps["experimental"] = Value::Object(experimental);
+        }
+        caps
+    }
+
+    fn instructions(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let text = s.info()?.instructions?;
+                Some(format!(
+                    "## {} (tools prefixed `{}{}`)\n{}",
+                    s.name,
+                    s.prefix,
+                    self.config.separator,
+                    text.trim()
+                ))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+
+    pub async fn close_session(&self, id: &str) -> bool {
+        match self.sessions.remove(id) {
+            Some(s) => {
+                s.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn reap_idle_sessions(&self, idle: Duration) {
+        for s in self.sessions.all() {
+            if s.readers.load(Ordering::Relaxed) == 0 && s.idle_for() > idle {
+                tracing::info!(session = %s.id, "closing idle session");
+                self.close_session(&s.id).await;
+            }
+        }
+    }
+
+    /// Stop every supervisor and session (children are killed as connections drop).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        for s in self.sessions.all() {
+            self.close_session(&s.id).await;
+        }
+    }
+}

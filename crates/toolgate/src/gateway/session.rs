@@ -1,0 +1,274 @@
+//! A downstream (legacy-era) session: what `initialize` negotiated, the client's
+//! streams, its in-flight requests, the requests the gateway has put to it, and —
+//! for `per_session` servers — its own upstream connections.
+
+use super::stream::EventStream;
+use crate::jsonrpc::{Id, Message};
+use crate::upstream::{Connection, ServerEvent, Sink};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Closed request streams kept for `Last-Event-ID` resumption.
+const KEEP_STREAMS: usize = 64;
+
+pub struct Session {
+    pub id: String,
+    /// Who the session belongs to; `anonymous` until authentication is configured.
+    pub principal: String,
+    pub protocol_version: String,
+    pub client_capabilities: Value,
+    pub client_info: Value,
+    /// Stream 0: messages outside any request (GET stream, legacy SSE, stdio).
+    pub standalone: Arc<EventStream>,
+    /// Open GET/SSE readers of the standalone stream.
+    pub readers: AtomicUsize,
+    pub closed: CancellationToken,
+    /// Where `per_session` upstream connections deliver what has no request to go to.
+    pub(crate) sink: Sink,
+    pub(crate) sink_rx: Mutex<Option<mpsc::Receiver<ServerEvent>>>,
+    pub(crate) upstreams: tokio::sync::Mutex<HashMap<usize, Arc<Connection>>>,
+    log_level: Mutex<Option<u8>>,
+    streams: Mutex<(HashMap<u64, Arc<EventStream>>, VecDeque<u64>)>,
+    next_stream: AtomicU64,
+    next_request: AtomicI64,
+    client_requests: Mutex<HashMap<Id, oneshot::Sender<Message>>>,
+    inflight: Mutex<HashMap<Id, CancellationToken>>,
+    pub(crate) subscriptions: Mutex<HashSet<String>>,
+    last_seen: Mutex<Instant>,
+    pub initialized: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// RFC 5424 severities as MCP names them, least severe first.
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+pub fn level_rank(level: &str) -> Option<u8> {
+    LEVELS.iter().position(|l| *l == level).map(|p| p as u8)
+}
+
+impl Session {
+    pub fn new(
+        principal: String,
+        protocol_version: String,
+        client_capabilities: Value,
+        client_info: Value,
+        standalone: Option<Arc<EventStream>>,
+    ) -> Arc<Session> {
+        let (sink, sink_rx) = mpsc::channel(256);
+        Arc::new(Session {
+            id: new_session_id(),
+            principal,
+            protocol_version,
+            client_capabilities,
+            client_info,
+            standalone: standalone.unwrap_or_else(|| EventStream::new(0)),
+            readers: AtomicUsize::new(0),
+            closed: CancellationToken::new(),
+            sink,
+            sink_rx: Mutex::new(Some(sink_rx)),
+            upstreams: tokio::sync::Mutex::new(HashMap::new()),
+            log_level: Mutex::new(None),
+            streams: Mutex::new((HashMap::new(), VecDeque::new())),
+            next_stream: AtomicU64::new(1),
+            next_request: AtomicI64::new(1),
+            client_requests: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashSet::new()),
+            last_seen: Mutex::new(Instant::now()),
+            initialized: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn touch(&self) {
+        *lock(&self.last_seen) = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> std::time::Duration {
+        lock(&self.last_seen).elapsed()
+    }
+
+    /// Does the client accept server→client requests of this method?
+    pub fn supports(&self, method: &str) -> bool {
+        let cap = match method {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            "ping" => return true,
+            _ => return false,
+        };
+        self.client_capabilities.get(cap).is_some()
+    }
+
+    /// A new stream for one request's response, kept for resumption.
+    pub fn open_stream(&self) -> Arc<EventStream> {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let stream = EventStream::new(id);
+        let mut guard = lock(&self.streams);
+        let (map, order) = &mut *guard;
+        map.insert(id, stream.clone());
+        order.push_back(id);
+        while order.len() > KEEP_STREAMS {
+            // Evict the oldest finished stream; open ones are never evicted.
+            let Some(pos) = order
+                .iter()
+                .position(|sid| map.get(sid).is_none_or(|s| s.is_closed()))
+            else {
+                break;
+            };
+            if let Some(sid) = order.remove(pos) {
+                map.remove(&sid);
+            }
+        }
+        stream
+    }
+
+    pub fn stream(&self, id: u64) -> Option<Arc<EventStream>> {
+        if id == 0 {
+            return Some(self.standalone.clone());
+        }
+        lock(&self.streams).0.get(&id).cloned()
+    }
+
+    pub fn set_log_level(&self, level: &str) -> bool {
+        match level_rank(level) {
+            Some(r) => {
+                *lock(&self.log_level) = Some(r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Should a `notifications/message` at this level reach the client?
+    pub fn wants_log(&self, msg: &Message) -> bool {
+        let Some(min) = *lock(&self.log_level) else {
+            return true;
+        };
+        let level = msg.param("level").and_then(Value::as_str).unwrap_or("");
+        level_rank(level).is_none_or(|r| r >= min)
+    }
+
+    /// Mint an id for a request the gateway sends the client, and await its answer.
+    pub fn register_client_request(&self) -> (Id, oneshot::Receiver<Message>) {
+        let id = Id::Str(format!(
+            "tg-{}",
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.client_requests).insert(id.clone(), tx);
+        (id, rx)
+    }
+
+    pub fn forget_client_request(&self, id: &Id) {
+        lock(&self.client_requests).remove(id);
+    }
+
+    /// The client answered one of our requests. False if we never asked it.
+    pub fn complete_client_request(&self, msg: Message) -> bool {
+        let Some(id) = msg.id.clone() else {
+            return false;
+        };
+        match lock(&self.client_requests).remove(&id) {
+            Some(tx) => {
+                let _ = tx.send(msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn begin_request(&self, id: &Id) -> CancellationToken {
+        let token = self.closed.child_token();
+        lock(&self.inflight).insert(id.clone(), token.clone());
+        token
+    }
+
+    pub fn end_request(&self, id: &Id) {
+        lock(&self.inflight).remove(id);
+    }
+
+    /// `notifications/cancelled` from the client.
+    pub fn cancel_request(&self, id: &Id) {
+        if let Some(t) = lock(&self.inflight).remove(id) {
+            t.cancel();
+        }
+    }
+
+    pub fn subscribe(&self, uri: &str) {
+        lock(&self.subscriptions).insert(uri.to_owned());
+    }
+
+    pub fn unsubscribe(&self, uri: &str) {
+        lock(&self.subscriptions).remove(uri);
+    }
+
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        lock(&self.subscriptions).contains(uri)
+    }
+
+    /// End the session: cancel its requests, close its streams, drop its upstreams.
+    pub async fn close(&self) {
+        self.closed.cancel();
+        self.standalone.close();
+        for s in lock(&self.streams).0.values() {
+            s.close();
+        }
+        lock(&self.client_requests).clear();
+        self.upstreams.lock().await.clear();
+    }
+}
+
+fn new_session_id() -> String {
+    // 128 bits from the OS-seeded CSPRNG: unguessable, so a session id is a capability.
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// All live sessions of this gateway process.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn insert(&self, s: Arc<Session>) {
+        lock(&self.map).insert(s.id.clone(), s);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.map).remove(id)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        lock(&self.map).values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

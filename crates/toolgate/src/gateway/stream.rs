@@ -1,0 +1,200 @@
+//! Outgoing message streams to a downstream client, with replay for resumption.
+//!
+//! Every message the gateway sends a client goes into an `EventStream`: the stream
+//! of one request (its progress, server→client requests, and final response) or
+//! the session's standalone stream (GET, legacy SSE, stdio). Writers never wait for
+//! a reader; readers follow at their own pace from any position still buffered, so
+//! a client that reconnects with `Last-Event-ID` gets what it missed. The buffer is
+//! bounded: the oldest events are dropped first.
+
+use crate::jsonrpc::Message;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Events kept for replay per stream.
+const REPLAY: usize = 1024;
+
+pub struct EventStream {
+    pub id: u64,
+    inner: Mutex<Inner>,
+    /// Bumped on every push and on close; readers wait on it.
+    changed: watch::Sender<u64>,
+}
+
+struct Inner {
+    events: VecDeque<(u64, Arc<str>)>,
+    next_seq: u64,
+    closed: bool,
+    /// Highest sequence number handed to any reader; a new reader without a
+    /// resume position starts after it, so nothing is delivered twice.
+    delivered: Option<u64>,
+}
+
+/// What a reader gets next.
+pub enum Next {
+    Event(u64, Arc<str>),
+    /// The stream is closed and everything was read.
+    End,
+}
+
+impl EventStream {
+    pub fn new(id: u64) -> Arc<Self> {
+        Arc::new(EventStream {
+            id,
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                next_seq: 0,
+                closed: false,
+                delivered: None,
+            }),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append a message. Returns false if the stream is already closed.
+    pub fn push(&self, msg: &Message) -> bool {
+        self.push_text(msg.to_json().into(), false)
+    }
+
+    /// Append the final message and close the stream in one step, so a reader can
+    /// tell "the response is the only event" apart from "more may follow".
+    pub fn finish(&self, msg: &Message) -> bool {
+        self.push_text(msg.to_json().into(), true)
+    }
+
+    fn push_text(&self, text: Arc<str>, close: bool) -> bool {
+        let seq = {
+            let mut st = self.lock();
+            if st.closed {
+                return false;
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.events.push_back((seq, text));
+            if st.events.len() > REPLAY {
+                st.events.pop_front();
+            }
+            st.closed = close;
+            seq
+        };
+        self.changed.send_replace(seq + 1);
+        true
+    }
+
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Where a new reader without a resume position starts.
+    pub fn fresh_position(&self) -> u64 {
+        let st = self.lock();
+        st.delivered.map_or(0, |d| d + 1)
+    }
+
+    /// The next event at or after `from`, waiting for one if needed.
+    pub async fn next(&self, from: u64) -> Next {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let mut st = self.lock();
+                if let Some((seq, text)) = st.events.iter().find(|(s, _)| *s >= from).cloned() {
+                    st.delivered = Some(st.delivered.map_or(seq, |d| d.max(seq)));
+                    return Next::Event(seq, text);
+                }
+                if st.closed {
+                    return Next::End;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Next::End;
+            }
+        }
+    }
+
+    /// The next event no reader has taken yet, waiting for one if needed. Readers
+    /// of the session stream share it this way, so one message never goes out on
+    /// two connections.
+    pub async fn claim_next(&self) -> Next {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let mut st = self.lock();
+                let from = st.delivered.map_or(0, |d| d + 1);
+                if let Some((seq, text)) = st.events.iter().find(|(s, _)| *s >= from).cloned() {
+                    st.delivered = Some(seq);
+                    return Next::Event(seq, text);
+                }
+                if st.closed {
+                    return Next::End;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Next::End;
+            }
+        }
+    }
+
+    /// True if the stream is closed and its only event is at `seq`: the reader can
+    /// answer with a plain JSON body instead of an event stream.
+    pub fn is_single_final(&self, seq: u64) -> bool {
+        let st = self.lock();
+        st.closed && st.next_seq == seq + 1 && seq == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::{Id, Message};
+    use serde_json::json;
+
+    fn msg(n: i64) -> Message {
+        Message::response_value(Id::Num(n), &json!({}))
+    }
+
+    #[tokio::test]
+    async fn reader_sees_events_then_end_and_can_resume() {
+        let s = EventStream::new(1);
+        s.push(&msg(1));
+        let reader = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut pos = 0;
+                while let Next::Event(seq, _) = s.next(pos).await {
+                    seen.push(seq);
+                    pos = seq + 1;
+                }
+                seen
+            })
+        };
+        s.push(&msg(2));
+        s.finish(&msg(3));
+        assert_eq!(reader.await.unwrap(), vec![0, 1, 2]);
+        // A resuming reader gets only what follows its last seen id.
+        assert!(matches!(s.next(2).await, Next::Event(2, _)));
+        assert!(matches!(s.next(3).await, Next::End));
+        assert!(!s.push(&msg(4)), "closed streams refuse writes");
+    }
+
+    #[tokio::test]
+    async fn single_final_is_detected() {
+        let s = EventStream::new(1);
+        s.finish(&msg(1));
+        assert!(s.is_single_final(0));
+        let s = EventStream::new(2);
+        s.push(&msg(1));
+        s.finish(&msg(2));
+        assert!(!s.is_single_final(0));
+    }
+}

@@ -1,0 +1,390 @@
+//! The runtime side of each configured server: its supervisor, its shared
+//! connection (also used to discover its lists), and its current status.
+//!
+//! The supervisor keeps one connection per server alive — restarting a crashed
+//! child or a lost HTTP session with exponential backoff — and re-reads the
+//! server's lists on start, on `list_changed`, and every `catalog_ttl`.
+
+use crate::catalog::{ListKind, ServerLists};
+use crate::config::ServerConfig;
+use crate::jsonrpc::{ErrorObject, code, empty_object};
+use crate::upstream::{self, Connection, InitInfo, ServerEvent, Sink, UpstreamError};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, watch};
+
+/// The most pages read from one upstream list: a server that paginates forever
+/// must not hold the gateway.
+const MAX_PAGES: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub enum Status {
+    Starting,
+    Ready,
+    Down { reason: String },
+}
+
+pub struct Upstream {
+    pub idx: usize,
+    pub name: Arc<str>,
+    pub cfg: ServerConfig,
+    pub prefix: String,
+    pub max_message: usize,
+    state: Mutex<State>,
+    /// Bumped whenever `state` changes; callers waiting for a connection watch it.
+    changed: watch::Sender<u64>,
+    pub(crate) refresh: Notify,
+    /// Connections of the `per_principal` isolation mode, by principal.
+    pub(crate) principals: tokio::sync::Mutex<std::collections::HashMap<String, Arc<Connection>>>,
+}
+
+struct State {
+    status: Status,
+    shared: Option<Arc<Connection>>,
+    lists: Option<Arc<ServerLists>>,
+    info: Option<InitInfo>,
+    attempts: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the gateway declares to upstreams on connections not tied to one client:
+/// everything it can relay, so servers that gate tools on client capabilities
+/// list them all.
+pub fn relay_capabilities() -> Value {
+    json!({ "sampling": {}, "elicitation": {}, "roots": { "listChanged": true } })
+}
+
+pub fn gateway_client_info() -> Value {
+    json!({ "name": "toolgate", "version": env!("CARGO_PKG_VERSION") })
+}
+
+impl Upstream {
+    pub fn new(idx: usize, name: &str, cfg: ServerConfig, max_message: usize) -> Arc<Upstream> {
+        let prefix = cfg.prefix.clone().unwrap_or_else(|| name.to_owned());
+        Arc::new(Upstream {
+            idx,
+            name: name.into(),
+            cfg,
+            prefix,
+            max_message,
+            state: Mutex::new(State {
+                status: Status::Starting,
+                shared: None,
+                lists: None,
+                info: None,
+                attempts: 0,
+            }),
+            changed: watch::Sender::new(0),
+            refresh: Notify::new(),
+            principals: tokio::sync::Mutex::new(Default::default()),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut lock(&self.state));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn status(&self) -> Status {
+        lock(&self.state).status.clone()
+    }
+
+    pub fn lists(&self) -> Option<Arc<ServerLists>> {
+        lock(&self.state).lists.clone()
+    }
+
+    pub fn info(&self) -> Option<InitInfo> {
+        lock(&self.state).info.clone()
+    }
+
+    /// Has the supervisor finished at least one attempt to connect?
+    pub fn attempted(&self) -> bool {
+        lock(&self.state).attempts > 0
+    }
+
+    pub async fn wait_attempted(&self) {
+        let mut rx = self.changed.subscribe();
+        while !self.attempted() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Open a new connection to this server and complete the handshake.
+    pub async fn connect(
+        &self,
+        protocol_version: &str,
+        capabilities: Value,
+        client_info: Value,
+        sink: Option<Sink>,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let limit = self.cfg.timeout().min(Duration::from_secs(30));
+        let attempt = async {
+            let transport = upstream::open(&self.name, &self.cfg, self.max_message).await?;
+            let exact = self.cfg.transport() == crate::config::TransportKind::StreamableHttp;
+            let conn = Connection::start(self.name.clone(), transport, exact, sink);
+            conn.initialize(protocol_version, capabilities, client_info)
+                .await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout {
+                server: self.name.clone(),
+                after: limit,
+            }),
+        }
+    }
+
+    /// The shared connection, waiting (up to the server's timeout) while it starts.
+    pub async fn shared_connection(&self) -> Result<Arc<Connection>, UpstreamError> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout();
+        loop {
+            {
+                let st = lock(&self.state);
+                if let Some(c) = &st.shared
+                    && c.closed().is_none()
+                {
+                    return Ok(c.clone());
+                }
+                if let Status::Down { reason } = &st.status {
+                    return Err(UpstreamError::Unavailable {
+                        server: self.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Err(UpstreamError::Unavailable {
+                        server: self.name.clone(),
+                        reason: "still starting".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Read every page of one list.
+    async fn read_list(
+        &self,
+        conn: &Connection,
+        kind: ListKind,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_PAGES {
+            let params = cursor.take().map(|c| json!({ "cursor": c }));
+            let resp = tokio::time::timeout(
+                self.cfg.timeout(),
+                conn.request(kind.method(), params, None),
+            )
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                server: self.name.clone(),
+                after: self.cfg.timeout(),
+            })??;
+            if let Some(e) = resp.error {
+                // A server without this list is not broken; it just has none.
+                if e.code == code::METHOD_NOT_FOUND {
+                    return Ok(items);
+                }
+                return Err(UpstreamError::Protocol {
+                    server: self.name.clone(),
+                    reason: format!("{} failed: {}", kind.method(), e.message),
+                });
+            }
+            let result: Value = resp
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r.get()).ok())
+                .unwrap_or(Value::Null);
+            if let Some(Value::Array(page)) = result.get(kind.field()) {
+                items.extend(page.iter().cloned());
+            }
+            match result.get("nextCursor") {
+                Some(c) if !c.is_null() && c.as_str() != Some("") => cursor = Some(c.clone()),
+                _ => return Ok(items),
+            }
+        }
+        Ok(items)
+    }
+
+    pub async fn read_lists(&self, conn: &Connection) -> Result<ServerLists, UpstreamError> {
+        let caps = conn
+            .info()
+            .map(|i| i.capabilities.clone())
+            .unwrap_or(Value::Null);
+        let has = |k: &str| caps.get(k).is_some();
+        let mut lists = ServerLists::default();
+        if has("tools") {
+            lists.tools = self.read_list(conn, ListKind::Tools).await?;
+        }
+        if has("prompts") {
+            lists.prompts = self.read_list(conn, ListKind::Prompts).await?;
+        }
+        if has("resources") {
+            lists.resources = self.read_list(conn, ListKind::Resources).await?;
+            lists.templates = self.read_list(conn, ListKind::Templates).await?;
+        }
+        Ok(lists)
+    }
+}
+
+/// Something the supervisor tells the gateway about.
+pub enum SupervisorEvent {
+    /// The server's lists or availability changed: rebuild the catalog.
+    CatalogChanged,
+    /// `notifications/resources/updated` on a shared connection.
+    ResourceUpdated(usize, crate::jsonrpc::Message),
+}
+
+/// Keep one server's shared connection alive for as long as the gateway runs.
+pub async fn supervise(
+    up: Arc<Upstream>,
+    catalog_ttl: Duration,
+    events: mpsc::Sender<SupervisorEvent>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(250);
+    while !stop.is_cancelled() {
+        let (sink, mut sink_rx) = mpsc::channel(256);
+        let started = Instant::now();
+        let connected = tokio::select! {
+            c = up.connect(crate::jsonrpc::LATEST_LEGACY, relay_capabilities(), gateway_client_info(), Some(sink)) => c,
+            _ = stop.cancelled() => return,
+        };
+        let conn = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(server = %up.name, "cannot connect: {e}");
+                up.update(|s| {
+                    s.status = Status::Down {
+                        reason: e.to_string(),
+                    };
+                    s.attempts += 1;
+                });
+                let _ = events.send(SupervisorEvent::CatalogChanged).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let lists = up.read_lists(&conn).await;
+        let reason = match lists {
+            Ok(lists) => {
+                tracing::info!(
+                    server = %up.name,
+                    tools = lists.tools.len(),
+                    prompts = lists.prompts.len(),
+                    resources = lists.resources.len(),
+                    "server ready"
+                );
+                up.update(|s| {
+                    s.status = Status::Ready;
+                    s.shared = Some(conn.clone());
+                    s.info = conn.info().cloned();
+                    s.lists = Some(Arc::new(lists));
+                    s.attempts += 1;
+                });
+                let _ = events.send(SupervisorEvent::CatalogChanged).await;
+                serve(&up, &conn, &mut sink_rx, catalog_ttl, &events, &stop).await
+            }
+            Err(e) => e.to_string(),
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        tracing::warn!(server = %up.name, "server down: {reason}");
+        let keep_items = up.cfg.failure == crate::config::FailureMode::Closed;
+        up.update(|s| {
+            s.status = Status::Down { reason };
+            s.shared = None;
+            s.attempts += 1;
+            // fail-open: the server's items vanish; fail-closed: they stay listed
+            // and calls fail with a clear error until it is back.
+            if !keep_items {
+                s.lists = None;
+            }
+        });
+        let _ = events.send(SupervisorEvent::CatalogChanged).await;
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(250);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Serve one live shared connection until it ends; returns why it ended.
+async fn serve(
+    up: &Arc<Upstream>,
+    conn: &Arc<Connection>,
+    sink_rx: &mut mpsc::Receiver<ServerEvent>,
+    ttl: Duration,
+    events: &mpsc::Sender<SupervisorEvent>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> String {
+    let mut refresh_at = tokio::time::Instant::now() + ttl;
+    loop {
+        let refresh = tokio::select! {
+            ev = sink_rx.recv() => match ev {
+                Some(ServerEvent::Closed(e)) => return e.to_string(),
+                None => return "connection ended".to_owned(),
+                Some(ServerEvent::Notification(msg)) => {
+                    match msg.method() {
+                        m if m.ends_with("/list_changed") => true,
+                        "notifications/resources/updated" => {
+                            let _ = events.send(SupervisorEvent::ResourceUpdated(up.idx, msg)).await;
+                            false
+                        }
+                        m => {
+                            // Not attributable to any client: never broadcast it.
+                            tracing::debug!(server = %up.name, method = m, "unattributed notification dropped");
+                            false
+                        }
+                    }
+                }
+                Some(ServerEvent::Request(msg, responder)) => {
+                    // Only what the gateway can answer for everyone is answered here.
+                    let outcome = match msg.method() {
+                        "ping" => Ok(empty_object()),
+                        "roots/list" => Ok(crate::jsonrpc::to_raw(&json!({ "roots": [] }))),
+                        m => Err(ErrorObject::new(
+                            code::UNATTRIBUTED,
+                            format!("toolgate cannot attribute {m} from server '{}' to a client request; use isolation: per_session for servers that make requests outside tool calls", up.name),
+                        )),
+                    };
+                    tokio::spawn(responder.respond(outcome));
+                    false
+                }
+            },
+            _ = up.refresh.notified() => true,
+            _ = tokio::time::sleep_until(refresh_at) => true,
+            _ = stop.cancelled() => return "gateway stopping".into(),
+        };
+        if refresh {
+            refresh_at = tokio::time::Instant::now() + ttl;
+            match up.read_lists(conn).await {
+                Ok(lists) => {
+                    up.update(|s| s.lists = Some(Arc::new(lists)));
+                    let _ = events.send(SupervisorEvent::CatalogChanged).await;
+                }
+                Err(e) => tracing::warn!(server = %up.name, "re-reading lists failed: {e}"),
+            }
+        }
+    }
+}

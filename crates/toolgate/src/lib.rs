@@ -1,0 +1,12 @@
+//! toolgate: a governed MCP gateway. One endpoint in front of many MCP servers.
+//!
+//! See `docs/architecture.md` for the map of this crate.
+
+pub mod catalog;
+pub mod config;
+pub mod downstream;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod names;
+pub mod sse;
+pub mod upstream;

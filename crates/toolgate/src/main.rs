@@ -1,0 +1,289 @@
+//! The `toolgate` command line: serve, stdio, check, catalog.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use toolgate::config::{self, Config};
+use toolgate::gateway::{Gateway, Status};
+
+#[derive(Parser)]
+#[command(
+    name = "toolgate",
+    version,
+    about = "A governed MCP gateway: many MCP servers behind one endpoint"
+)]
+struct Cli {
+    /// Log filter (e.g. `info`, `toolgate=debug`); RUST_LOG also works.
+    #[arg(long, global = true, env = "TOOLGATE_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP over HTTP: Streamable HTTP at /mcp, legacy HTTP+SSE at /sse.
+    Serve {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+        /// Override `listen` from the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Serve MCP over stdin/stdout, for clients that launch their servers.
+    Stdio {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file; exit 1 with file:line and key on error.
+    Check {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Connect to every server and print the merged catalog clients would see.
+    Catalog {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Always stderr: stdout belongs to the MCP stream in stdio mode.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    config::load_file(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(cli.command));
+    // Do not wait for stray blocking tasks (e.g. a child's stdio read) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Check { config } => match load(&config) {
+            Ok(c) => {
+                let n = c.enabled_servers().count();
+                println!(
+                    "{}: ok ({n} server{})",
+                    config.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config, listen } => {
+            let mut c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(l) = listen {
+                c.listen = l;
+            }
+            report(serve(c).await)
+        }
+        Command::Stdio { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(stdio(c).await)
+        }
+        Command::Catalog { config, json } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(catalog(c, json).await)
+        }
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    if !listen.ip().is_loopback() && !config.allow_unauthenticated_network {
+        anyhow::bail!(
+            "refusing to listen on {listen}: no authentication is configured, so anyone on the network could call every tool; listen on 127.0.0.1, or set allow_unauthenticated_network: true if that is really meant"
+        );
+    }
+    // Bind first so a taken port fails fast, before any server is started.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let gw = Gateway::start(config);
+    gw.wait_started().await?;
+    log_statuses(&gw);
+    tracing::info!("MCP at http://{listen}/mcp (legacy SSE at http://{listen}/sse)");
+    let stop = gw.stop.clone();
+    let server = tokio::spawn(toolgate::downstream::http::serve(
+        gw.clone(),
+        listener,
+        stop.clone(),
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    gw.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+async fn stdio(config: Config) -> anyhow::Result<()> {
+    let gw = Gateway::start(config);
+    gw.wait_started().await?;
+    log_statuses(&gw);
+    tokio::select! {
+        r = toolgate::downstream::stdio::serve(gw.clone()) => r.context("stdio failed")?,
+        _ = shutdown_signal() => {}
+    }
+    gw.shutdown().await;
+    Ok(())
+}
+
+fn log_statuses(gw: &Gateway) {
+    for s in &gw.servers {
+        match s.status() {
+            Status::Ready => tracing::info!(server = %s.name, "ready"),
+            Status::Down { reason } => tracing::warn!(server = %s.name, "unavailable: {reason}"),
+            Status::Starting => tracing::info!(server = %s.name, "starting"),
+        }
+    }
+}
+
+async fn catalog(config: Config, json: bool) -> anyhow::Result<()> {
+    let gw = Gateway::start(config);
+    // A required server being down is reported, not fatal, here: this command exists
+    // to show why.
+    let _ = gw.wait_started().await;
+    let cat = gw.catalog();
+    let statuses: Vec<_> = gw
+        .servers
+        .iter()
+        .map(|s| {
+            let (status, reason) = match s.status() {
+                Status::Ready => ("ready", None),
+                Status::Starting => ("starting", None),
+                Status::Down { reason } => ("down", Some(reason)),
+            };
+            (s.clone(), status, reason)
+        })
+        .collect();
+    if json {
+        let mut v = cat.describe();
+        v["servers"] = statuses
+            .iter()
+            .map(|(s, status, reason)| {
+                serde_json::json!({
+                    "name": &*s.name,
+                    "transport": format!("{:?}", s.cfg.transport()),
+                    "status": status,
+                    "reason": reason,
+                    "serverInfo": s.info().map(|i| i.server_info),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_table(&gw, &statuses);
+    }
+    gw.shutdown().await;
+    Ok(())
+}
+
+fn print_table(
+    gw: &Arc<Gateway>,
+    statuses: &[(Arc<toolgate::gateway::Upstream>, &str, Option<String>)],
+) {
+    let cat = gw.catalog();
+    println!("SERVERS");
+    for (s, status, reason) in statuses {
+        match reason {
+            Some(r) => println!("  {:<24} {status:<8} {r}", s.name),
+            None => println!("  {:<24} {status}", s.name),
+        }
+    }
+    let owner = |i: usize| gw.servers[i].name.to_string();
+    for (title, items) in [("TOOLS", &cat.tools), ("PROMPTS", &cat.prompts)] {
+        println!("\n{title} ({})", items.len());
+        for it in items.iter() {
+            println!(
+                "  {:<48} {} ({})",
+                it.exposed,
+                owner(it.server),
+                it.original
+            );
+        }
+    }
+    for (title, items) in [
+        ("RESOURCES", &cat.resources),
+        ("RESOURCE TEMPLATES", &cat.templates),
+    ] {
+        println!("\n{title} ({})", items.len());
+        for it in items.iter() {
+            println!("  {:<48} {}", it.exposed, owner(it.server));
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,99 @@
+//! Clients for the MCP servers behind the gateway.
+//!
+//! A transport (`stdio`, `streamable`, `sse`) only moves JSON-RPC messages; the
+//! `Connection` on top correlates requests with responses, remaps the ids and
+//! progress tokens the gateway mints, and routes what the server sends on its own
+//! initiative to the downstream request or session that caused it.
+
+mod connection;
+pub mod sse;
+pub mod stdio;
+pub mod streamable;
+
+pub use connection::{Connection, InitInfo, Responder, ServerEvent, Sink};
+
+use crate::config::{ServerConfig, TransportKind};
+use crate::jsonrpc::{ErrorObject, Message, code};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a transport hands up to its connection.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A message from the server. `origin` is the id of the gateway's request whose
+    /// response stream carried it (Streamable HTTP only): that is attribution the
+    /// server itself made.
+    Message { msg: Message, origin: Option<i64> },
+    /// Sending request `id` failed before any response could arrive.
+    RequestFailed { id: i64, error: UpstreamError },
+    /// The transport is gone (child exited, stream closed); every pending call fails.
+    Closed(UpstreamError),
+}
+
+/// The two ends of a running transport.
+pub struct Transport {
+    pub outbound: mpsc::Sender<Message>,
+    pub inbound: mpsc::Receiver<TransportEvent>,
+    /// Cancelled when the connection is dropped: kills the child, ends HTTP sessions.
+    pub shutdown: CancellationToken,
+}
+
+/// Why a call to an upstream failed. Every variant names the server.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("server '{server}' is unavailable: {reason}")]
+    Unavailable { server: Arc<str>, reason: String },
+    #[error("server '{server}' closed the connection: {reason}")]
+    Closed { server: Arc<str>, reason: String },
+    #[error("server '{server}' broke the protocol: {reason}")]
+    Protocol { server: Arc<str>, reason: String },
+    #[error("server '{server}' did not answer within {}s", .after.as_secs_f64())]
+    Timeout { server: Arc<str>, after: Duration },
+    #[error("server '{server}' no longer knows the session")]
+    SessionExpired { server: Arc<str> },
+    #[error("server '{server}' answered HTTP {status}: {body}")]
+    Http {
+        server: Arc<str>,
+        status: u16,
+        body: String,
+    },
+}
+
+impl UpstreamError {
+    pub fn server(&self) -> &str {
+        match self {
+            UpstreamError::Unavailable { server, .. }
+            | UpstreamError::Closed { server, .. }
+            | UpstreamError::Protocol { server, .. }
+            | UpstreamError::Timeout { server, .. }
+            | UpstreamError::SessionExpired { server }
+            | UpstreamError::Http { server, .. } => server,
+        }
+    }
+
+    /// The JSON-RPC error a client sees.
+    pub fn to_error(&self) -> ErrorObject {
+        let code = match self {
+            UpstreamError::Timeout { .. } => code::UPSTREAM_TIMEOUT,
+            UpstreamError::Protocol { .. } => code::UPSTREAM_PROTOCOL,
+            _ => code::UPSTREAM_UNAVAILABLE,
+        };
+        ErrorObject::new(code, self.to_string()).with_data(json!({ "server": self.server() }))
+    }
+}
+
+/// Start the transport a server's config asks for.
+pub async fn open(
+    name: &Arc<str>,
+    cfg: &ServerConfig,
+    max_message: usize,
+) -> Result<Transport, UpstreamError> {
+    match cfg.transport() {
+        TransportKind::Stdio => stdio::spawn(name, cfg, max_message),
+        TransportKind::StreamableHttp => streamable::open(name, cfg, max_message),
+        TransportKind::Sse => sse::open(name, cfg, max_message).await,
+    }
+}

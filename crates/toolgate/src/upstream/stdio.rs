@@ -1,0 +1,198 @@
+//! stdio transport: a supervised child process speaking newline-delimited JSON-RPC.
+//!
+//! The child gets a scrubbed environment (only the variables the config names, plus
+//! the few a program needs to run at all), so the gateway's own secrets never reach
+//! it. Anything on stdout that is not a JSON-RPC message is a protocol violation:
+//! the connection ends, in-flight calls fail naming the server, and the supervisor
+//! restarts the child. stderr is logged.
+
+use super::{Transport, TransportEvent, UpstreamError};
+use crate::config::ServerConfig;
+use crate::jsonrpc::{self, Message};
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Variables passed through from the gateway's environment so ordinary programs
+/// (npx, uvx, python) can start; everything else must be configured explicitly.
+const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ"];
+
+pub fn spawn(
+    name: &Arc<str>,
+    cfg: &ServerConfig,
+    max_message: usize,
+) -> Result<Transport, UpstreamError> {
+    let Some(program) = cfg.command.as_deref() else {
+        return Err(UpstreamError::Unavailable {
+            server: name.clone(),
+            reason: "no command configured".into(),
+        });
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&cfg.args)
+        .env_clear()
+        .envs(
+            PASS_THROUGH
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
+        .envs(&cfg.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = &cfg.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| UpstreamError::Unavailable {
+        server: name.clone(),
+        reason: format!("cannot start `{program}`: {e}"),
+    })?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(UpstreamError::Unavailable {
+            server: name.clone(),
+            reason: "child has no stdio pipes".into(),
+        });
+    };
+    tracing::info!(server = %name, pid = child.id(), "started stdio server");
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let shutdown = CancellationToken::new();
+
+    // Writer: one message per line.
+    tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let mut line = msg.to_json();
+            line.push('\n');
+            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // stderr → log, line by line, bounded.
+    let server = name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line: String = line.chars().take(2000).collect();
+            tracing::debug!(server = %server, "stderr: {line}");
+        }
+    });
+
+    // Reader + lifetime: reads stdout until EOF, garbage, or shutdown; then reaps the child.
+    let server = name.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::with_capacity(8 * 1024);
+        let end = loop {
+            buf.clear();
+            let read = tokio::select! {
+                r = read_line(&mut reader, &mut buf, max_message) => r,
+                _ = stop.cancelled() => break None,
+            };
+            match read {
+                Ok(0) => break Some(exit_reason(&server, &mut child).await),
+                Ok(_) => {}
+                Err(reason) => break Some(violation(&server, reason)),
+            }
+            let line = trim_line(&buf);
+            if line.is_empty() {
+                continue;
+            }
+            match jsonrpc::parse(line) {
+                Ok(msg) => {
+                    if in_tx
+                        .send(TransportEvent::Message { msg, origin: None })
+                        .await
+                        .is_err()
+                    {
+                        break None;
+                    }
+                }
+                Err(e) => {
+                    let shown: String = String::from_utf8_lossy(line).chars().take(120).collect();
+                    break Some(violation(
+                        &server,
+                        format!("wrote something that is not JSON-RPC to stdout ({e}): {shown:?}"),
+                    ));
+                }
+            }
+        };
+        if let Some(e) = end {
+            tracing::warn!(server = %server, "{e}");
+            let _ = in_tx.send(TransportEvent::Closed(e)).await;
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    });
+
+    Ok(Transport {
+        outbound: out_tx,
+        inbound: in_rx,
+        shutdown,
+    })
+}
+
+fn violation(server: &Arc<str>, reason: String) -> UpstreamError {
+    UpstreamError::Protocol {
+        server: server.clone(),
+        reason,
+    }
+}
+
+async fn exit_reason(server: &Arc<str>, child: &mut tokio::process::Child) -> UpstreamError {
+    let status = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait()).await;
+    let reason = match status {
+        Ok(Ok(s)) => format!("the process exited ({s})"),
+        _ => "the process closed its stdout".to_owned(),
+    };
+    UpstreamError::Closed {
+        server: server.clone(),
+        reason,
+    }
+}
+
+fn trim_line(buf: &[u8]) -> &[u8] {
+    let mut end = buf.len();
+    while end > 0 && matches!(buf[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    &buf[..end]
+}
+
+/// Read one line, refusing lines longer than `max` without buffering them whole.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<usize, String> {
+    loop {
+        let available = reader
+            .fill_buf()
+            .await
+            .map_err(|e| format!("stdout read failed: {e}"))?;
+        if available.is_empty() {
+            return Ok(buf.len());
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if buf.len() > max {
+            return Err(format!("wrote a message larger than {max} bytes"));
+        }
+        if done {
+            return Ok(buf.len());
+        }
+    }
+}

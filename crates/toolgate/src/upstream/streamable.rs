@@ -1,0 +1,396 @@
+//! Streamable HTTP transport (MCP 2025-03-26 and later): one POST per message,
+//! answered with JSON or an SSE stream; a GET stream for what the server sends on
+//! its own; `Mcp-Session-Id` and `MCP-Protocol-Version` on every request after
+//! `initialize`; resumption of a broken response stream with `Last-Event-ID`.
+
+use super::{Transport, TransportEvent, UpstreamError};
+use crate::config::ServerConfig;
+use crate::jsonrpc::{self, Id, Kind, Message};
+use crate::sse;
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const MAX_RESUMES: u32 = 5;
+
+/// One HTTP client for every upstream: connection pools are shared.
+pub(crate) fn http_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("the HTTP client configuration is static")
+    })
+}
+
+pub(crate) fn configured_headers(
+    name: &Arc<str>,
+    cfg: &ServerConfig,
+) -> Result<HeaderMap, UpstreamError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let bad = |what: &str| UpstreamError::Unavailable {
+            server: name.clone(),
+            reason: format!("configured header {k:?} has an invalid {what}"),
+        };
+        let key = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad("name"))?;
+        let mut value = HeaderValue::from_str(v).map_err(|_| bad("value"))?;
+        value.set_sensitive(true);
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
+struct Http {
+    name: Arc<str>,
+    url: String,
+    headers: HeaderMap,
+    session: Mutex<Option<String>>,
+    version: Mutex<Option<String>>,
+    inbound: mpsc::Sender<TransportEvent>,
+    max_message: usize,
+    shutdown: CancellationToken,
+}
+
+pub fn open(
+    name: &Arc<str>,
+    cfg: &ServerConfig,
+    max_message: usize,
+) -> Result<Transport, UpstreamError> {
+    let url = cfg.url.clone().unwrap_or_default();
+    let headers = configured_headers(name, cfg)?;
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let shutdown = CancellationToken::new();
+    let http = Arc::new(Http {
+        name: name.clone(),
+        url,
+        headers,
+        session: Mutex::new(None),
+        version: Mutex::new(None),
+        inbound: in_tx,
+        max_message,
+        shutdown: shutdown.clone(),
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                msg = out_rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let http = http.clone();
+                    tokio::spawn(async move { http.post(msg).await });
+                }
+                _ = http.shutdown.cancelled() => break,
+            }
+        }
+        http.shutdown.cancel();
+        http.end_session().await;
+    });
+    Ok(Transport {
+        outbound: out_tx,
+        inbound: in_rx,
+        shutdown,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Http {
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut req = http_client()
+            .request(method, &self.url)
+            .headers(self.headers.clone());
+        if let Some(s) = lock(&self.session).as_deref() {
+            req = req.header(SESSION_HEADER, s);
+        }
+        if let Some(v) = lock(&self.version).as_deref() {
+            req = req.header(VERSION_HEADER, v);
+        }
+        req
+    }
+
+    async fn emit(&self, ev: TransportEvent) {
+        let _ = self.inbound.send(ev).await;
+    }
+
+    async fn fail(&self, id: Option<i64>, error: UpstreamError) {
+        match id {
+            Some(id) => self.emit(TransportEvent::RequestFailed { id, error }).await,
+            None => tracing::warn!(server = %self.name, "{error}"),
+        }
+    }
+
+    async fn post(self: Arc<Self>, msg: Message) {
+        let request_id = match (&msg.id, msg.kind()) {
+            (Some(Id::Num(n)), Kind::Request) => Some(*n),
+            _ => None,
+        };
+        let is_init = msg.method() == "initialize";
+        let is_initialized = msg.method() == "notifications/initialized";
+        let had_session = lock(&self.session).is_some();
+        let sent = self
+            .request(reqwest::Method::POST)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(msg.to_json())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let error = UpstreamError::Unavailable {
+                    server: self.name.clone(),
+                    reason: error_chain(&e),
+                };
+                return self.fail(request_id, error).await;
+            }
+        };
+        let status = resp.status();
+        if status.as_u16() == 404 && had_session {
+            let error = UpstreamError::SessionExpired {
+                server: self.name.clone(),
+            };
+            return self.fail(request_id, error).await;
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let error = UpstreamError::Http {
+                server: self.name.clone(),
+                status: status.as_u16(),
+                body: body.chars().take(300).collect(),
+            };
+            return self.fail(request_id, error).await;
+        }
+        if is_init
+            && let Some(sid) = resp
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+        {
+            *lock(&self.session) = Some(sid.to_owned());
+        }
+        if is_initialized {
+            let http = self.clone();
+            tokio::spawn(async move { http.listen().await });
+        }
+        if status.as_u16() == 202 || request_id.is_none() {
+            return;
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("text/event-stream") {
+            self.read_stream(resp, request_id, is_init).await;
+        } else {
+            match read_limited(resp, self.max_message).await {
+                Ok(body) => self.deliver_body(&body, request_id, is_init).await,
+                Err(reason) => {
+                    let error = UpstreamError::Protocol {
+                        server: self.name.clone(),
+                        reason,
+                    };
+                    self.fail(request_id, error).await
+                }
+            }
+        }
+    }
+
+    /// A JSON response body: one message, or (2025-03-26) an array of them.
+    async fn deliver_body(&self, body: &[u8], origin: Option<i64>, is_init: bool) {
+        let trimmed = body.trim_ascii_start();
+        let messages: Vec<Message> = if trimmed.starts_with(b"[") {
+            match serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(trimmed) {
+                Ok(items) => items
+                    .iter()
+                    .filter_map(|raw| jsonrpc::parse(raw.get().as_bytes()).ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            match jsonrpc::parse(trimmed) {
+                Ok(m) => vec![m],
+                Err(e) => {
+                    let error = UpstreamError::Protocol {
+                        server: self.name.clone(),
+                        reason: format!("response body is not JSON-RPC: {e}"),
+                    };
+                    return self.fail(origin, error).await;
+                }
+            }
+        };
+        for msg in messages {
+            self.deliver(msg, origin, is_init).await;
+        }
+    }
+
+    async fn deliver(&self, msg: Message, origin: Option<i64>, is_init: bool) {
+        if is_init
+            && msg.kind() == Kind::Response
+            && let Some(v) = msg
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
+                .and_then(|r| r.get("protocolVersion")?.as_str().map(str::to_owned))
+        {
+            *lock(&self.version) = Some(v);
+        }
+        self.emit(TransportEvent::Message { msg, origin }).await;
+    }
+
+    /// Read a response stream until the response to `origin` arrives, resuming with
+    /// `Last-Event-ID` if the server closes it early.
+    async fn read_stream(&self, resp: reqwest::Response, origin: Option<i64>, is_init: bool) {
+        let mut resp = resp;
+        let mut last_id: Option<String> = None;
+        let mut retry = Duration::from_millis(200);
+        for attempt in 0..=MAX_RESUMES {
+            let mut events = Box::pin(sse::events(resp.bytes_stream(), self.max_message));
+            loop {
+                let ev = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = self.shutdown.cancelled() => return,
+                };
+                let Some(Ok(ev)) = ev else { break };
+                if let Some(id) = ev.id {
+                    last_id = Some(id);
+                }
+                if let Some(ms) = ev.retry_ms {
+                    retry = Duration::from_millis(ms.min(30_000));
+                }
+                if ev.data.is_empty() {
+                    continue;
+                }
+                match jsonrpc::parse(ev.data.as_bytes()) {
+                    Ok(msg) => {
+                        let done = msg.kind() == Kind::Response && msg.id == origin.map(Id::Num);
+                        self.deliver(msg, origin, is_init).await;
+                        if done {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %self.name, "ignored a malformed SSE message: {e}")
+                    }
+                }
+            }
+            // The stream ended without the response.
+            let Some(resume_from) = last_id.clone() else {
+                break;
+            };
+            if attempt == MAX_RESUMES {
+                break;
+            }
+            tokio::time::sleep(retry).await;
+            let get = self
+                .request(reqwest::Method::GET)
+                .header(ACCEPT, "text/event-stream")
+                .header("last-event-id", resume_from)
+                .send()
+                .await;
+            match get {
+                Ok(r) if r.status().is_success() => resp = r,
+                _ => break,
+            }
+        }
+        let error = UpstreamError::Closed {
+            server: self.name.clone(),
+            reason: "the response stream ended before the response".into(),
+        };
+        self.fail(origin, error).await;
+    }
+
+    /// The GET stream: server-initiated messages outside any request.
+    async fn listen(self: Arc<Self>) {
+        let mut last_id: Option<String> = None;
+        let mut failures = 0u32;
+        while !self.shutdown.is_cancelled() {
+            let mut req = self
+                .request(reqwest::Method::GET)
+                .header(ACCEPT, "text/event-stream");
+            if let Some(id) = &last_id {
+                req = req.header("last-event-id", id);
+            }
+            let resp = tokio::select! {
+                r = req.send() => r,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match resp {
+                // 405: the server offers no GET stream; that is allowed.
+                Ok(r) if r.status().as_u16() == 405 => return,
+                Ok(r) if r.status().is_success() => {
+                    failures = 0;
+                    let mut events = Box::pin(sse::events(r.bytes_stream(), self.max_message));
+                    loop {
+                        let ev = tokio::select! {
+                            ev = events.next() => ev,
+                            _ = self.shutdown.cancelled() => return,
+                        };
+                        let Some(Ok(ev)) = ev else { break };
+                        if ev.id.is_some() {
+                            last_id = ev.id;
+                        }
+                        if ev.data.is_empty() {
+                            continue;
+                        }
+                        if let Ok(msg) = jsonrpc::parse(ev.data.as_bytes()) {
+                            self.deliver(msg, None, false).await;
+                        }
+                    }
+                }
+                Ok(r) if r.status().as_u16() == 404 => return,
+                _ => failures += 1,
+            }
+            if failures > 5 {
+                return;
+            }
+            let backoff = Duration::from_millis(250 * 2u64.pow(failures.min(6)));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn end_session(&self) {
+        if lock(&self.session).is_none() {
+            return;
+        }
+        let req = self.request(reqwest::Method::DELETE).send();
+        let _ = tokio::time::timeout(Duration::from_secs(2), req).await;
+    }
+}
+
+pub(crate) async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("reading the response failed: {e}"))?;
+        if body.len() + chunk.len() > max {
+            return Err(format!("response larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
