@@ -45,7 +45,8 @@ struct CommonArgs {
         long,
         global = true,
         env = "TOOLGATE_FIXTURE_EXTRA_TOOLS",
-        default_value_t = 0
+        default_value_t = 0,
+        value_name = "N"
     )]
     extra_tools: usize,
 }
