@@ -204,27 +204,47 @@ impl Catalog {
             .map_or(original, String::as_str)
     }
 
-    pub fn has_rewrites(&self, server: usize) -> bool {
-        !self.rewritten.is_empty() && self.rewritten.keys().any(|(s, _)| *s == server)
+    /// The server a URI resolves to without help: a listed resource or a template.
+    fn owner_of(&self, uri: &str) -> Option<usize> {
+        if let Some(&i) = self.resource_index.get(uri) {
+            return Some(self.resources[i].server);
+        }
+        self.templates
+            .iter()
+            .find(|t| template_matches(&t.original, uri))
+            .map(|t| t.server)
     }
 
-    /// Rewrite every `uri` member in a result from `server` that names a rewritten
-    /// URI (resource links, embedded resources, read contents).
-    pub fn rewrite_uris(&self, server: usize, v: &mut Value) {
+    /// Make every `uri` member of a message from `server` route back to it: kept
+    /// when it already resolves to `server` (or to nobody — then `unowned` hears of
+    /// it, so the caller can remember the owner), rewritten to
+    /// `toolgate://{server}/…` when it would resolve to another server. This covers
+    /// resource links, embedded resources, read contents and update notifications.
+    pub fn expose_uris(&self, server: usize, v: &mut Value, unowned: &mut dyn FnMut(&str)) {
         match v {
             Value::Object(map) => {
                 for (k, child) in map.iter_mut() {
-                    if k == "uri"
-                        && let Value::String(u) = child
-                        && let Some(e) = self.rewritten.get(&(server, u.clone()))
-                    {
-                        *u = e.clone();
-                    } else {
-                        self.rewrite_uris(server, child);
+                    match child {
+                        Value::String(u) if k == "uri" => {
+                            if let Some(e) = self.rewritten.get(&(server, u.clone())) {
+                                *u = e.clone();
+                                continue;
+                            }
+                            match self.owner_of(u) {
+                                Some(owner) if owner == server => {}
+                                Some(_) => {
+                                    *u = format!("{URI_PREFIX}{}/{u}", self.server_names[server]);
+                                }
+                                None => unowned(u),
+                            }
+                        }
+                        _ => self.expose_uris(server, child, unowned),
                     }
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|c| self.rewrite_uris(server, c)),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|c| self.expose_uris(server, c, unowned)),
             _ => {}
         }
     }
@@ -489,9 +509,21 @@ mod tests {
         let rewritten = cat.expose_uri(1, "test://shared").to_owned();
         assert_eq!(rewritten, "toolgate://b/test://shared");
         assert_eq!(cat.route_uri(&rewritten), Some((1, "test://shared".into())));
-        let mut result = json!({"content": [{"type": "resource_link", "uri": "test://shared"}]});
-        cat.rewrite_uris(1, &mut result);
+        let mut result = json!({"content": [
+            {"type": "resource_link", "uri": "test://shared"},
+            {"type": "resource", "resource": {"uri": "test://template/1/data"}},
+            {"type": "resource_link", "uri": "mem://fresh"}
+        ]});
+        let mut unowned = Vec::new();
+        cat.expose_uris(1, &mut result, &mut |u| unowned.push(u.to_owned()));
         assert_eq!(result["content"][0]["uri"], rewritten);
+        // Server b's own URI that a's template would claim is rewritten to route to b.
+        assert_eq!(
+            result["content"][1]["resource"]["uri"],
+            "toolgate://b/test://template/1/data"
+        );
+        assert_eq!(result["content"][2]["uri"], "mem://fresh");
+        assert_eq!(unowned, ["mem://fresh"]);
         // Templates route URIs that were never listed.
         assert_eq!(
             cat.route_uri("test://template/42/data").map(|r| r.0),

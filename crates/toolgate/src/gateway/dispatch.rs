@@ -130,7 +130,7 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid_params("params.uri must be a string"))?
                     .to_owned();
-                let (server, original) = self.route_uri(&cat, &uri)?;
+                let (server, original) = self.route_uri(session, &cat, &uri)?;
                 params["uri"] = Value::String(original.clone());
                 match method.as_str() {
                     "resources/subscribe" => session.subscribe(&uri),
@@ -160,7 +160,7 @@ impl Gateway {
                     }
                     Some("ref/resource") => {
                         let uri = reference.get("uri").and_then(Value::as_str).unwrap_or("");
-                        let (server, original) = self.route_uri(&cat, uri)?;
+                        let (server, original) = self.route_uri(session, &cat, uri)?;
                         params["ref"]["uri"] = Value::String(original);
                         server
                     }
@@ -205,11 +205,20 @@ impl Gateway {
         }
     }
 
-    /// The owner of a URI; a gateway with a single resource server routes every
-    /// unknown URI there (it may serve URIs it never listed).
-    fn route_uri(&self, cat: &Catalog, uri: &str) -> Result<(usize, String), ErrorObject> {
+    /// The owner of a URI: the catalog, then the URIs this session has seen in
+    /// results (session resources a server never lists), then — with a single
+    /// resource server — that server.
+    fn route_uri(
+        &self,
+        session: &Session,
+        cat: &Catalog,
+        uri: &str,
+    ) -> Result<(usize, String), ErrorObject> {
         if let Some(r) = cat.route_uri(uri) {
             return Ok(r);
+        }
+        if let Some(server) = session.learned_uri(uri) {
+            return Ok((server, uri.to_owned()));
         }
         let mut owners = self.servers.iter().filter(|s| {
             s.info()
@@ -362,12 +371,13 @@ impl Gateway {
                 return Err(e);
             }
             let result = resp.result.unwrap_or_else(empty_object);
-            if !cat.has_rewrites(server) {
+            // Only results that name URIs need a second look; the rest pass untouched.
+            if !result.get().contains("\"uri\"") {
                 return Ok(result);
             }
             let mut v: Value = serde_json::from_str(result.get())
                 .map_err(|e| ErrorObject::new(code::UPSTREAM_PROTOCOL, e.to_string()))?;
-            cat.rewrite_uris(server, &mut v);
+            cat.expose_uris(server, &mut v, &mut |u| session.learn_uri(u, server));
             return Ok(to_raw(&v));
         }
         Err(UpstreamError::SessionExpired {
@@ -432,11 +442,8 @@ impl Gateway {
     }
 
     fn rewrite_notification(&self, server: usize, msg: &mut Message) {
-        let cat = self.catalog();
-        if cat.has_rewrites(server)
-            && let Some(p) = msg.params.as_mut()
-        {
-            cat.rewrite_uris(server, p);
+        if let Some(p) = msg.params.as_mut() {
+            self.catalog().expose_uris(server, p, &mut |_| {});
         }
     }
 }

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Closed request streams kept for `Last-Event-ID` resumption.
 const KEEP_STREAMS: usize = 64;
+/// URIs remembered per session from results, for routing reads of them.
+const MAX_LEARNED: usize = 4096;
 
 pub struct Session {
     pub id: String,
@@ -39,6 +41,8 @@ pub struct Session {
     client_requests: Mutex<HashMap<Id, oneshot::Sender<Message>>>,
     inflight: Mutex<HashMap<Id, CancellationToken>>,
     pub(crate) subscriptions: Mutex<HashSet<String>>,
+    /// URIs seen in results that no listing or template claims, and their server.
+    learned: Mutex<indexmap::IndexMap<String, usize>>,
     last_seen: Mutex<Instant>,
     pub initialized: std::sync::atomic::AtomicBool,
 }
@@ -91,6 +95,7 @@ impl Session {
             client_requests: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashSet::new()),
+            learned: Mutex::new(indexmap::IndexMap::new()),
             last_seen: Mutex::new(Instant::now()),
             initialized: std::sync::atomic::AtomicBool::new(false),
         })
@@ -209,6 +214,19 @@ impl Session {
         if let Some(t) = lock(&self.inflight).remove(id) {
             t.cancel();
         }
+    }
+
+    /// Remember which server a URI came from (bounded: the oldest are forgotten).
+    pub fn learn_uri(&self, uri: &str, server: usize) {
+        let mut map = lock(&self.learned);
+        map.insert(uri.to_owned(), server);
+        if map.len() > MAX_LEARNED {
+            map.shift_remove_index(0);
+        }
+    }
+
+    pub fn learned_uri(&self, uri: &str) -> Option<usize> {
+        lock(&self.learned).get(uri).copied()
     }
 
     pub fn subscribe(&self, uri: &str) {

@@ -55,7 +55,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// everything it can relay, so servers that gate tools on client capabilities
 /// list them all.
 pub fn relay_capabilities() -> Value {
-    json!({ "sampling": {}, "elicitation": {}, "roots": { "listChanged": true } })
+    json!({
+        "sampling": {},
+        "elicitation": { "form": {}, "url": {} },
+        "roots": { "listChanged": true },
+    })
 }
 
 pub fn gateway_client_info() -> Value {

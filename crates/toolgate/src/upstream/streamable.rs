@@ -136,6 +136,14 @@ impl Http {
         let is_init = msg.method() == "initialize";
         let is_initialized = msg.method() == "notifications/initialized";
         let had_session = lock(&self.session).is_some();
+        if is_initialized {
+            // Open the GET stream before the server hears `initialized`: servers
+            // often announce list changes right then, and with no stream open that
+            // notification would be lost.
+            let (ready, connected) = tokio::sync::oneshot::channel();
+            tokio::spawn(self.clone().listen(ready));
+            let _ = tokio::time::timeout(Duration::from_secs(2), connected).await;
+        }
         let sent = self
             .request(reqwest::Method::POST)
             .header(CONTENT_TYPE, "application/json")
@@ -176,10 +184,6 @@ impl Http {
                 .and_then(|v| v.to_str().ok())
         {
             *lock(&self.session) = Some(sid.to_owned());
-        }
-        if is_initialized {
-            let http = self.clone();
-            tokio::spawn(async move { http.listen().await });
         }
         if status.as_u16() == 202 || request_id.is_none() {
             return;
@@ -311,7 +315,8 @@ impl Http {
     }
 
     /// The GET stream: server-initiated messages outside any request.
-    async fn listen(self: Arc<Self>) {
+    async fn listen(self: Arc<Self>, ready: tokio::sync::oneshot::Sender<()>) {
+        let mut ready = Some(ready);
         let mut last_id: Option<String> = None;
         let mut failures = 0u32;
         while !self.shutdown.is_cancelled() {
@@ -325,6 +330,9 @@ impl Http {
                 r = req.send() => r,
                 _ = self.shutdown.cancelled() => return,
             };
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
             match resp {
                 // 405: the server offers no GET stream; that is allowed.
                 Ok(r) if r.status().as_u16() == 405 => return,
