@@ -71,7 +71,7 @@ fn init_logging(filter: &str, json: bool) {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load_file(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)

@@ -27,6 +27,9 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// An early HTTP answer (400, 404, …) from a check; boxed to keep `Result`s small.
+type Reject = Box<Response>;
+
 #[derive(Clone)]
 struct AppState {
     gw: Arc<Gateway>,
@@ -116,7 +119,7 @@ async fn guard_origin(
             || (state.loopback
                 && url::Url::parse(origin)
                     .ok()
-                    .and_then(|u| u.host_str().map(|h| is_loopback_host(h)))
+                    .and_then(|u| u.host_str().map(is_loopback_host))
                     .unwrap_or(false));
         if !allowed {
             return rpc_error(
@@ -157,27 +160,27 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
 }
 
 /// The session a request names: 400 without the header, 404 if unknown.
-fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Arc<Session>, Reject> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
-        return Err(bad_request(
+        return Err(Box::new(bad_request(
             "Bad Request: Mcp-Session-Id header is required",
-        ));
+        )));
     };
     state.gw.sessions.get(id).ok_or_else(|| {
-        rpc_error(
+        Box::new(rpc_error(
             StatusCode::NOT_FOUND,
             None,
             ErrorObject::new(-32001, "Session not found"),
-        )
+        ))
     })
 }
 
-fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+fn check_version(headers: &HeaderMap) -> Result<(), Reject> {
     match header_str(headers, VERSION_HEADER) {
-        Some(v) if !LEGACY_VERSIONS.contains(&v) => Err(bad_request(&format!(
+        Some(v) if !LEGACY_VERSIONS.contains(&v) => Err(Box::new(bad_request(&format!(
             "Bad Request: unsupported MCP-Protocol-Version {v}; supported: {}",
             LEGACY_VERSIONS.join(", ")
-        ))),
+        )))),
         _ => Ok(()),
     }
 }
@@ -233,10 +236,10 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     }
     let session = match find_session(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = check_version(&headers) {
-        return r;
+        return *r;
     }
     if msg.kind() != Kind::Request {
         state.gw.handle_client_message(&session, msg).await;
@@ -279,10 +282,10 @@ async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response 
     }
     let session = match find_session(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = check_version(&headers) {
-        return r;
+        return *r;
     }
     session.touch();
     if let Some(last) = header_str(&headers, "last-event-id") {
@@ -301,7 +304,7 @@ async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response 
 async fn mcp_delete(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let session = match find_session(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     state.gw.close_session(&session.id).await;
     StatusCode::OK.into_response()

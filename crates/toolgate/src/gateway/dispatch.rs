@@ -52,7 +52,8 @@ impl Gateway {
         session.touch();
         match msg.kind() {
             Kind::Response => {
-                if !session.complete_client_request(msg) {
+                let known = session.complete_client_request(msg);
+                if !known {
                     tracing::debug!(session = %session.id, "response to a request the gateway never sent");
                 }
             }

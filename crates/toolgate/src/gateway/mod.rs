@@ -79,7 +79,7 @@ impl Gateway {
                 match ev {
                     SupervisorEvent::CatalogChanged => gw.rebuild_catalog(),
                     SupervisorEvent::ResourceUpdated(server, msg) => {
-                        gw.resource_updated(server, msg)
+                        gw.resource_updated(server, *msg)
                     }
                 }
             }

@@ -18,6 +18,9 @@ const KEEP_STREAMS: usize = 64;
 /// URIs remembered per session from results, for routing reads of them.
 const MAX_LEARNED: usize = 4096;
 
+/// Request streams by id, and their ids oldest first (for eviction).
+type RequestStreams = (HashMap<u64, Arc<EventStream>>, VecDeque<u64>);
+
 pub struct Session {
     pub id: String,
     /// Who the session belongs to; `anonymous` until authentication is configured.
@@ -35,7 +38,7 @@ pub struct Session {
     pub(crate) sink_rx: Mutex<Option<mpsc::Receiver<ServerEvent>>>,
     pub(crate) upstreams: tokio::sync::Mutex<HashMap<usize, Arc<Connection>>>,
     log_level: Mutex<Option<u8>>,
-    streams: Mutex<(HashMap<u64, Arc<EventStream>>, VecDeque<u64>)>,
+    streams: Mutex<RequestStreams>,
     next_stream: AtomicU64,
     next_request: AtomicI64,
     client_requests: Mutex<HashMap<Id, oneshot::Sender<Message>>>,

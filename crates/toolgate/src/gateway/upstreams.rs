@@ -247,7 +247,7 @@ pub enum SupervisorEvent {
     /// The server's lists or availability changed: rebuild the catalog.
     CatalogChanged,
     /// `notifications/resources/updated` on a shared connection.
-    ResourceUpdated(usize, crate::jsonrpc::Message),
+    ResourceUpdated(usize, Box<crate::jsonrpc::Message>),
 }
 
 /// Keep one server's shared connection alive for as long as the gateway runs.
@@ -352,7 +352,7 @@ async fn serve(
                     match msg.method() {
                         m if m.ends_with("/list_changed") => true,
                         "notifications/resources/updated" => {
-                            let _ = events.send(SupervisorEvent::ResourceUpdated(up.idx, msg)).await;
+                            let _ = events.send(SupervisorEvent::ResourceUpdated(up.idx, Box::new(msg))).await;
                             false
                         }
                         m => {

@@ -1,0 +1,329 @@
+//! Real MCP peers that toolgate did not write, driven through the real binary:
+//! the official Python SDK against `@modelcontextprotocol/server-everything`
+//! behind the gateway over stdio, Streamable HTTP and HTTP+SSE at once, and the
+//! official conformance suite against the gateway fronting toolgate-fixture.
+//!
+//! The peers are installed by `scripts/setup-peers` (run by `scripts/test`). These
+//! tests fail — they never skip — when a peer is missing.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A peer's path from the environment (`.peers/env`) or its default under `.peers/`.
+fn peer(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".peers").join(default));
+    assert!(
+        path.exists(),
+        "{var}: {} is missing; install the real MCP peers with scripts/setup-peers (scripts/test does this)",
+        path.display()
+    );
+    path
+}
+
+fn node() -> PathBuf {
+    peer("TOOLGATE_NODE", "bin/node")
+}
+fn everything() -> PathBuf {
+    peer(
+        "TOOLGATE_EVERYTHING",
+        "npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+    )
+}
+fn python() -> PathBuf {
+    peer("TOOLGATE_PYTHON", "venv/bin/python")
+}
+
+fn toolgate() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_toolgate"))
+}
+
+/// toolgate-fixture lives in another package; `scripts/test` builds the workspace first.
+fn fixture() -> PathBuf {
+    let path = toolgate().with_file_name("toolgate-fixture");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "toolgate-fixture"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building toolgate-fixture failed");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process stopped with SIGTERM (so the gateway stops its own children)
+/// and then killed when dropped.
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until `GET path` on the port answers 200 (or any HTTP status, if `any`).
+fn wait_http(port: u16, path: &str, any: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let req = format!(
+                "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n"
+            );
+            let mut head = [0u8; 12];
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_exact(&mut head).is_ok()
+                && (any || head.ends_with(b"200"))
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not come up on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn gateway(config: &Path, port: u16) -> Proc {
+    let gw = Proc::spawn(
+        "toolgate",
+        Command::new(toolgate())
+            .args(["--log", "warn", "serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")]),
+    );
+    wait_http(port, "/healthz", false, "toolgate");
+    gw
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn python_sdk_drives_server_everything_on_three_transports_through_the_gateway() {
+    let (node, everything, python) = (node(), everything(), python());
+    let (http_port, sse_port, gw_port) = (free_port(), free_port(), free_port());
+    let _http = Proc::spawn(
+        "server-everything (streamableHttp)",
+        Command::new(&node)
+            .arg(&everything)
+            .arg("streamableHttp")
+            .env("PORT", http_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let _sse = Proc::spawn(
+        "server-everything (sse)",
+        Command::new(&node)
+            .arg(&everything)
+            .arg("sse")
+            .env("PORT", sse_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_http(http_port, "/mcp", true, "server-everything streamableHttp");
+    wait_http(sse_port, "/nothing", true, "server-everything sse");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "toolgate.yaml",
+        &format!(
+            r#"
+servers:
+  everything_stdio:
+    command: {node}
+    args: ["{everything}", "stdio"]
+  everything_http:
+    url: http://127.0.0.1:{http_port}/mcp
+  everything_sse:
+    url: http://127.0.0.1:{sse_port}/sse
+    transport: sse
+"#,
+            node = node.display(),
+            everything = everything.display(),
+        ),
+    );
+    let _gw = gateway(&config, gw_port);
+    let script = repo_root().join("tests/interop/everything_client.py");
+    for (url, transport) in [
+        (format!("http://127.0.0.1:{gw_port}/mcp"), "streamable-http"),
+        (format!("http://127.0.0.1:{gw_port}/sse"), "sse"),
+    ] {
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg(&url)
+            .args(["--transport", transport])
+            .args(["--server", "stdio=everything_stdio__"])
+            .args(["--server", "http=everything_http__"])
+            .args(["--server", "sse=everything_sse__"])
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "the Python SDK client failed through the gateway's {transport} endpoint:\n{}",
+            show(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(" 0 failed"), "{}", show(&out));
+    }
+}
+
+/// Run the conformance suite against `url`; per-scenario PASS/FAIL.
+fn conformance(url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
+    peer(
+        "TOOLGATE_CONFORMANCE",
+        "npm/node_modules/@modelcontextprotocol/conformance/dist/index.js",
+    );
+    let out = Command::new(repo_root().join("tests/interop/conformance.sh"))
+        .arg(url)
+        .arg(out_dir)
+        .output()
+        .expect("conformance.sh runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let results: BTreeMap<String, bool> = text
+        .lines()
+        .filter_map(|l| {
+            let (verdict, rest) = l.split_once(' ')?;
+            let name = rest.split(':').next()?.trim().to_owned();
+            match verdict {
+                "PASS" => Some((name, true)),
+                "FAIL" => Some((name, false)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(
+        !results.is_empty(),
+        "no scenario results from {url}:\n{}",
+        show(&out)
+    );
+    results
+}
+
+#[test]
+fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
+    let fixture = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fx_port = free_port();
+    let _fx = Proc::spawn(
+        "toolgate-fixture http",
+        Command::new(&fixture)
+            .args(["http", "--listen", &format!("127.0.0.1:{fx_port}")])
+            .stdout(Stdio::null()),
+    );
+    wait_http(fx_port, "/mcp", true, "toolgate-fixture");
+    let direct = conformance(
+        &format!("http://127.0.0.1:{fx_port}/mcp"),
+        &dir.path().join("direct"),
+    );
+
+    let upstreams = [
+        (
+            "stdio",
+            format!("command: {}\n    args: [stdio]", fixture.display()),
+        ),
+        (
+            "streamable-http",
+            format!("url: http://127.0.0.1:{fx_port}/mcp"),
+        ),
+    ];
+    let mut table = String::from("| scenario | fixture directly |");
+    let mut columns = Vec::new();
+    for (label, server) in upstreams {
+        let config = write_config(
+            dir.path(),
+            &format!("{label}.yaml"),
+            &format!("prefix_mode: never\nservers:\n  fixture:\n    {server}\n"),
+        );
+        let port = free_port();
+        let _gw = gateway(&config, port);
+        let through = conformance(
+            &format!("http://127.0.0.1:{port}/mcp"),
+            &dir.path().join(label),
+        );
+        for (scenario, passed) in &direct {
+            if *passed {
+                assert_eq!(
+                    through.get(scenario),
+                    Some(&true),
+                    "{scenario} passes against the fixture directly but not through the gateway (fixture over {label})"
+                );
+            }
+        }
+        table.push_str(&format!(" through toolgate (fixture over {label}) |"));
+        columns.push(through);
+    }
+    // The table for docs/conformance.md, printed with --nocapture.
+    table.push_str("\n|---|---|---|---|\n");
+    for (scenario, passed) in &direct {
+        let mark = |p: Option<&bool>| match p {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "-",
+        };
+        table.push_str(&format!("| {scenario} | {} |", mark(Some(passed))));
+        for c in &columns {
+            table.push_str(&format!(" {} |", mark(c.get(scenario))));
+        }
+        table.push('\n');
+    }
+    println!("{table}");
+}
