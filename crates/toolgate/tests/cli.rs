@@ -1,0 +1,48 @@
+//! The command line as a user meets it: every shipped example validates, and
+//! `--version` answers.
+
+use std::path::Path;
+use std::process::Command;
+
+fn toolgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_toolgate"))
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples/ exists") {
+        let path = entry.expect("dir entry").path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext, "yaml" | "yml" | "json") {
+            continue;
+        }
+        let out = toolgate()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("WEATHER_TOKEN")
+            .output()
+            .expect("toolgate runs");
+        assert!(
+            out.status.success(),
+            "{} does not pass check: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+        checked += 1;
+    }
+    assert!(checked >= 4, "expected the example configs, found {checked}");
+}
+
+#[test]
+fn version_names_the_program() {
+    let out = toolgate().arg("--version").output().expect("toolgate runs");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("toolgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
