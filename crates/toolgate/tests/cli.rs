@@ -34,7 +34,10 @@ fn every_example_config_passes_check() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
         checked += 1;
     }
-    assert!(checked >= 4, "expected the example configs, found {checked}");
+    assert!(
+        checked >= 4,
+        "expected the example configs, found {checked}"
+    );
 }
 
 #[test]
