@@ -1,7 +1,8 @@
 //! toolgate-fixture: an MCP server with exactly what the conformance suite's server scenarios expect.
 //!
 //! It is the upstream that toolgate is tested against (conformance runs, end-to-end tests,
-//! benchmarks, the README quickstart), served over stdio or Streamable HTTP.
+//! benchmarks, the README quickstart), served over stdio, Streamable HTTP, or the legacy
+//! HTTP+SSE transport of 2024-11-05.
 //!
 //! Logging, sampling and the log levels are deprecated in rmcp because the 2026-07-28 revision
 //! removes them; this fixture speaks the revisions up to 2025-11-25, where they are current.
@@ -12,7 +13,9 @@ mod http;
 mod prompts;
 mod resources;
 mod server;
+mod sse;
 mod tools;
+mod unknown_fields;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +23,7 @@ use rmcp::ServiceExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::server::{Fixture, FixtureConfig};
+use crate::unknown_fields::WithUnknownFields;
 
 #[derive(Debug, Parser)]
 #[command(name = "toolgate-fixture", version, about)]
@@ -49,6 +53,10 @@ struct CommonArgs {
         value_name = "N"
     )]
     extra_tools: usize,
+    /// Add tools that break the server on purpose, for failure tests: `crash` exits the process at
+    /// once, `corrupt_stdout` writes a line that is not JSON-RPC to stdout and never answers.
+    #[arg(long, global = true, env = "TOOLGATE_FIXTURE_FAULT_TOOLS")]
+    fault_tools: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,16 +65,23 @@ enum Transport {
     Stdio,
     /// Serve Streamable HTTP; the MCP endpoint is `/mcp`.
     Http(http::HttpArgs),
+    /// Serve the legacy HTTP+SSE transport (2024-11-05): `GET /sse`, then `POST /message?sessionId=…`.
+    Sse(sse::SseArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
-    let config = FixtureConfig::new(cli.common.name, cli.common.extra_tools);
+    let config = FixtureConfig::new(
+        cli.common.name,
+        cli.common.extra_tools,
+        cli.common.fault_tools,
+    );
     match cli.transport {
         Transport::Stdio => serve_stdio(config).await,
         Transport::Http(args) => http::serve(config, args).await,
+        Transport::Sse(args) => sse::serve(config, args).await,
     }
 }
 
@@ -82,7 +97,7 @@ fn init_logging() {
 }
 
 async fn serve_stdio(config: FixtureConfig) -> anyhow::Result<()> {
-    let fixture = Fixture::new(config.into(), None);
+    let fixture = WithUnknownFields(Fixture::new(config.into(), None));
     let running = fixture
         .serve(rmcp::transport::stdio())
         .await

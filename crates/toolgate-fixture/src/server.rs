@@ -36,15 +36,18 @@ pub const PROTOCOL_VERSIONS: &[ProtocolVersion] = &[
 pub struct FixtureConfig {
     pub name: String,
     pub extra_tools: usize,
+    /// `crash` and `corrupt_stdout` are listed and callable.
+    pub fault_tools: bool,
     pub tools: Vec<Tool>,
 }
 
 impl FixtureConfig {
-    pub fn new(name: String, extra_tools: usize) -> Self {
+    pub fn new(name: String, extra_tools: usize, fault_tools: bool) -> Self {
         Self {
             name,
             extra_tools,
-            tools: tools::catalog(extra_tools),
+            fault_tools,
+            tools: tools::catalog(extra_tools, fault_tools),
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct SessionState {
     pub subscriptions: Mutex<BTreeSet<String>>,
     /// How often `touch_resource` changed the watched resource.
     pub touches: AtomicU64,
+    /// How many `sleep` calls the client cancelled (`sleep_cancellations` reports it).
+    pub cancelled_sleeps: AtomicU64,
 }
 
 impl Default for SessionState {
@@ -68,6 +73,7 @@ impl Default for SessionState {
             log_level: Mutex::new(LoggingLevel::Debug),
             subscriptions: Mutex::default(),
             touches: AtomicU64::new(0),
+            cancelled_sleeps: AtomicU64::new(0),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The tools: the conformance suite's `test_*` tools, `echo`, a few helpers for toolgate's tests, and generated `tool_N`.
 
-use std::time::Duration;
+use std::{io::Write as _, sync::atomic::Ordering, time::Duration};
 
 use rmcp::{
     ErrorData, RoleServer,
@@ -26,7 +26,7 @@ const STEP: Duration = Duration::from_millis(50);
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Every tool this server lists, in a stable order, with `extra_tools` generated ones at the end.
-pub fn catalog(extra_tools: usize) -> Vec<Tool> {
+pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
     let no_args = || json!({ "type": "object", "properties": {} });
     let mut wire = vec![
         tool(
@@ -159,7 +159,29 @@ pub fn catalog(extra_tools: usize) -> Vec<Tool> {
                 "properties": { "uri": { "type": "string", "default": resources::WATCHED } },
             }),
         ),
+        tool(
+            "sleep_cancellations",
+            "How many `sleep` calls of this session the client cancelled",
+            no_args(),
+        ),
+        tool(
+            crate::unknown_fields::TOOL,
+            "Returns a result with a member and a content type no MCP revision defines; its listing has one too",
+            no_args(),
+        ),
     ];
+    if fault_tools {
+        wire.push(tool(
+            "crash",
+            "Exits the server process at once, without answering",
+            no_args(),
+        ));
+        wire.push(tool(
+            "corrupt_stdout",
+            "Writes a line that is not JSON-RPC to stdout, then never answers",
+            no_args(),
+        ));
+    }
     wire.extend((0..extra_tools).map(|i| {
         tool(
             &format!("tool_{i}"),
@@ -244,7 +266,18 @@ pub async fn call(
         }
         "test_reconnection" => reconnect(fixture, &cx).await,
         "echo" => Ok(echo(&args)),
-        "sleep" => sleep(&args, &cx).await,
+        "sleep" => sleep(fixture, &args, &cx).await,
+        "sleep_cancellations" => {
+            let n = fixture.session.cancelled_sleeps.load(Ordering::Relaxed);
+            Ok(text(n.to_string()))
+        }
+        // `unknown_fields::WithUnknownFields` answers it before the typed handler is reached.
+        crate::unknown_fields::TOOL => Ok(text("served without the unknown fields")),
+        "crash" if fixture.config.fault_tools => {
+            tracing::warn!("crash was called: exiting");
+            std::process::exit(3)
+        }
+        "corrupt_stdout" if fixture.config.fault_tools => corrupt_stdout(&cx).await,
         "touch_resource" => {
             let uri = string_arg(&args, "uri").unwrap_or(resources::WATCHED);
             let sent = resources::touch(&fixture.session, &cx.peer, uri).await;
@@ -505,6 +538,7 @@ async fn reconnect(
 }
 
 async fn sleep(
+    fixture: &Fixture,
     args: &JsonObject,
     cx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
@@ -520,8 +554,24 @@ async fn sleep(
     };
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text(format!("slept {ms} ms"))),
-        () = cx.ct.cancelled() => Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")])),
+        () = cx.ct.cancelled() => {
+            fixture.session.cancelled_sleeps.fetch_add(1, Ordering::Relaxed);
+            Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]))
+        }
     }
+}
+
+/// On stdio this breaks the protocol channel, which is the point: a client must drop the
+/// connection and fail what is in flight. The call itself never answers (until cancelled).
+async fn corrupt_stdout(cx: &RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
+    {
+        let mut out = std::io::stdout().lock();
+        // One write of a short line: a pipe delivers it whole, between two protocol messages.
+        let _ = out.write_all(b"this line is not JSON-RPC\n");
+        let _ = out.flush();
+    }
+    cx.ct.cancelled().await;
+    Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]))
 }
 
 #[cfg(test)]
@@ -530,7 +580,7 @@ mod tests {
 
     #[test]
     fn lists_every_conformance_tool_and_the_generated_ones() {
-        let names: Vec<String> = catalog(3)
+        let names: Vec<String> = catalog(3, false)
             .into_iter()
             .map(|t| t.name.into_owned())
             .collect();
@@ -556,11 +606,22 @@ mod tests {
             assert!(names.iter().any(|n| n == expected), "missing {expected}");
         }
         assert!(!names.iter().any(|n| n == "tool_3"));
+        assert!(
+            !names.iter().any(|n| n == "crash"),
+            "fault tools need the flag"
+        );
+        let with_faults = catalog(0, true);
+        for fault in ["crash", "corrupt_stdout"] {
+            assert!(
+                with_faults.iter().any(|t| t.name == fault),
+                "missing {fault}"
+            );
+        }
     }
 
     #[test]
     fn json_schema_2020_12_keywords_survive_the_typed_model() {
-        let tool = catalog(0)
+        let tool = catalog(0, false)
             .into_iter()
             .find(|t| t.name == "json_schema_2020_12_tool")
             .unwrap();

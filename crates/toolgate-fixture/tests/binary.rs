@@ -263,3 +263,247 @@ fn test_reconnection_answers_on_the_resumed_stream() {
         .unwrap_or_default();
     assert!(text.contains("after the client resumed"), "{text}");
 }
+
+/// A fixture serving the legacy HTTP+SSE transport on a free port; killed when dropped.
+struct SseFixture {
+    child: Child,
+    authority: String,
+}
+
+impl SseFixture {
+    fn start() -> Self {
+        let mut child = Command::new(BIN)
+            .args(["sse", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the fixture starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout is piped"))
+            .read_line(&mut line)
+            .expect("the fixture prints its URL");
+        let authority = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.strip_suffix("/sse"))
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self { child, authority }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.authority).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        stream
+    }
+
+    /// Opens the event stream; returns its reader and the endpoint it named.
+    fn open(&self) -> (BufReader<TcpStream>, String) {
+        let mut stream = self.connect();
+        write!(
+            stream,
+            "GET /sse HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            self.authority
+        )
+        .expect("write");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("status line");
+        assert!(line.contains(" 200 "), "GET /sse answered {line:?}");
+        while line.trim() != "" {
+            line.clear();
+            reader.read_line(&mut line).expect("header");
+        }
+        let (name, data) = next_event(&mut reader);
+        assert_eq!(name, "endpoint");
+        (reader, data)
+    }
+
+    /// POSTs `body` to `path`; returns the status.
+    fn post(&self, path: &str, body: &str) -> u16 {
+        let mut stream = self.connect();
+        write!(
+            stream,
+            "POST {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.authority,
+            body.len()
+        )
+        .expect("write");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read");
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SseFixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next SSE event on a stream (comments skipped): (event name, data).
+fn next_event(reader: &mut impl BufRead) -> (String, String) {
+    let (mut name, mut data) = (String::from("message"), String::new());
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "stream ended"
+        );
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if !data.is_empty() {
+                return (name, data);
+            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+}
+
+fn next_message(reader: &mut impl BufRead) -> Value {
+    let (name, data) = next_event(reader);
+    assert_eq!(name, "message");
+    serde_json::from_str(&data).unwrap_or_else(|_| panic!("not JSON: {data:?}"))
+}
+
+#[test]
+fn sse_serves_a_session_on_its_event_stream() {
+    let fixture = SseFixture::start();
+    let (mut events, endpoint) = fixture.open();
+    assert!(
+        endpoint.starts_with("/message?sessionId="),
+        "endpoint {endpoint:?}"
+    );
+    assert_eq!(fixture.post(&endpoint, &initialize().to_string()), 202);
+    let init = next_message(&mut events);
+    assert_eq!(init["id"], 1);
+    assert_eq!(init["result"]["serverInfo"]["name"], "toolgate-fixture");
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    assert_eq!(fixture.post(&endpoint, &initialized.to_string()), 202);
+
+    // Progress notifications and the answer come on the event stream, in order.
+    let call = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "test_tool_with_progress", "arguments": {}, "_meta": { "progressToken": "p" } },
+    });
+    assert_eq!(fixture.post(&endpoint, &call.to_string()), 202);
+    for expected in [0.0, 50.0, 100.0] {
+        let note = next_message(&mut events);
+        assert_eq!(note["method"], "notifications/progress");
+        assert_eq!(note["params"]["progressToken"], "p");
+        assert_eq!(note["params"]["progress"], expected);
+    }
+    assert_eq!(next_message(&mut events)["id"], 2);
+
+    assert_eq!(fixture.post(&endpoint, "not json"), 400);
+    assert_eq!(
+        fixture.post("/message?sessionId=nope", &initialized.to_string()),
+        404
+    );
+    // The session ends with its stream.
+    drop(events);
+    let ping = json!({ "jsonrpc": "2.0", "id": 3, "method": "ping" }).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fixture.post(&endpoint, &ping) != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived its stream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn unknown_fields_are_served_on_every_transport() {
+    let call = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "test_unknown_fields", "arguments": {} },
+    });
+    let list = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" });
+    let check = |result: &Value, listing: &Value, transport: &str| {
+        assert_eq!(
+            result["x_unknown_field"],
+            json!({ "kept": "as is", "n": 42 }),
+            "{transport}: {result}"
+        );
+        assert_eq!(
+            result["content"][1]["type"], "x_unknown_content",
+            "{transport}"
+        );
+        let tool = listing["tools"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == "test_unknown_fields"))
+            .unwrap_or_else(|| panic!("{transport}: not listed"));
+        assert!(tool["x_unknown_field"].is_object(), "{transport}: {tool}");
+    };
+
+    // stdio
+    let mut child = Command::new(BIN)
+        .arg("stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the fixture starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut next = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("a line");
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
+    };
+    writeln!(stdin, "{}", initialize()).unwrap();
+    next();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    writeln!(stdin, "{call}").unwrap();
+    let result = next()["result"].clone();
+    writeln!(stdin, "{list}").unwrap();
+    check(&result, &next()["result"], "stdio");
+    drop(stdin);
+    let _ = child.wait();
+
+    // Streamable HTTP: JSON or SSE bodies.
+    let fixture = HttpFixture::start();
+    let id = fixture.session();
+    let answer = |body: &str| -> Value {
+        serde_json::from_str(body).unwrap_or_else(|_| {
+            events(body)
+                .into_iter()
+                .filter_map(|(_, data)| serde_json::from_str::<Value>(&data).ok())
+                .find(|m| m.get("result").is_some())
+                .unwrap_or_else(|| panic!("no answer in {body:?}"))
+        })
+    };
+    let result = answer(&fixture.post(Some(&id), &call).2)["result"].clone();
+    let listing = answer(&fixture.post(Some(&id), &list).2)["result"].clone();
+    check(&result, &listing, "http");
+
+    // Legacy SSE
+    let fixture = SseFixture::start();
+    let (mut events, endpoint) = fixture.open();
+    fixture.post(&endpoint, &initialize().to_string());
+    next_message(&mut events);
+    fixture.post(
+        &endpoint,
+        &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }).to_string(),
+    );
+    fixture.post(&endpoint, &call.to_string());
+    let result = next_message(&mut events)["result"].clone();
+    fixture.post(&endpoint, &list.to_string());
+    check(&result, &next_message(&mut events)["result"], "sse");
+}

@@ -4,22 +4,25 @@
 //! resumption with `Last-Event-ID`, Host and Origin checks). Two things it does not do are added
 //! by one middleware in front of it:
 //! - `sessions`: a DELETE for an unknown session id answers 404, not 202;
-//! - `reconnect`: `test_reconnection` really closes its SSE stream mid-call (SEP-1699).
+//! - `reconnect`: `test_reconnection` really closes its SSE stream mid-call (SEP-1699);
+//! - `unknown_fields`: `test_unknown_fields` keeps the members rmcp's typed model would drop.
 
 mod reconnect;
 mod sessions;
+mod unknown_fields;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{
     Router,
+    body::Body,
     extract::{Request, State},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse as _, Response},
 };
 use clap::Args;
-use http::Method;
+use http::{Method, StatusCode, header};
 use rmcp::transport::{
     StreamableHttpServerConfig, StreamableHttpService,
     streamable_http_server::session::local::LocalSessionManager,
@@ -115,10 +118,58 @@ fn router(
 async fn edge_fixes(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     match *request.method() {
         Method::DELETE => sessions::delete(&edge.sessions, &edge.reconnects, request, next).await,
-        Method::POST => reconnect::post(&edge.reconnects, request, next).await,
+        Method::POST => post(&edge, request, next).await,
         Method::GET => reconnect::get(&edge.reconnects, request, next).await,
         _ => next.run(request).await,
     }
+}
+
+async fn post(edge: &Edge, request: Request, next: Next) -> Response {
+    let (request, message) = match peek(request).await {
+        Ok(peeked) => peeked,
+        Err(response) => return response,
+    };
+    let plan = message
+        .as_ref()
+        .map_or(unknown_fields::Plan::PassOn, unknown_fields::plan);
+    match plan {
+        unknown_fields::Plan::Answer(id) => {
+            if let Some(session) = session_id(&request)
+                && let Some(answer) = unknown_fields::answer(&edge.sessions, &session, id).await
+            {
+                return answer;
+            }
+            reconnect::post(&edge.reconnects, request, next).await
+        }
+        unknown_fields::Plan::RewriteListing => {
+            let response = reconnect::post(&edge.reconnects, request, next).await;
+            if !response.status().is_success() {
+                return response;
+            }
+            unknown_fields::rewrite_listing(response).await
+        }
+        unknown_fields::Plan::PassOn => reconnect::post(&edge.reconnects, request, next).await,
+    }
+}
+
+/// A small POST body as JSON, with the request rebuilt around the bytes read. Large bodies are
+/// passed on unread: none of the edge fixes is about them.
+async fn peek(request: Request) -> Result<(Request, Option<serde_json::Value>), Response> {
+    let small = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len <= reconnect::PEEK_LIMIT);
+    if !small {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, reconnect::PEEK_LIMIT as usize).await else {
+        return Err((StatusCode::BAD_REQUEST, "Bad Request: unreadable body").into_response());
+    };
+    let message = serde_json::from_slice(&bytes).ok();
+    Ok((Request::from_parts(parts, Body::from(bytes)), message))
 }
 
 /// Loopback names, the address we listen on when it is a specific one, and what the user added.
@@ -143,7 +194,7 @@ fn allowed_origins(extra: &[String]) -> Vec<String> {
     origins
 }
 
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");

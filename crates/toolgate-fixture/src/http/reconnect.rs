@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 /// Only small bodies are looked into; a `test_reconnection` call is a few hundred bytes.
-const PEEK_LIMIT: u64 = 64 * 1024;
+pub(super) const PEEK_LIMIT: u64 = 64 * 1024;
 
 /// Sessions with a `test_reconnection` call waiting for the client to resume its stream.
 #[derive(Debug, Default)]
