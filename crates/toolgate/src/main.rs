@@ -46,6 +46,8 @@ enum Command {
         #[arg(long, short, env = "TOOLGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Print the JSON Schema of the config file (for editors and CI validation).
+    ConfigSchema,
     /// Connect to every server and print the merged catalog clients would see.
     Catalog {
         #[arg(long, short, env = "TOOLGATE_CONFIG")]
@@ -96,6 +98,14 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
+        Command::ConfigSchema => {
+            let schema = config::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 let n = c.enabled_servers().count();

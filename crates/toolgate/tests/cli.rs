@@ -49,3 +49,27 @@ fn version_names_the_program() {
         format!("toolgate {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn committed_config_schema_matches_the_types() {
+    let out = toolgate()
+        .arg("config-schema")
+        .output()
+        .expect("toolgate runs");
+    assert!(out.status.success());
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.schema.json");
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).expect("docs/config.schema.json exists"),
+    )
+    .expect("committed schema is JSON");
+    assert_eq!(
+        generated, committed,
+        "docs/config.schema.json is stale: regenerate it with `toolgate config-schema > docs/config.schema.json`"
+    );
+    // The schema knows the keys a user writes.
+    let servers = &generated["$defs"]["ServerConfig"]["properties"];
+    for key in ["command", "url", "isolation", "timeout", "failure", "tools"] {
+        assert!(servers.get(key).is_some(), "schema lacks servers.*.{key}");
+    }
+}

@@ -11,14 +11,20 @@ pub use duration::Seconds;
 pub use load::{ConfigError, load_file, load_str};
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The JSON Schema of the config file, generated from these types.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+}
+
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address of the MCP listener (`/mcp`, and the legacy `/sse` + `/message`).
@@ -56,10 +62,11 @@ pub struct Config {
     pub servers: IndexMap<String, ServerConfig>,
     /// Where the file came from, for messages; not part of the file.
     #[serde(skip)]
+    #[schemars(skip)]
     pub source: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum PrefixMode {
     /// Every tool and prompt is `{server}{sep}{name}`: names never change when a
@@ -74,7 +81,7 @@ pub enum PrefixMode {
 }
 
 /// One upstream MCP server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Program to start for a stdio server (only from this file, never from a client).
@@ -111,7 +118,7 @@ pub struct ServerConfig {
     pub disabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 pub enum TransportKind {
     #[serde(rename = "stdio")]
     Stdio,
@@ -127,7 +134,7 @@ pub enum TransportKind {
 }
 
 /// Who shares an upstream session (and, for stdio, a child process).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// One upstream session for every caller; ids and tokens are remapped.
@@ -142,7 +149,7 @@ pub enum Isolation {
 }
 
 /// What the catalog does while a server is down.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Its items vanish; every other server keeps serving.
@@ -154,7 +161,7 @@ pub enum FailureMode {
 }
 
 /// Per-item hiding and renaming for tools or prompts.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRules {
     /// Names (as the server gives them) that clients never see.
