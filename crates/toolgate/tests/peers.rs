@@ -274,6 +274,14 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
         &format!("http://127.0.0.1:{fx_port}/mcp"),
         &dir.path().join("direct"),
     );
+    let sse_port = free_port();
+    let _fx_sse = Proc::spawn(
+        "toolgate-fixture sse",
+        Command::new(&fixture)
+            .args(["sse", "--listen", &format!("127.0.0.1:{sse_port}")])
+            .stdout(Stdio::null()),
+    );
+    wait_http(sse_port, "/nothing", true, "toolgate-fixture sse");
 
     let upstreams = [
         (
@@ -283,6 +291,10 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
         (
             "streamable-http",
             format!("url: http://127.0.0.1:{fx_port}/mcp"),
+        ),
+        (
+            "http+sse",
+            format!("url: http://127.0.0.1:{sse_port}/sse\n    transport: sse"),
         ),
     ];
     let mut table = String::from("| scenario | fixture directly |");
@@ -312,7 +324,7 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
         columns.push(through);
     }
     // The table for docs/conformance.md, printed with --nocapture.
-    table.push_str("\n|---|---|---|---|\n");
+    table.push_str("\n|---|---|---|---|---|\n");
     for (scenario, passed) in &direct {
         let mark = |p: Option<&bool>| match p {
             Some(true) => "pass",
