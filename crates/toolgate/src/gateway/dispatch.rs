@@ -300,8 +300,11 @@ impl Gateway {
                     map.remove(&session.principal);
                 }
             }
-            // The supervisor owns the shared connection and re-establishes it.
-            Isolation::Shared => up.refresh.notify_one(),
+            // The supervisor owns the shared connection and re-establishes it
+            // once it hears the connection is over.
+            Isolation::Shared => conn.abandon(UpstreamError::SessionExpired {
+                server: up.name.clone(),
+            }),
         }
     }
 

@@ -251,13 +251,22 @@ pub enum SupervisorEvent {
 }
 
 /// Keep one server's shared connection alive for as long as the gateway runs.
+///
+/// A connection that was up for a while and then ends (server restart, expired
+/// session) is re-established at once, with callers waiting for it and the
+/// server's items kept listed; only when connecting fails is the server marked
+/// down, and retried with exponential backoff (250 ms doubling to 30 s).
 pub async fn supervise(
     up: Arc<Upstream>,
     catalog_ttl: Duration,
     events: mpsc::Sender<SupervisorEvent>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    const MIN_BACKOFF: Duration = Duration::from_millis(250);
+    let mut backoff = MIN_BACKOFF;
+    // Connections in a row that ended within a second of starting: a crash loop
+    // is reconnected with backoff, a one-off loss at once.
+    let mut quick_losses = 0u32;
     while !stop.is_cancelled() {
         let (sink, mut sink_rx) = mpsc::channel(256);
         let started = Instant::now();
@@ -265,28 +274,15 @@ pub async fn supervise(
             c = up.connect(crate::jsonrpc::LATEST_LEGACY, relay_capabilities(), gateway_client_info(), Some(sink)) => c,
             _ = stop.cancelled() => return,
         };
-        let conn = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(server = %up.name, "cannot connect: {e}");
-                up.update(|s| {
-                    s.status = Status::Down {
-                        reason: e.to_string(),
-                    };
-                    s.attempts += 1;
-                });
-                let _ = events.send(SupervisorEvent::CatalogChanged).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
+        let result = match connected {
+            Ok(conn) => match up.read_lists(&conn).await {
+                Ok(lists) => Ok((conn, lists)),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
         };
-        let lists = up.read_lists(&conn).await;
-        let reason = match lists {
-            Ok(lists) => {
+        let reason = match result {
+            Ok((conn, lists)) => {
                 tracing::info!(
                     server = %up.name,
                     tools = lists.tools.len(),
@@ -302,13 +298,29 @@ pub async fn supervise(
                     s.attempts += 1;
                 });
                 let _ = events.send(SupervisorEvent::CatalogChanged).await;
-                serve(&up, &conn, &mut sink_rx, catalog_ttl, &events, &stop).await
+                let reason = serve(&up, &conn, &mut sink_rx, catalog_ttl, &events, &stop).await;
+                if stop.is_cancelled() {
+                    return;
+                }
+                quick_losses = if started.elapsed() < Duration::from_secs(1) {
+                    quick_losses + 1
+                } else {
+                    0
+                };
+                if quick_losses <= 1 {
+                    // It was working: reconnect now, callers wait for the new connection.
+                    tracing::info!(server = %up.name, "connection lost ({reason}); reconnecting");
+                    up.update(|s| {
+                        s.status = Status::Starting;
+                        s.shared = None;
+                    });
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                reason
             }
-            Err(e) => e.to_string(),
+            Err(reason) => reason,
         };
-        if stop.is_cancelled() {
-            return;
-        }
         tracing::warn!(server = %up.name, "server down: {reason}");
         let keep_items = up.cfg.failure == crate::config::FailureMode::Closed;
         up.update(|s| {
@@ -322,9 +334,6 @@ pub async fn supervise(
             }
         });
         let _ = events.send(SupervisorEvent::CatalogChanged).await;
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
-        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,

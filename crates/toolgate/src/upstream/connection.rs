@@ -190,6 +190,26 @@ impl Connection {
         self.shared.lock().closed.clone()
     }
 
+    /// End the connection from our side (e.g. the server forgot the session): every
+    /// pending call fails with `reason` and the owner's sink hears `Closed`.
+    pub fn abandon(&self, reason: UpstreamError) {
+        let pending = {
+            let mut st = self.shared.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.closed = Some(reason.clone());
+            st.by_token.clear();
+            std::mem::take(&mut st.pending)
+        };
+        for (_, p) in pending {
+            let _ = p.reply.send(Err(reason.clone()));
+        }
+        if let Some(sink) = &self.shared.own_sink {
+            let _ = sink.try_send(ServerEvent::Closed(reason));
+        }
+    }
+
     fn closed_error(&self) -> UpstreamError {
         self.closed().unwrap_or_else(|| UpstreamError::Closed {
             server: self.server.clone(),
@@ -325,7 +345,7 @@ async fn read_loop(
             }
         }
     };
-    tracing::info!(server = %shared.server, reason = %end, "upstream connection closed");
+    tracing::debug!(server = %shared.server, reason = %end, "upstream connection closed");
     let pending = {
         let mut st = shared.lock();
         st.closed = Some(end.clone());

@@ -144,13 +144,16 @@ impl Http {
             tokio::spawn(self.clone().listen(ready));
             let _ = tokio::time::timeout(Duration::from_secs(2), connected).await;
         }
-        let sent = self
-            .request(reqwest::Method::POST)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream")
-            .body(msg.to_json())
-            .send()
-            .await;
+        let body = msg.to_json();
+        let mut sent = self.send_post(&body).await;
+        if let Err(e) = &sent
+            && stale_connection(e)
+        {
+            // A pooled connection the server had already closed (it restarted, or
+            // dropped an idle connection): nothing reached a live server, so one
+            // retry on a fresh connection is safe — the rule Go's net/http applies.
+            sent = self.send_post(&body).await;
+        }
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -208,6 +211,15 @@ impl Http {
                 }
             }
         }
+    }
+
+    async fn send_post(&self, body: &str) -> reqwest::Result<reqwest::Response> {
+        self.request(reqwest::Method::POST)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(body.to_owned())
+            .send()
+            .await
     }
 
     /// A JSON response body: one message, or (2025-03-26) an array of them.
@@ -377,6 +389,11 @@ impl Http {
         let req = self.request(reqwest::Method::DELETE).send();
         let _ = tokio::time::timeout(Duration::from_secs(2), req).await;
     }
+}
+
+/// Did the request fail on a connection that was already dead before it was used?
+fn stale_connection(e: &reqwest::Error) -> bool {
+    e.is_connect() || error_chain(e).contains("connection closed before message completed")
 }
 
 pub(crate) async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
