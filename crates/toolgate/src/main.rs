@@ -166,6 +166,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    // With port 0 the system picks one: report the address actually bound.
+    let listen = listener.local_addr().unwrap_or(listen);
     let gw = Gateway::start(config);
     gw.wait_started().await?;
     log_statuses(&gw);

@@ -54,6 +54,10 @@ pub struct Config {
     /// How often every server's lists are re-read even without `list_changed`.
     #[serde(default = "default_catalog_ttl")]
     pub catalog_ttl: Seconds,
+    /// How often an idle SSE stream gets a keep-alive comment, so proxies and
+    /// clients do not time it out.
+    #[serde(default = "default_keep_alive")]
+    pub sse_keep_alive: Seconds,
     /// A legacy session with no traffic and no open stream is dropped after this.
     #[serde(default = "default_session_idle")]
     pub session_idle_timeout: Seconds,
@@ -211,6 +215,9 @@ fn default_page_size() -> usize {
 }
 fn default_catalog_ttl() -> Seconds {
     Seconds(Duration::from_secs(300))
+}
+fn default_keep_alive() -> Seconds {
+    Seconds(Duration::from_secs(15))
 }
 fn default_session_idle() -> Seconds {
     Seconds(Duration::from_secs(1800))

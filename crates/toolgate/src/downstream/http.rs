@@ -25,7 +25,6 @@ use std::time::Duration;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// An early HTTP answer (400, 404, …) from a check; boxed to keep `Result`s small.
 type Reject = Box<Response>;
@@ -34,6 +33,7 @@ type Reject = Box<Response>;
 struct AppState {
     gw: Arc<Gateway>,
     loopback: bool,
+    keep_alive: Duration,
     allowed_origins: Arc<Vec<String>>,
     legacy: Arc<Mutex<HashMap<String, Arc<LegacyConn>>>>,
 }
@@ -47,6 +47,7 @@ struct LegacyConn {
 pub fn router(gw: Arc<Gateway>, listen: SocketAddr) -> Router {
     let state = AppState {
         loopback: listen.ip().is_loopback(),
+        keep_alive: gw.config.sse_keep_alive.0,
         allowed_origins: Arc::new(gw.config.allowed_origins.clone()),
         legacy: Arc::default(),
         gw: gw.clone(),
@@ -264,7 +265,7 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
             text.to_string(),
         )
             .into_response(),
-        Next::Event(..) => sse_response(&session, stream, 0, true),
+        Next::Event(..) => request_sse(&state, &session, stream, 0, true),
         Next::End => StatusCode::ACCEPTED.into_response(),
     }
 }
@@ -293,12 +294,22 @@ async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .split_once('-')
             .and_then(|(s, q)| Some((s.parse::<u64>().ok()?, q.parse::<u64>().ok()?)));
         return match parsed.and_then(|(sid, seq)| Some((session.stream(sid)?, seq))) {
-            Some((stream, seq)) => sse_response(&session, stream, seq + 1, false),
+            Some((stream, seq)) => {
+                request_sse(&state, &session, stream, seq.wrapping_add(1), false)
+            }
             None => bad_request("Bad Request: unknown Last-Event-ID"),
         };
     }
-    let stream = session.standalone.clone();
-    standalone_response(&session, stream, false)
+    session.readers.fetch_add(1, Ordering::Relaxed);
+    sse_body(SseBody {
+        stream: session.standalone.clone(),
+        reading: Reading::Claim,
+        closed: session.closed.clone(),
+        keep_alive: state.keep_alive,
+        ids: true,
+        first: None,
+        _guard: ReaderGuard(session.clone()),
+    })
 }
 
 async fn mcp_delete(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -320,45 +331,83 @@ fn sse_headers(body: Body) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// A request's stream as SSE, from `from` on, ending after the last event.
-fn sse_response(
+/// Where an SSE response body reads its events.
+enum Reading {
+    /// A request's stream (or a resumed one) from this position to its end.
+    From(u64),
+    /// The session's own stream: events no other reader has taken, so one
+    /// message never goes out on two connections.
+    Claim,
+}
+
+/// Everything an SSE response body needs; `guard` is dropped with the body.
+struct SseBody<G> {
+    stream: Arc<EventStream>,
+    reading: Reading,
+    /// Ends the body when the session or the gateway ends.
+    closed: tokio_util::sync::CancellationToken,
+    keep_alive: Duration,
+    /// Event ids for resumption (the 2024-11-05 transport has none).
+    ids: bool,
+    /// Sent before any event: the priming event, or the legacy `endpoint` event.
+    first: Option<String>,
+    /// Held, never read: its `Drop` runs when the client goes away.
+    _guard: G,
+}
+
+fn sse_body<G: Send + 'static>(body: SseBody<G>) -> Response {
+    let events = futures::stream::unfold(body, |mut b| async move {
+        if let Some(first) = b.first.take() {
+            return Some((Ok::<_, Infallible>(Bytes::from(first)), b));
+        }
+        let read = async {
+            match b.reading {
+                Reading::From(pos) => b.stream.next(pos).await,
+                Reading::Claim => b.stream.claim_next().await,
+            }
+        };
+        let next = tokio::select! {
+            n = tokio::time::timeout(b.keep_alive, read) => n,
+            _ = b.closed.cancelled() => return None,
+        };
+        match next {
+            Err(_) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), b)),
+            Ok(Next::End) => None,
+            Ok(Next::Event(seq, text)) => {
+                if let Reading::From(pos) = &mut b.reading {
+                    *pos = seq + 1;
+                }
+                let id = format!("{}-{seq}", b.stream.id);
+                let ev = format_event(b.ids.then_some(id.as_str()), Some("message"), &text);
+                Some((Ok(Bytes::from(ev)), b))
+            }
+        }
+    });
+    sse_headers(Body::from_stream(events))
+}
+
+/// A request's stream as SSE, from `from` on, ending after its last event.
+fn request_sse(
+    state: &AppState,
     session: &Arc<Session>,
     stream: Arc<EventStream>,
     from: u64,
     prime: bool,
 ) -> Response {
     // 2025-11-25: a first event with an id and no data lets the client resume
-    // even if the connection breaks before the first real event.
-    let priming = (prime && session.protocol_version.as_str() >= "2025-11-25")
+    // even if the connection breaks before the first real event. Its id names
+    // the position before `from`, so resuming from it replays everything.
+    let first = (prime && session.protocol_version.as_str() >= "2025-11-25")
         .then(|| format!("id: {}-{}\ndata: \n\n", stream.id, from.wrapping_sub(1)));
-    let body = futures::stream::unfold(
-        (stream, from, priming, session.closed.clone()),
-        |(stream, pos, priming, closed)| async move {
-            if let Some(p) = priming {
-                return Some((
-                    Ok::<_, Infallible>(Bytes::from(p)),
-                    (stream, pos, None, closed),
-                ));
-            }
-            let next = tokio::select! {
-                n = tokio::time::timeout(KEEP_ALIVE, stream.next(pos)) => n,
-                _ = closed.cancelled() => return None,
-            };
-            match next {
-                Err(_) => Some((
-                    Ok(Bytes::from_static(b": keep-alive\n\n")),
-                    (stream, pos, None, closed),
-                )),
-                Ok(Next::End) => None,
-                Ok(Next::Event(seq, text)) => {
-                    let id = format!("{}-{seq}", stream.id);
-                    let ev = format_event(Some(&id), Some("message"), &text);
-                    Some((Ok(Bytes::from(ev)), (stream, seq + 1, None, closed)))
-                }
-            }
-        },
-    );
-    sse_headers(Body::from_stream(body))
+    sse_body(SseBody {
+        stream,
+        reading: Reading::From(from),
+        closed: session.closed.clone(),
+        keep_alive: state.keep_alive,
+        ids: true,
+        first,
+        _guard: (),
+    })
 }
 
 /// Counts an open reader of a session's own stream for idle reaping.
@@ -369,52 +418,6 @@ impl Drop for ReaderGuard {
         self.0.readers.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
     }
-}
-
-/// The session's own stream (GET, legacy SSE). Concurrent readers share it: each
-/// message goes to exactly one of them. `prefix` is sent first (legacy `endpoint`).
-fn standalone_response(session: &Arc<Session>, stream: Arc<EventStream>, legacy: bool) -> Response {
-    session.readers.fetch_add(1, Ordering::Relaxed);
-    let guard = ReaderGuard(session.clone());
-    standalone_body(stream, session.closed.clone(), guard, legacy, None)
-}
-
-fn standalone_body<G: Send + 'static>(
-    stream: Arc<EventStream>,
-    closed: tokio_util::sync::CancellationToken,
-    guard: G,
-    legacy: bool,
-    first: Option<String>,
-) -> Response {
-    let body = futures::stream::unfold(
-        (stream, closed, guard, first),
-        move |(stream, closed, guard, first)| async move {
-            if let Some(f) = first {
-                return Some((
-                    Ok::<_, Infallible>(Bytes::from(f)),
-                    (stream, closed, guard, None),
-                ));
-            }
-            let next = tokio::select! {
-                n = tokio::time::timeout(KEEP_ALIVE, stream.claim_next()) => n,
-                _ = closed.cancelled() => return None,
-            };
-            match next {
-                Err(_) => Some((
-                    Ok(Bytes::from_static(b": keep-alive\n\n")),
-                    (stream, closed, guard, None),
-                )),
-                Ok(Next::End) => None,
-                Ok(Next::Event(seq, text)) => {
-                    let id = format!("{}-{seq}", stream.id);
-                    let id = (!legacy).then_some(id.as_str());
-                    let ev = format_event(id, Some("message"), &text);
-                    Some((Ok(Bytes::from(ev)), (stream, closed, guard, None)))
-                }
-            }
-        },
-    );
-    sse_headers(Body::from_stream(body))
 }
 
 /// Ends a legacy connection's session when its event stream is dropped.
@@ -459,13 +462,15 @@ async fn legacy_sse(State(state): State<AppState>, headers: HeaderMap) -> Respon
         id,
         state: state.clone(),
     };
-    standalone_body(
-        conn.stream.clone(),
-        state.gw.stop.clone(),
-        guard,
-        true,
-        Some(endpoint),
-    )
+    sse_body(SseBody {
+        stream: conn.stream.clone(),
+        reading: Reading::Claim,
+        closed: state.gw.stop.clone(),
+        keep_alive: state.keep_alive,
+        ids: false,
+        first: Some(endpoint),
+        _guard: guard,
+    })
 }
 
 async fn legacy_message(
