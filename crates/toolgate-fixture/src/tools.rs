@@ -144,7 +144,7 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
         ),
         tool(
             "sleep",
-            "Waits `ms` milliseconds (at most 60000) then answers; stops early when cancelled",
+            "Waits `ms` milliseconds (at most 60000) then answers; stops early when cancelled. With a progress token it reports progress 0 as it starts, so a client knows the call is running",
             json!({
                 "type": "object",
                 "properties": { "ms": { "type": "integer", "minimum": 0, "maximum": 60000 } },
@@ -552,6 +552,12 @@ async fn sleep(
             None,
         ));
     };
+    if let Some(token) = cx.meta.get_progress_token() {
+        let note = ProgressNotificationParam::new(token, 0.0).with_message("sleeping");
+        if let Err(error) = cx.peer.notify_progress(note).await {
+            tracing::warn!(%error, "could not send a progress notification");
+        }
+    }
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text(format!("slept {ms} ms"))),
         () = cx.ct.cancelled() => {

@@ -1,0 +1,350 @@
+//! What toolgate's end-to-end tests share: the real binaries, upstream fixture servers, gateway
+//! processes with a config, and (in `client`) an MCP test client for every downstream transport.
+//!
+//! Nothing here builds toolgate itself: the tests drive the binaries cargo built for them.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+pub mod client;
+
+pub use client::{Client, Options, Transport};
+
+use serde_json::{Value, json};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt as _;
+
+/// How long a gateway may take to start serving (servers are tried once first).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `toolgate` binary under test.
+pub fn toolgate_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_toolgate"))
+}
+
+/// The `toolgate-fixture` binary, built next to `toolgate`.
+///
+/// It belongs to another package, and cargo only builds the binaries of the package under test
+/// for its integration tests (building a dependency's binary needs the unstable "artifact
+/// dependencies"). So the first test that needs it runs `cargo build -p toolgate-fixture` into the
+/// same target directory and profile as the toolgate binary, once per test binary. Cargo itself
+/// decides what is stale, so an edited fixture is always rebuilt and an unchanged one costs a
+/// fraction of a second. Without cargo (tests run outside it), an existing binary is used as is.
+pub fn fixture_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let profile_dir = toolgate_bin()
+            .parent()
+            .expect("the toolgate binary is in a profile directory");
+        let bin = profile_dir.join(format!("toolgate-fixture{}", std::env::consts::EXE_SUFFIX));
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let target_dir = profile_dir
+            .parent()
+            .expect("the profile directory is in a target directory");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "toolgate-fixture", "--bin"])
+            .arg("toolgate-fixture")
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output();
+        match built {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "cargo build -p toolgate-fixture failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) if bin.exists() => {
+                eprintln!(
+                    "cannot run cargo ({e}); using the existing {}",
+                    bin.display()
+                )
+            }
+            Err(e) => panic!("cannot run cargo to build toolgate-fixture: {e}"),
+        }
+        assert!(bin.exists(), "no fixture binary at {}", bin.display());
+        bin
+    })
+}
+
+/// Run `fut`, failing the test if it takes longer than `limit`: nothing may hang.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(t) => t,
+        Err(_) => panic!("{what}: did not finish within {limit:?}"),
+    }
+}
+
+/// A config entry for the fixture as a stdio server, with extra fixture arguments.
+pub fn stdio_server(args: &[&str]) -> Value {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("stdio");
+    json!({ "command": fixture_bin(), "args": all })
+}
+
+/// The fixture serving HTTP (Streamable or legacy SSE) on a free port; killed when dropped.
+pub struct FixtureServer {
+    pub url: String,
+    pub mode: &'static str,
+    child: tokio::process::Child,
+    // Kept open: the fixture's stdout must not become a broken pipe.
+    _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl FixtureServer {
+    /// `toolgate-fixture http`, Streamable HTTP at `/mcp`.
+    pub async fn http(args: &[&str]) -> FixtureServer {
+        FixtureServer::start("http", args).await
+    }
+
+    /// `toolgate-fixture sse`, the 2024-11-05 transport at `/sse`.
+    pub async fn sse(args: &[&str]) -> FixtureServer {
+        FixtureServer::start("sse", args).await
+    }
+
+    async fn start(mode: &'static str, args: &[&str]) -> FixtureServer {
+        let mut child = tokio::process::Command::new(fixture_bin())
+            .args(args)
+            .args([mode, "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start toolgate-fixture {mode}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = within(
+            START_TIMEOUT,
+            "the fixture printing its URL",
+            lines.next_line(),
+        )
+        .await;
+        let line = first.ok().flatten().unwrap_or_default();
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("toolgate-fixture {mode}: unexpected first line {line:?}"))
+            .to_owned();
+        FixtureServer {
+            url,
+            mode,
+            child,
+            _stdout: lines,
+        }
+    }
+
+    /// This server as a gateway config entry.
+    pub fn entry(&self) -> Value {
+        match self.mode {
+            "sse" => json!({ "url": self.url, "transport": "sse" }),
+            _ => json!({ "url": self.url }),
+        }
+    }
+}
+
+impl Drop for FixtureServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A config file in its own temporary directory.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ConfigFile {
+    /// Write a config. JSON is valid YAML, but a `.json` file is also read as JSON.
+    pub fn json(config: &Value) -> ConfigFile {
+        ConfigFile::text("config.json", &config.to_string())
+    }
+
+    pub fn text(name: &str, text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write the config");
+        ConfigFile { path, _dir: dir }
+    }
+}
+
+/// `toolgate ARGS…`, run to its end (bounded), with its exit code, stdout and stderr.
+pub async fn run_toolgate(args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(toolgate_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = within(limit, &format!("toolgate {}", args.join(" ")), out)
+        .await
+        .expect("toolgate runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A port that was free a moment ago. The gateway is retried on another one if it was taken since.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `toolgate serve` on a free loopback port; killed when dropped (its stderr is shown if the test
+/// failed).
+pub struct Gateway {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub config: ConfigFile,
+    child: tokio::process::Child,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Gateway {
+    /// Start serving `config` (its `listen` is overridden) and wait until it answers.
+    pub async fn serve(config: Value) -> Gateway {
+        let config = ConfigFile::json(&config);
+        // `serve` logs the configured address, not the bound one, so port 0 cannot be used: pick
+        // a free port and try another if it was taken in between.
+        for _ in 0..5 {
+            let port = free_port();
+            let stderr = tempfile::NamedTempFile::new().expect("a temp file");
+            let mut child = tokio::process::Command::new(toolgate_bin())
+                .args(["serve", "--log", "toolgate=debug,info", "--config"])
+                .arg(&config.path)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env_remove("RUST_LOG")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr.reopen().expect("reopen the stderr file"))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("toolgate serve starts");
+            let base = format!("http://127.0.0.1:{port}");
+            match wait_ready(&base, &mut child, stderr.path()).await {
+                Ok(()) => {
+                    return Gateway {
+                        base,
+                        config,
+                        child,
+                        stderr,
+                    };
+                }
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("toolgate serve did not start:\n{}", client::tail(&log, 80)),
+            }
+        }
+        panic!("toolgate serve found no free port in 5 tries");
+    }
+
+    /// What the gateway logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// A client of this gateway over `transport` (stdio starts `toolgate stdio` on the same config).
+    pub async fn client(&self, transport: Transport, options: Options) -> Client {
+        match transport {
+            Transport::StreamableHttp => Client::http(&self.base, options).await,
+            Transport::LegacySse => Client::sse(&self.base, options).await,
+            Transport::Stdio => stdio_gateway_client(&self.config, options).await,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- toolgate serve stderr ({}) ---\n{}",
+                self.base,
+                client::tail(&self.stderr(), 80)
+            );
+        }
+    }
+}
+
+/// Poll until the gateway answers `/healthz` (it offers no other signal), or fail with its log.
+async fn wait_ready(
+    base: &str,
+    child: &mut tokio::process::Child,
+    stderr: &Path,
+) -> Result<(), String> {
+    let log = || std::fs::read_to_string(stderr).unwrap_or_default();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let url = format!("{base}/healthz");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status})\n{}", log()));
+        }
+        let probe = tokio::time::timeout(Duration::from_secs(1), http.get(&url).send()).await;
+        if let Ok(Ok(resp)) = probe
+            && resp.status().is_success()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.start_kill();
+            return Err(format!("no answer within {START_TIMEOUT:?}\n{}", log()));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `toolgate stdio --config FILE`, as a client's child process.
+pub async fn stdio_gateway_client(config: &ConfigFile, options: Options) -> Client {
+    let config = config.path.to_string_lossy().into_owned();
+    Client::stdio(
+        toolgate_bin(),
+        &["stdio", "--log", "toolgate=debug,info", "--config", &config],
+        options,
+    )
+    .await
+}
+
+/// The fixture itself over stdio, without a gateway: what a server says before toolgate touches it.
+pub async fn direct_fixture_client(args: &[&str]) -> Client {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("stdio");
+    Client::stdio(fixture_bin(), &all, Options::default()).await
+}
+
+/// The text of the first content item of a tool result.
+pub fn first_text(result: &Value) -> &str {
+    result
+        .pointer("/content/0/text")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no text content in {result}"))
+}
+
+/// The names of listed items.
+pub fn names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
