@@ -71,7 +71,7 @@ impl Gateway {
                 }
                 "notifications/roots/list_changed" => {
                     // Roots are per client: only this session's own upstreams hear it.
-                    let conns: Vec<_> = session.upstreams.lock().await.values().cloned().collect();
+                    let conns = session.upstreams.live();
                     for c in conns {
                         let _ = c.notify("notifications/roots/list_changed", None).await;
                     }
@@ -181,7 +181,7 @@ impl Gateway {
                 }
                 // Servers this session owns a connection to filter at the source; logs
                 // from shared connections are filtered by the gateway.
-                let conns: Vec<_> = session.upstreams.lock().await.values().cloned().collect();
+                let conns = session.upstreams.live();
                 let calls = conns.iter().map(|c| {
                     let p = json!({ "level": level });
                     async move {
@@ -244,62 +244,33 @@ impl Gateway {
         match up.cfg.isolation {
             Isolation::Shared => up.shared_connection().await,
             Isolation::PerPrincipal => {
-                let mut map = up.principals.lock().await;
-                if let Some(c) = map.get(&session.principal)
-                    && c.closed().is_none()
-                {
-                    return Ok(c.clone());
-                }
-                let c = up
-                    .connect(
-                        crate::jsonrpc::LATEST_LEGACY,
-                        super::upstreams::relay_capabilities(),
-                        super::upstreams::gateway_client_info(),
-                        None,
-                    )
-                    .await?;
-                map.insert(session.principal.clone(), c.clone());
-                Ok(c)
+                let connect = up.connect(
+                    crate::jsonrpc::LATEST_LEGACY,
+                    super::upstreams::relay_capabilities(),
+                    super::upstreams::gateway_client_info(),
+                    None,
+                );
+                up.principals
+                    .get_or_connect(&session.principal, connect)
+                    .await
             }
             Isolation::PerSession => {
-                let mut map = session.upstreams.lock().await;
-                if let Some(c) = map.get(&up.idx)
-                    && c.closed().is_none()
-                {
-                    return Ok(c.clone());
-                }
                 let caps = client_capabilities_for_upstream(&session.client_capabilities);
-                let c = up
-                    .connect(
-                        &session.protocol_version,
-                        caps,
-                        session.client_info.clone(),
-                        Some(session.sink.clone()),
-                    )
-                    .await?;
-                map.insert(up.idx, c.clone());
-                Ok(c)
+                let connect = up.connect(
+                    &session.protocol_version,
+                    caps,
+                    session.client_info.clone(),
+                    Some(session.sink.clone()),
+                );
+                session.upstreams.get_or_connect(&up.idx, connect).await
             }
         }
     }
 
     async fn drop_connection(&self, session: &Session, up: &Upstream, conn: &Arc<Connection>) {
         match up.cfg.isolation {
-            Isolation::PerSession => {
-                let mut map = session.upstreams.lock().await;
-                if map.get(&up.idx).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                    map.remove(&up.idx);
-                }
-            }
-            Isolation::PerPrincipal => {
-                let mut map = up.principals.lock().await;
-                if map
-                    .get(&session.principal)
-                    .is_some_and(|c| Arc::ptr_eq(c, conn))
-                {
-                    map.remove(&session.principal);
-                }
-            }
+            Isolation::PerSession => session.upstreams.remove(&up.idx, conn).await,
+            Isolation::PerPrincipal => up.principals.remove(&session.principal, conn).await,
             // The supervisor owns the shared connection and re-establishes it
             // once it hears the connection is over.
             Isolation::Shared => conn.abandon(UpstreamError::SessionExpired {
@@ -581,11 +552,8 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
                     timeout,
                 );
             }
-            ServerEvent::Closed(e) => {
-                let name = e.server().to_owned();
-                let mut map = session.upstreams.lock().await;
-                map.retain(|_, c| &*c.server != name.as_str() || c.closed().is_none());
-            }
+            // A per-session child died: forget it; the next call starts a new one.
+            ServerEvent::Closed(_) => session.upstreams.prune(),
         }
     }
 }

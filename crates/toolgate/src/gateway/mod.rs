@@ -7,6 +7,7 @@
 //! in `dispatch.rs`.
 
 mod dispatch;
+pub mod pool;
 pub mod session;
 pub mod stream;
 pub mod upstreams;

@@ -2,9 +2,10 @@
 //! streams, its in-flight requests, the requests the gateway has put to it, and —
 //! for `per_session` servers — its own upstream connections.
 
+use super::pool::ConnectionPool;
 use super::stream::EventStream;
 use crate::jsonrpc::{Id, Message};
-use crate::upstream::{Connection, ServerEvent, Sink};
+use crate::upstream::{ServerEvent, Sink};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +37,7 @@ pub struct Session {
     /// Where `per_session` upstream connections deliver what has no request to go to.
     pub(crate) sink: Sink,
     pub(crate) sink_rx: Mutex<Option<mpsc::Receiver<ServerEvent>>>,
-    pub(crate) upstreams: tokio::sync::Mutex<HashMap<usize, Arc<Connection>>>,
+    pub(crate) upstreams: ConnectionPool<usize>,
     log_level: Mutex<Option<u8>>,
     streams: Mutex<RequestStreams>,
     next_stream: AtomicU64,
@@ -90,7 +91,7 @@ impl Session {
             closed: CancellationToken::new(),
             sink,
             sink_rx: Mutex::new(Some(sink_rx)),
-            upstreams: tokio::sync::Mutex::new(HashMap::new()),
+            upstreams: ConnectionPool::default(),
             log_level: Mutex::new(None),
             streams: Mutex::new((HashMap::new(), VecDeque::new())),
             next_stream: AtomicU64::new(1),
@@ -252,7 +253,7 @@ impl Session {
             s.close();
         }
         lock(&self.client_requests).clear();
-        self.upstreams.lock().await.clear();
+        self.upstreams.clear();
     }
 }
 

@@ -36,7 +36,7 @@ pub struct Upstream {
     changed: watch::Sender<u64>,
     pub(crate) refresh: Notify,
     /// Connections of the `per_principal` isolation mode, by principal.
-    pub(crate) principals: tokio::sync::Mutex<std::collections::HashMap<String, Arc<Connection>>>,
+    pub(crate) principals: super::pool::ConnectionPool<String>,
 }
 
 struct State {
@@ -84,7 +84,7 @@ impl Upstream {
             }),
             changed: watch::Sender::new(0),
             refresh: Notify::new(),
-            principals: tokio::sync::Mutex::new(Default::default()),
+            principals: Default::default(),
         })
     }
 
