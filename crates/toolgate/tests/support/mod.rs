@@ -194,15 +194,7 @@ pub async fn run_toolgate(args: &[&str], limit: Duration) -> (Option<i32>, Strin
     )
 }
 
-/// A port that was free a moment ago. The gateway is retried on another one if it was taken since.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// `toolgate serve` on a free loopback port; killed when dropped (its stderr is shown if the test
+/// `toolgate serve` on a loopback port the system picked; killed when dropped (its stderr is shown if the test
 /// failed).
 pub struct Gateway {
     /// `http://127.0.0.1:PORT`
@@ -213,41 +205,31 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Start serving `config` (its `listen` is overridden) and wait until it answers.
+    /// Start serving `config` on a port the system picks and wait until it serves.
     pub async fn serve(config: Value) -> Gateway {
         let config = ConfigFile::json(&config);
-        // `serve` logs the configured address, not the bound one, so port 0 cannot be used: pick
-        // a free port and try another if it was taken in between.
-        for _ in 0..5 {
-            let port = free_port();
-            let stderr = tempfile::NamedTempFile::new().expect("a temp file");
-            let mut child = tokio::process::Command::new(toolgate_bin())
-                .args(["serve", "--log", "toolgate=debug,info", "--config"])
-                .arg(&config.path)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .env_remove("RUST_LOG")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr.reopen().expect("reopen the stderr file"))
-                .kill_on_drop(true)
-                .spawn()
-                .expect("toolgate serve starts");
-            let base = format!("http://127.0.0.1:{port}");
-            match wait_ready(&base, &mut child, stderr.path()).await {
-                Ok(()) => {
-                    return Gateway {
-                        base,
-                        config,
-                        child,
-                        stderr,
-                    };
-                }
-                Err(log) if log.contains("cannot listen") => continue,
-                Err(log) => panic!("toolgate serve did not start:\n{}", client::tail(&log, 80)),
-            }
+        let stderr = tempfile::NamedTempFile::new().expect("a temp file");
+        let mut child = tokio::process::Command::new(toolgate_bin())
+            .args(["serve", "--log", "toolgate=debug,info", "--config"])
+            .arg(&config.path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr.reopen().expect("reopen the stderr file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("toolgate serve starts");
+        match wait_serving(&mut child, stderr.path()).await {
+            Ok(base) => Gateway {
+                base,
+                config,
+                child,
+                stderr,
+            },
+            Err(log) => panic!("toolgate serve did not start:\n{}", client::tail(&log, 80)),
         }
-        panic!("toolgate serve found no free port in 5 tries");
     }
 
     /// What the gateway logged so far.
@@ -287,31 +269,30 @@ impl Drop for Gateway {
     }
 }
 
-/// Poll until the gateway answers `/healthz` (it offers no other signal), or fail with its log.
-async fn wait_ready(
-    base: &str,
-    child: &mut tokio::process::Child,
-    stderr: &Path,
-) -> Result<(), String> {
+/// Wait for the line `serve` logs once every server was tried and it is about to serve, which
+/// names the address it bound (the only way to learn the port it picked). Polls the log file: the
+/// process offers nothing to wait on. Returns `http://127.0.0.1:PORT`, or the log on failure.
+async fn wait_serving(child: &mut tokio::process::Child, stderr: &Path) -> Result<String, String> {
     let log = || std::fs::read_to_string(stderr).unwrap_or_default();
-    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    let url = format!("{base}/healthz");
     loop {
+        let text = log();
+        if let Some(base) = text
+            .split("MCP at ")
+            .nth(1)
+            .and_then(|rest| rest.split_once("/mcp"))
+            .map(|(base, _)| base.to_owned())
+        {
+            return Ok(base);
+        }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited ({status})\n{}", log()));
         }
-        let probe = tokio::time::timeout(Duration::from_secs(1), http.get(&url).send()).await;
-        if let Ok(Ok(resp)) = probe
-            && resp.status().is_success()
-        {
-            return Ok(());
-        }
         if tokio::time::Instant::now() > deadline {
             let _ = child.start_kill();
-            return Err(format!("no answer within {START_TIMEOUT:?}\n{}", log()));
+            return Err(format!("not serving after {START_TIMEOUT:?}\n{text}"));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
