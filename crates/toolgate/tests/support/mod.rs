@@ -194,8 +194,8 @@ pub async fn run_toolgate(args: &[&str], limit: Duration) -> (Option<i32>, Strin
     )
 }
 
-/// `toolgate serve` on a loopback port the system picked; killed when dropped (its stderr is shown if the test
-/// failed).
+/// `toolgate serve` on a loopback port the system picked; killed when dropped (its stderr is
+/// shown if the test failed).
 pub struct Gateway {
     /// `http://127.0.0.1:PORT`
     pub base: String,
@@ -241,7 +241,7 @@ impl Gateway {
         format!("{}/mcp", self.base)
     }
 
-    /// A client of this gateway over `transport` (stdio starts `toolgate stdio` on the same config).
+    /// A client of this gateway over `transport` (stdio: `toolgate stdio` on the same config).
     pub async fn client(&self, transport: Transport, options: Options) -> Client {
         match transport {
             Transport::StreamableHttp => Client::http(&self.base, options).await,
@@ -328,4 +328,44 @@ pub fn names(items: &[Value]) -> Vec<String> {
         .iter()
         .map(|i| i["name"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// One raw HTTP request to a gateway's `/mcp`, for tests about the HTTP edge itself: the
+/// headers a Streamable HTTP client sends, plus `extra`. Returns the status and the body.
+pub async fn raw_mcp(
+    base: &str,
+    method: reqwest::Method,
+    session: Option<&str>,
+    extra: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body);
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = within(client::REQUEST_TIMEOUT, "a raw HTTP request", req.send())
+        .await
+        .expect("the gateway answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// A JSON-RPC `initialize` request body.
+pub fn initialize_body() -> String {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "toolgate-e2e", "version": "0" },
+        },
+    })
+    .to_string()
 }
