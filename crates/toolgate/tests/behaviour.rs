@@ -417,8 +417,9 @@ async fn rename_and_hide_take_effect() {
     .await;
 }
 
-/// Two fixtures, `a` and `b`; only `b` has `tool_0` and `tool_1`. Returns the exposed tool names
-/// and checks that `tool_0` (whatever it is called) reaches `b`.
+/// Two fixtures, `a` and `b`, behind `toolgate stdio` in `mode`; only `b` has `tool_0` and
+/// `tool_1`, so a call of `tool_0` under its exposed name shows it is routed to `b`. Returns the
+/// client and the tool names it lists.
 async fn names_in_prefix_mode(mode: &str) -> (Client, Vec<String>) {
     let config = ConfigFile::json(&json!({
         "prefix_mode": mode,
