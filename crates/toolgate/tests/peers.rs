@@ -6,9 +6,11 @@
 //! The peers are installed by `scripts/setup-peers` (run by `scripts/test`). These
 //! tests fail — they never skip — when a peer is missing.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,27 +47,6 @@ fn python() -> PathBuf {
 
 fn toolgate() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_toolgate"))
-}
-
-/// toolgate-fixture lives in another package; `scripts/test` builds the workspace first.
-fn fixture() -> PathBuf {
-    let path = toolgate().with_file_name("toolgate-fixture");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "toolgate-fixture"])
-            .current_dir(repo_root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building toolgate-fixture failed");
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A child process stopped with SIGTERM (so the gateway stops its own children)
@@ -160,7 +141,11 @@ fn show(out: &Output) -> String {
 #[test]
 fn python_sdk_drives_server_everything_on_three_transports_through_the_gateway() {
     let (node, everything, python) = (node(), everything(), python());
-    let (http_port, sse_port, gw_port) = (free_port(), free_port(), free_port());
+    let (http_port, sse_port, gw_port) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
     let _http = Proc::spawn(
         "server-everything (streamableHttp)",
         Command::new(&node)
@@ -260,12 +245,12 @@ fn conformance(url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
 
 #[test]
 fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
-    let fixture = fixture();
+    let fixture = support::fixture_bin();
     let dir = tempfile::tempdir().expect("tempdir");
-    let fx_port = free_port();
+    let fx_port = support::free_port();
     let _fx = Proc::spawn(
         "toolgate-fixture http",
-        Command::new(&fixture)
+        Command::new(fixture)
             .args(["http", "--listen", &format!("127.0.0.1:{fx_port}")])
             .stdout(Stdio::null()),
     );
@@ -274,10 +259,10 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
         &format!("http://127.0.0.1:{fx_port}/mcp"),
         &dir.path().join("direct"),
     );
-    let sse_port = free_port();
+    let sse_port = support::free_port();
     let _fx_sse = Proc::spawn(
         "toolgate-fixture sse",
-        Command::new(&fixture)
+        Command::new(fixture)
             .args(["sse", "--listen", &format!("127.0.0.1:{sse_port}")])
             .stdout(Stdio::null()),
     );
@@ -305,7 +290,7 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
             &format!("{label}.yaml"),
             &format!("prefix_mode: never\nservers:\n  fixture:\n    {server}\n"),
         );
-        let port = free_port();
+        let port = support::free_port();
         let _gw = gateway(&config, port);
         let through = conformance(
             &format!("http://127.0.0.1:{port}/mcp"),

@@ -1,39 +1,20 @@
 //! Upstreams that go away and come back, driven through the gateway core in
 //! process (the real upstream is a separate toolgate-fixture process).
 
+mod support;
+
 use serde_json::{Value, json};
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toolgate::gateway::{EventStream, Gateway, Session};
 use toolgate::jsonrpc::{Id, Message};
 
-fn fixture() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_toolgate")).with_file_name("toolgate-fixture");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "toolgate-fixture"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building toolgate-fixture failed");
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 struct Fixture(Child);
 
 impl Fixture {
     fn http(port: u16) -> Fixture {
-        let child = Command::new(fixture())
+        let child = Command::new(support::fixture_bin())
             .args(["http", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -101,7 +82,7 @@ fn text(resp: &Message) -> String {
 /// A Streamable HTTP server that restarts forgets every session; the next call
 /// must re-initialise upstream and succeed without the client noticing.
 async fn survives_upstream_restart(isolation: &str) {
-    let port = free_port();
+    let port = support::free_port();
     let fx = Fixture::http(port);
     let (gw, session) = start(&format!(
         "servers:\n  fx:\n    url: http://127.0.0.1:{port}/mcp\n    isolation: {isolation}\n"
@@ -133,7 +114,7 @@ async fn shared_upstream_is_reinitialised_after_the_server_forgets_it() {
 
 #[tokio::test]
 async fn a_required_server_that_is_down_stops_the_start_and_says_why() {
-    let port = free_port();
+    let port = support::free_port();
     let config = toolgate::config::load_str(
         &format!("servers:\n  gone:\n    url: http://127.0.0.1:{port}/mcp\n    failure: closed\n"),
         "t.yaml",

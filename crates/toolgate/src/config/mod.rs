@@ -45,7 +45,9 @@ pub struct Config {
     /// while the gateway listens on loopback).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
-    /// Largest accepted request body or stdio line, in bytes.
+    /// Largest message, in bytes, in either direction: a client's request body or
+    /// stdio line (bigger ones get HTTP 413), and a server's message or response
+    /// (a server that sends a bigger one is treated as broken).
     #[serde(default = "default_max_body")]
     pub max_message_bytes: usize,
     /// Items per page of `tools/list`, `prompts/list`, `resources/list`.

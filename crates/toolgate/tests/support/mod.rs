@@ -77,6 +77,14 @@ pub fn fixture_bin() -> &'static Path {
     })
 }
 
+/// A loopback port free right now, for peers that cannot report the port they bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Run `fut`, failing the test if it takes longer than `limit`: nothing may hang.
 pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, fut).await {
