@@ -130,3 +130,26 @@ async fn a_required_server_that_is_down_stops_the_start_and_says_why() {
     assert!(err.reason.contains("refused"), "{}", err.reason);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_credential_in_a_server_url_never_shows_in_its_status() {
+    let port = support::free_port();
+    let config = toolgate::config::load_str(
+        &format!(
+            "servers:\n  a:\n    url: http://user:pw-SECRET1@127.0.0.1:{port}/mcp?token=SECRET2\n  b:\n    url: http://127.0.0.1:{port}/sse?key=SECRET3\n    transport: sse\n"
+        ),
+        "t.yaml",
+        false,
+    )
+    .expect("valid config");
+    let gw = Gateway::start(config);
+    gw.wait_started()
+        .await
+        .expect("fail-open servers do not stop the start");
+    for server in &gw.servers {
+        let status = format!("{:?}", server.status());
+        assert!(status.contains("Down"), "{status}");
+        assert!(!status.contains("SECRET"), "a credential leaked: {status}");
+    }
+    gw.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! Legacy HTTP+SSE transport (MCP 2024-11-05): a GET event stream that first names
 //! the endpoint to POST messages to, then carries every server→client message.
 
-use super::streamable::{configured_headers, error_chain, http_client};
+use super::streamable::{configured_headers, describe, http_client, redact};
 use super::{Transport, TransportEvent, UpstreamError};
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Id, Kind, Message};
@@ -30,12 +30,9 @@ pub async fn open(
         .header(ACCEPT, "text/event-stream")
         .send()
         .await
-        .map_err(|e| unavailable(error_chain(&e)))?;
+        .map_err(|e| unavailable(describe(e)))?;
     if !resp.status().is_success() {
-        return Err(unavailable(format!(
-            "GET {url} answered HTTP {}",
-            resp.status()
-        )));
+        return Err(unavailable(format!("GET answered HTTP {}", resp.status())));
     }
     let mut events = Box::pin(sse::events(resp.bytes_stream(), max_message));
     // The first event must be `endpoint`; give the server a bounded time to send it.
@@ -55,13 +52,14 @@ pub async fn open(
     };
     let post_url = url::Url::parse(&url)
         .and_then(|base| base.join(endpoint.trim()))
-        .map_err(|e| unavailable(format!("bad endpoint {endpoint:?}: {e}")))?;
+        .map_err(|e| unavailable(format!("the server sent a bad endpoint: {e}")))?;
     // The endpoint must stay on the configured origin: a server must not be able to
     // redirect the gateway's messages (and configured credentials) elsewhere.
     let base = url::Url::parse(&url).map_err(|e| unavailable(e.to_string()))?;
     if post_url.origin() != base.origin() {
         return Err(unavailable(format!(
-            "endpoint {post_url} is not on the server's origin"
+            "the server's endpoint {} is not on its own origin",
+            redact(&post_url)
         )));
     }
 
@@ -140,7 +138,7 @@ pub async fn open(
                 },
                 Err(e) => UpstreamError::Unavailable {
                     server: server.clone(),
-                    reason: error_chain(&e),
+                    reason: describe(e),
                 },
             };
             match request_id {

@@ -159,7 +159,7 @@ impl Http {
             Err(e) => {
                 let error = UpstreamError::Unavailable {
                     server: self.name.clone(),
-                    reason: error_chain(&e),
+                    reason: describe(e),
                 };
                 return self.fail(request_id, error).await;
             }
@@ -409,7 +409,23 @@ pub(crate) async fn read_limited(resp: reqwest::Response, max: usize) -> Result<
     Ok(body)
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// A request error for messages and logs. reqwest puts the URL in its errors, and
+/// a configured URL may carry a credential in its query: leave it out.
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
+}
+
+/// A URL for messages and logs: no user info, no query, no fragment.
+pub(crate) fn redact(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
