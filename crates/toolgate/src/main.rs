@@ -239,31 +239,33 @@ async fn catalog(config: Config, json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
     } else {
-        print_table(&gw, &statuses);
+        emit(&table(&gw, &statuses))?;
     }
     gw.shutdown().await;
     Ok(())
 }
 
-fn print_table(
+fn table(
     gw: &Arc<Gateway>,
     statuses: &[(Arc<toolgate::gateway::Upstream>, &str, Option<String>)],
-) {
+) -> String {
+    use std::fmt::Write as _;
     let cat = gw.catalog();
-    println!("SERVERS");
+    let mut out = String::from("SERVERS\n");
     for (s, status, reason) in statuses {
-        match reason {
-            Some(r) => println!("  {:<24} {status:<8} {r}", s.name),
-            None => println!("  {:<24} {status}", s.name),
-        }
+        let _ = match reason {
+            Some(r) => writeln!(out, "  {:<24} {status:<8} {r}", s.name),
+            None => writeln!(out, "  {:<24} {status}", s.name),
+        };
     }
     let owner = |i: usize| gw.servers[i].name.to_string();
     for (title, items) in [("TOOLS", &cat.tools), ("PROMPTS", &cat.prompts)] {
-        println!("\n{title} ({})", items.len());
+        let _ = writeln!(out, "\n{title} ({})", items.len());
         for it in items.iter() {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:<48} {} ({})",
                 it.exposed,
                 owner(it.server),
@@ -275,10 +277,24 @@ fn print_table(
         ("RESOURCES", &cat.resources),
         ("RESOURCE TEMPLATES", &cat.templates),
     ] {
-        println!("\n{title} ({})", items.len());
+        let _ = writeln!(out, "\n{title} ({})", items.len());
         for it in items.iter() {
-            println!("  {:<48} {}", it.exposed, owner(it.server));
+            let _ = writeln!(out, "  {:<48} {}", it.exposed, owner(it.server));
         }
+    }
+    out
+}
+
+/// Write command output; a closed pipe (`toolgate catalog | head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
