@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run the official MCP conformance suite's server scenarios (spec 2025-11-25) against an endpoint.
+# Run the official MCP conformance suite's server scenarios against an endpoint.
 #
-#   tests/interop/conformance.sh URL OUTDIR [EXPECTED_FAILURES_YML]
+#   tests/interop/conformance.sh [--next] [--spec-version V | --requirements V] [--scenario NAME]
+#                                URL OUTDIR [EXPECTED_FAILURES_YML]
 #
 # URL is a Streamable HTTP endpoint (http://127.0.0.1:PORT/mcp). Results go to OUTDIR: one
 # server-<scenario>-<time>/checks.json per scenario (earlier ones there are removed first) and
@@ -11,31 +12,76 @@
 # baseline format: `server:` followed by `- scenario-name` lines), 1 if any scenario failed
 # that is not listed or a listed one passed. The baseline counts warnings as failures.
 #
+# Options:
+#   --next                 run the pre-release suite (0.2.0 alpha, knows spec 2026-07-28)
+#                          instead of the stable one (0.1.16, up to 2025-11-25)
+#   --spec-version V       the scenarios of spec revision V and earlier, run at V's wire
+#                          (default 2025-11-25; 2026-07-28 needs --next)
+#   --requirements V       exactly the scenarios revision V requires (--next only; the suite
+#                          runs them at V's wire and ignores --suite); not with --scenario
+#   --scenario NAME        run this one scenario instead of a suite
+#
 # Environment:
-#   TOOLGATE_NODE, TOOLGATE_CONFORMANCE   Node >= 22 and the suite's dist/index.js
-#                                         (default: what scripts/setup-peers installs in .peers/)
-#   TOOLGATE_CONFORMANCE_SUITE            all (default), active or pending
-#   TOOLGATE_CONFORMANCE_SCENARIO         run this one scenario instead of a suite
-#   TOOLGATE_CONFORMANCE_TIMEOUT          seconds before the run is stopped (default 300)
+#   TOOLGATE_NODE                 Node >= 22 (default: .peers/bin/node from scripts/setup-peers)
+#   TOOLGATE_CONFORMANCE          the stable suite's dist/index.js (default under .peers/npm/)
+#   TOOLGATE_CONFORMANCE_NEXT     the pre-release suite's dist/index.js (default under .peers/npm-next/)
+#   TOOLGATE_CONFORMANCE_SUITE_JS run this dist/index.js, whatever --next says
+#   TOOLGATE_CONFORMANCE_SUITE    all (default), active or pending
+#   TOOLGATE_CONFORMANCE_SCENARIO run this one scenario instead of a suite (as --scenario)
+#   TOOLGATE_CONFORMANCE_TIMEOUT  seconds before the whole run is stopped (default 300)
 set -euo pipefail
 
 die() { printf 'conformance.sh: %s\n' "$*" >&2; exit 2; }
+usage="usage: tests/interop/conformance.sh [--next] [--spec-version V | --requirements V] [--scenario NAME] URL OUTDIR [EXPECTED_FAILURES_YML]"
 
-[[ $# -ge 2 && $# -le 3 ]] || die "usage: tests/interop/conformance.sh URL OUTDIR [EXPECTED_FAILURES_YML]"
-URL="$1"
-OUTDIR="$2"
-BASELINE="${3:-}"
+NEXT=0
+SPEC_VERSION=""
+REQUIREMENTS=""
+SCENARIO="${TOOLGATE_CONFORMANCE_SCENARIO:-}"
+positional=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --next) NEXT=1; shift ;;
+        --spec-version) [[ $# -ge 2 ]] || die "$usage"; SPEC_VERSION="$2"; shift 2 ;;
+        --spec-version=*) SPEC_VERSION="${1#*=}"; shift ;;
+        --requirements) [[ $# -ge 2 ]] || die "$usage"; REQUIREMENTS="$2"; shift 2 ;;
+        --requirements=*) REQUIREMENTS="${1#*=}"; shift ;;
+        --scenario) [[ $# -ge 2 ]] || die "$usage"; SCENARIO="$2"; shift 2 ;;
+        --scenario=*) SCENARIO="${1#*=}"; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        --) shift; positional+=("$@"); break ;;
+        -*) die "unknown option $1; $usage" ;;
+        *) positional+=("$1"); shift ;;
+    esac
+done
+[[ ${#positional[@]} -ge 2 && ${#positional[@]} -le 3 ]] || die "$usage"
+URL="${positional[0]}"
+OUTDIR="${positional[1]}"
+BASELINE="${positional[2]:-}"
+[[ -n "$SPEC_VERSION" && -n "$REQUIREMENTS" ]] && die "--spec-version and --requirements exclude each other"
+[[ -n "$SCENARIO" && -n "$REQUIREMENTS" ]] && die "--requirements runs a fixed set of scenarios; use --spec-version with --scenario"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PEERS="$ROOT/.peers"
 NODE="${TOOLGATE_NODE:-$PEERS/bin/node}"
-CONFORMANCE="${TOOLGATE_CONFORMANCE:-$PEERS/npm/node_modules/@modelcontextprotocol/conformance/dist/index.js}"
+if [[ -n "${TOOLGATE_CONFORMANCE_SUITE_JS:-}" ]]; then
+    CONFORMANCE="$TOOLGATE_CONFORMANCE_SUITE_JS"
+elif [[ $NEXT -eq 1 ]]; then
+    CONFORMANCE="${TOOLGATE_CONFORMANCE_NEXT:-$PEERS/npm-next/node_modules/@modelcontextprotocol/conformance/dist/index.js}"
+else
+    CONFORMANCE="${TOOLGATE_CONFORMANCE:-$PEERS/npm/node_modules/@modelcontextprotocol/conformance/dist/index.js}"
+fi
 SUITE="${TOOLGATE_CONFORMANCE_SUITE:-all}"
-SCENARIO="${TOOLGATE_CONFORMANCE_SCENARIO:-}"
 TIMEOUT="${TOOLGATE_CONFORMANCE_TIMEOUT:-300}"
+[[ -z "$SPEC_VERSION" && -z "$REQUIREMENTS" ]] && SPEC_VERSION=2025-11-25
 
 [[ -x "$NODE" ]] || die "no Node.js at $NODE: run scripts/setup-peers (or set TOOLGATE_NODE)"
-[[ -f "$CONFORMANCE" ]] || die "no conformance suite at $CONFORMANCE: run scripts/setup-peers (or set TOOLGATE_CONFORMANCE)"
+[[ -f "$CONFORMANCE" ]] || die "no conformance suite at $CONFORMANCE: run scripts/setup-peers (or set TOOLGATE_CONFORMANCE, TOOLGATE_CONFORMANCE_NEXT or TOOLGATE_CONFORMANCE_SUITE_JS)"
+SUITE_VERSION="$("$NODE" "$CONFORMANCE" --version)"
+if [[ "$SUITE_VERSION" == 0.1.* ]]; then
+    [[ -n "$REQUIREMENTS" ]] && die "conformance $SUITE_VERSION has no --requirements: add --next"
+    [[ "$SPEC_VERSION" > 2025-11-25 ]] && die "conformance $SUITE_VERSION tests up to spec 2025-11-25, not $SPEC_VERSION: add --next"
+fi
 if [[ -n "$BASELINE" ]]; then
     [[ -f "$BASELINE" ]] || die "no expected-failures file $BASELINE"
     BASELINE="$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")"
@@ -45,15 +91,20 @@ mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 rm -rf "$OUTDIR"/server-*/ "$OUTDIR/console.log"
 
-args=(server --url "$URL" --spec-version 2025-11-25 -o "$OUTDIR")
-if [[ -n "$SCENARIO" ]]; then
-    args+=(--scenario "$SCENARIO")
+args=(server --url "$URL" -o "$OUTDIR")
+if [[ -n "$REQUIREMENTS" ]]; then
+    args+=(--requirements "$REQUIREMENTS")
+    what="requirements $REQUIREMENTS"
+elif [[ -n "$SCENARIO" ]]; then
+    args+=(--spec-version "$SPEC_VERSION" --scenario "$SCENARIO")
+    what="$SCENARIO at spec $SPEC_VERSION"
 else
-    args+=(--suite "$SUITE")
+    args+=(--spec-version "$SPEC_VERSION" --suite "$SUITE")
+    what="suite $SUITE at spec $SPEC_VERSION"
 fi
 [[ -n "$BASELINE" ]] && args+=(--expected-failures "$BASELINE")
 
-echo "conformance: $("$NODE" "$CONFORMANCE" --version) against $URL (${SCENARIO:-suite $SUITE}); results in $OUTDIR"
+echo "conformance: $SUITE_VERSION against $URL ($what); results in $OUTDIR"
 status=0
 timeout --kill-after=10 "$TIMEOUT" "$NODE" "$CONFORMANCE" "${args[@]}" >"$OUTDIR/console.log" 2>&1 || status=$?
 if [[ $status -eq 124 || $status -eq 137 ]]; then
