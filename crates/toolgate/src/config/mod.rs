@@ -60,6 +60,10 @@ pub struct Config {
     /// clients do not time it out.
     #[serde(default = "default_keep_alive")]
     pub sse_keep_alive: Seconds,
+    /// How long a call waits for a modern client's answers to its input requests
+    /// (MRTR) before it is cancelled and its `requestState` stops working.
+    #[serde(default = "default_input_ttl")]
+    pub input_required_ttl: Seconds,
     /// A legacy session with no traffic and no open stream is dropped after this.
     #[serde(default = "default_session_idle")]
     pub session_idle_timeout: Seconds,
@@ -216,6 +220,9 @@ fn default_page_size() -> usize {
     500
 }
 fn default_catalog_ttl() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+fn default_input_ttl() -> Seconds {
     Seconds(Duration::from_secs(300))
 }
 fn default_keep_alive() -> Seconds {

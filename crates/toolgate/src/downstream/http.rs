@@ -5,6 +5,8 @@
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
+use super::headers;
+use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
 use crate::jsonrpc::{self, ErrorObject, Kind, LEGACY_VERSIONS, Message, code};
@@ -216,6 +218,16 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
     };
+    // One endpoint, two eras: modern `_meta` (or a modern version header on a
+    // sessionless request) is 2026-07-28; `initialize` opens a legacy session.
+    let modern_header =
+        header_str(&headers, VERSION_HEADER).is_some_and(|v| MODERN_VERSIONS.contains(&v));
+    if msg.method() != "initialize"
+        && (modern::is_modern(&msg)
+            || (modern_header && header_str(&headers, SESSION_HEADER).is_none()))
+    {
+        return modern_post(&state, &headers, msg).await;
+    }
     if msg.method() == "initialize" && msg.kind() == Kind::Request {
         if header_str(&headers, SESSION_HEADER).is_some() {
             return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
@@ -270,7 +282,77 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     }
 }
 
+/// GET and DELETE exist only for legacy sessions; without one they are the
+/// 2026-07-28 endpoint's "POST only".
+fn post_only() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        "this MCP endpoint takes POST; GET and DELETE need a legacy Mcp-Session-Id",
+    )
+        .into_response()
+}
+
+/// A 2026-07-28 request: check that headers and body agree, then serve it in one
+/// round, as JSON or as an SSE stream (no event ids: modern streams do not resume).
+async fn modern_post(state: &AppState, headers: &HeaderMap, msg: Message) -> Response {
+    if msg.kind() != Kind::Request {
+        // No client notifications are defined over HTTP in 2026-07-28; accept and drop.
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let id = msg.id.clone();
+    let meta = match modern::request_meta(&msg) {
+        Ok(m) => m,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, id, e),
+    };
+    let catalog = state.gw.catalog();
+    let schema = (msg.method() == "tools/call")
+        .then(|| msg.param("name").and_then(Value::as_str))
+        .flatten()
+        .and_then(|name| catalog.tool(name))
+        .and_then(|t| serde_json::from_str::<Value>(t.json.get()).ok())
+        .and_then(|t| t.get("inputSchema").cloned());
+    if let Err(e) = headers::check(headers, &msg, &meta.version, schema.as_ref()) {
+        return rpc_error(StatusCode::BAD_REQUEST, id, e);
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let guard = cancel.clone().drop_guard();
+    let stream = state.gw.modern_request(msg, meta, "anonymous", cancel);
+    match stream.next(0).await {
+        Next::Event(seq, text) if stream.is_single_final(seq) => {
+            let status = match jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error) {
+                Some(e) if e.code == modern::modern_code::MISSING_CAPABILITY => {
+                    StatusCode::BAD_REQUEST
+                }
+                Some(e) if e.code == code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
+            };
+            drop(guard);
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                text.to_string(),
+            )
+                .into_response()
+        }
+        Next::Event(..) => sse_body(SseBody {
+            stream,
+            reading: Reading::From(0),
+            closed: state.gw.stop.clone(),
+            keep_alive: state.keep_alive,
+            ids: false,
+            first: None,
+            // Closing the response stream cancels the request.
+            _guard: guard,
+        }),
+        Next::End => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
 async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if header_str(&headers, SESSION_HEADER).is_none() {
+        return post_only();
+    }
     if !accepts(&headers, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -313,6 +395,9 @@ async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 async fn mcp_delete(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if header_str(&headers, SESSION_HEADER).is_none() {
+        return post_only();
+    }
     let session = match find_session(&state, &headers) {
         Ok(s) => s,
         Err(r) => return *r,

@@ -241,7 +241,13 @@ impl Gateway {
         session: &Arc<Session>,
         up: &Upstream,
     ) -> Result<Arc<Connection>, UpstreamError> {
-        match up.cfg.isolation {
+        // A modern client has no session to scope an upstream session to: its
+        // calls use the principal's connection.
+        let isolation = match (up.cfg.isolation, session.era) {
+            (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
+            (i, _) => i,
+        };
+        match isolation {
             Isolation::Shared => up.shared_connection().await,
             Isolation::PerPrincipal => {
                 let connect = up.connect(
@@ -268,7 +274,11 @@ impl Gateway {
     }
 
     async fn drop_connection(&self, session: &Session, up: &Upstream, conn: &Arc<Connection>) {
-        match up.cfg.isolation {
+        let isolation = match (up.cfg.isolation, session.era) {
+            (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
+            (i, _) => i,
+        };
+        match isolation {
             Isolation::PerSession => session.upstreams.remove(&up.idx, conn).await,
             Isolation::PerPrincipal => up.principals.remove(&session.principal, conn).await,
             // The supervisor owns the shared connection and re-establishes it
@@ -447,6 +457,20 @@ fn ask_client(
     let method = msg.method().to_owned();
     if method == "ping" {
         tokio::spawn(responder.respond(Ok(empty_object())));
+        return None;
+    }
+    if let Some(asks) = &session.asks {
+        // A modern client: the request is handed to the round in progress, which
+        // ends it with an input_required result (MRTR) and holds the call.
+        let ask = super::session::Ask {
+            request: msg,
+            responder,
+        };
+        if let Err(refused) = asks.try_send(ask) {
+            let ask = refused.into_inner();
+            let e = ErrorObject::new(code::INTERNAL_ERROR, "too many pending input requests");
+            tokio::spawn(ask.responder.respond(Err(e)));
+        }
         return None;
     }
     if !session.supports(&method) {

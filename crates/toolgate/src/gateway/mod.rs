@@ -7,6 +7,8 @@
 //! in `dispatch.rs`.
 
 mod dispatch;
+mod listen;
+pub mod modern;
 pub mod pool;
 pub mod session;
 pub mod stream;
@@ -36,6 +38,19 @@ pub struct Gateway {
     pub cursors: Cursors,
     pub sessions: Sessions,
     pub stop: CancellationToken,
+    /// Modern calls held between MRTR rounds.
+    pub(crate) mrtr: modern::Mrtr,
+    /// Open `subscriptions/listen` streams.
+    pub(crate) listeners: listen::Listeners,
+}
+
+/// toolgate's own `Implementation` description.
+pub(crate) fn server_info() -> Value {
+    json!({
+        "name": "toolgate",
+        "title": "toolgate MCP gateway",
+        "version": env!("CARGO_PKG_VERSION"),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +78,8 @@ impl Gateway {
             cursors: Cursors::new(rand::random()),
             sessions: Sessions::default(),
             stop: CancellationToken::new(),
+            mrtr: modern::Mrtr::new(config.input_required_ttl.0),
+            listeners: listen::Listeners::default(),
         });
         let (tx, mut rx) = mpsc::channel(256);
         for up in &gw.servers {
@@ -93,6 +110,7 @@ impl Gateway {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { return };
                 gw.reap_idle_sessions(idle).await;
+                gw.mrtr.reap();
             }
         });
         gw
@@ -160,6 +178,9 @@ impl Gateway {
         if changed.is_empty() {
             return;
         }
+        for note in &changed {
+            self.listeners.list_changed(note);
+        }
         for session in self.sessions.all() {
             if !session.initialized.load(Ordering::Relaxed) {
                 continue;
@@ -185,6 +206,9 @@ impl Gateway {
             if session.is_subscribed(&exposed) {
                 session.standalone.push(&msg);
             }
+        }
+        if let Some(p) = &msg.params {
+            self.listeners.resource_updated(&exposed, p);
         }
     }
 
@@ -218,11 +242,7 @@ impl Gateway {
         let mut result = json!({
             "protocolVersion": version,
             "capabilities": self.capabilities(),
-            "serverInfo": {
-                "name": "toolgate",
-                "title": "toolgate MCP gateway",
-                "version": env!("CARGO_PKG_VERSION"),
-            },
+            "serverInfo": server_info(),
         });
         if let Some(text) = self.instructions() {
             result["instructions"] = Value::String(text);

@@ -22,8 +22,25 @@ const MAX_LEARNED: usize = 4096;
 /// Request streams by id, and their ids oldest first (for eviction).
 type RequestStreams = (HashMap<u64, Arc<EventStream>>, VecDeque<u64>);
 
+/// Which protocol era a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2024-11-05 … 2025-11-25: a session opened by `initialize`.
+    Legacy,
+    /// 2026-07-28: one stateless request; the "session" lives as long as its call.
+    Modern,
+}
+
+/// A server→client request that a modern client must answer through MRTR: it
+/// becomes an input request of an `input_required` result.
+pub struct Ask {
+    pub request: Message,
+    pub responder: crate::upstream::Responder,
+}
+
 pub struct Session {
     pub id: String,
+    pub era: Era,
     /// Who the session belongs to; `anonymous` until authentication is configured.
     pub principal: String,
     pub protocol_version: String,
@@ -49,6 +66,8 @@ pub struct Session {
     learned: Mutex<indexmap::IndexMap<String, usize>>,
     last_seen: Mutex<Instant>,
     pub initialized: std::sync::atomic::AtomicBool,
+    /// Modern calls only: where server→client requests go to become input requests.
+    pub(crate) asks: Option<mpsc::Sender<Ask>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,9 +98,56 @@ impl Session {
         client_info: Value,
         standalone: Option<Arc<EventStream>>,
     ) -> Arc<Session> {
+        Session::build(
+            Era::Legacy,
+            principal,
+            protocol_version,
+            client_capabilities,
+            client_info,
+            standalone,
+            None,
+        )
+    }
+
+    /// The context of one modern (2026-07-28) call: never registered as a session.
+    /// Returns the receiver of the call's server→client requests.
+    pub fn modern(
+        principal: String,
+        protocol_version: String,
+        client_capabilities: Value,
+        client_info: Value,
+        log_level: Option<&str>,
+    ) -> (Arc<Session>, mpsc::Receiver<Ask>) {
+        let (tx, rx) = mpsc::channel(16);
+        let s = Session::build(
+            Era::Modern,
+            principal,
+            protocol_version,
+            client_capabilities,
+            client_info,
+            None,
+            Some(tx),
+        );
+        if let Some(level) = log_level {
+            s.set_log_level(level);
+        }
+        (s, rx)
+    }
+
+    fn build(
+        era: Era,
+        principal: String,
+        protocol_version: String,
+        client_capabilities: Value,
+        client_info: Value,
+        standalone: Option<Arc<EventStream>>,
+        asks: Option<mpsc::Sender<Ask>>,
+    ) -> Arc<Session> {
         let (sink, sink_rx) = mpsc::channel(256);
         Arc::new(Session {
             id: new_session_id(),
+            era,
+            asks,
             principal,
             protocol_version,
             client_capabilities,
@@ -168,7 +234,8 @@ impl Session {
     /// Should a `notifications/message` at this level reach the client?
     pub fn wants_log(&self, msg: &Message) -> bool {
         let Some(min) = *lock(&self.log_level) else {
-            return true;
+            // A modern request gets log messages only if it asked for a level.
+            return self.era == Era::Legacy;
         };
         let level = msg.param("level").and_then(Value::as_str).unwrap_or("");
         level_rank(level).is_none_or(|r| r >= min)

@@ -1,0 +1,243 @@
+//! 2026-07-28 request headers: `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`
+//! and `Mcp-Param-*` mirror the body so intermediaries can route without parsing
+//! it. As a body-processing intermediary toolgate checks that they agree; any
+//! disagreement is a `HeaderMismatch` (-32020, HTTP 400).
+
+use crate::gateway::modern::modern_code::HEADER_MISMATCH;
+use crate::jsonrpc::{ErrorObject, Message};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::HeaderMap;
+use serde_json::Value;
+
+fn mismatch(message: String) -> ErrorObject {
+    ErrorObject::new(HEADER_MISMATCH, format!("Header mismatch: {message}"))
+}
+
+/// A header value as text: visible ASCII, space and tab only; surrounding
+/// whitespace dropped; the `=?base64?…?=` sentinel decoded.
+pub fn decode_value(name: &str, raw: &http::HeaderValue) -> Result<String, ErrorObject> {
+    let bad = || mismatch(format!("{name} contains invalid characters"));
+    let bytes = raw.as_bytes();
+    if bytes
+        .iter()
+        .any(|&b| !(b == b'\t' || (0x20..=0x7e).contains(&b)))
+    {
+        return Err(bad());
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| bad())?
+        .trim_matches([' ', '\t']);
+    if let Some(inner) = text
+        .strip_prefix("=?base64?")
+        .and_then(|t| t.strip_suffix("?="))
+    {
+        let decoded = STANDARD.decode(inner).map_err(|_| bad())?;
+        return String::from_utf8(decoded).map_err(|_| bad());
+    }
+    Ok(text.to_owned())
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ErrorObject> {
+    headers.get(name).map(|v| decode_value(name, v)).transpose()
+}
+
+/// Check the standard headers against the body. `tool_schema` is the listed
+/// `inputSchema` of the tool a `tools/call` names, for its `x-mcp-header` params.
+pub fn check(
+    headers: &HeaderMap,
+    msg: &Message,
+    body_version: &str,
+    tool_schema: Option<&Value>,
+) -> Result<(), ErrorObject> {
+    let Some(version) = header(headers, "mcp-protocol-version")? else {
+        return Err(mismatch(
+            "the MCP-Protocol-Version header is missing".into(),
+        ));
+    };
+    if version != body_version {
+        return Err(mismatch(format!(
+            "MCP-Protocol-Version header value '{version}' does not match body value '{body_version}'"
+        )));
+    }
+    let Some(method) = header(headers, "mcp-method")? else {
+        return Err(mismatch("the Mcp-Method header is missing".into()));
+    };
+    if method != msg.method() {
+        return Err(mismatch(format!(
+            "Mcp-Method header value '{method}' does not match body value '{}'",
+            msg.method()
+        )));
+    }
+    let named = match msg.method() {
+        "tools/call" | "prompts/get" => msg.param("name"),
+        "resources/read" => msg.param("uri"),
+        _ => None,
+    };
+    if matches!(
+        msg.method(),
+        "tools/call" | "prompts/get" | "resources/read"
+    ) {
+        let body = named.and_then(Value::as_str).unwrap_or("");
+        match header(headers, "mcp-name")? {
+            None => return Err(mismatch("the Mcp-Name header is missing".into())),
+            Some(h) if h != body => {
+                return Err(mismatch(format!(
+                    "Mcp-Name header value '{h}' does not match body value '{body}'"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(schema) = tool_schema {
+        let args = msg.param("arguments").cloned().unwrap_or(Value::Null);
+        for (name, path) in annotated_params(schema) {
+            let header_name = format!("mcp-param-{}", name.to_ascii_lowercase());
+            let value = path.iter().try_fold(&args, |v, key| v.get(key));
+            let given = header(headers, &header_name)?;
+            match (value.filter(|v| !v.is_null()), given) {
+                (Some(v), Some(h)) if !same_value(v, &h) => {
+                    return Err(mismatch(format!(
+                        "Mcp-Param-{name} header value '{h}' does not match the argument"
+                    )));
+                }
+                (Some(_), None) => {
+                    return Err(mismatch(format!(
+                        "the Mcp-Param-{name} header is missing for an argument the tool mirrors"
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_value(v: &Value, header: &str) -> bool {
+    match v {
+        Value::String(s) => s == header,
+        Value::Bool(b) => header == if *b { "true" } else { "false" },
+        // Integers compare numerically (`42` and `42.0` are the same value).
+        Value::Number(n) => header
+            .parse::<f64>()
+            .ok()
+            .zip(n.as_f64())
+            .is_some_and(|(a, b)| a == b),
+        _ => false,
+    }
+}
+
+/// `x-mcp-header` annotations reachable from the schema root through
+/// `properties` only, as (header name part, property path).
+pub fn annotated_params(schema: &Value) -> Vec<(String, Vec<String>)> {
+    fn walk(node: &Value, path: &mut Vec<String>, out: &mut Vec<(String, Vec<String>)>) {
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, child) in props {
+            path.push(key.clone());
+            if let Some(name) = child.get("x-mcp-header").and_then(Value::as_str) {
+                out.push((name.to_owned(), path.clone()));
+            }
+            walk(child, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, &mut Vec::new(), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::Id;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn call(args: Value) -> Message {
+        Message::request(
+            Id::Num(1),
+            "tools/call",
+            Some(json!({ "name": "get weather", "arguments": args })),
+        )
+    }
+
+    #[test]
+    fn matching_headers_pass_and_each_mismatch_fails() {
+        let ok = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?Z2V0IHdlYXRoZXI=?="),
+        ];
+        assert!(check(&headers(&ok), &call(json!({})), "2026-07-28", None).is_ok());
+        for (drop, replace) in [
+            ("mcp-protocol-version", Some("2025-11-25")),
+            ("mcp-protocol-version", None),
+            ("mcp-method", Some("TOOLS/CALL")),
+            ("mcp-method", None),
+            ("mcp-name", Some("other")),
+            ("mcp-name", None),
+        ] {
+            let mut h: Vec<(&str, &str)> = ok.iter().filter(|(k, _)| *k != drop).copied().collect();
+            if let Some(v) = replace {
+                h.push((drop, v));
+            }
+            let e = check(&headers(&h), &call(json!({})), "2026-07-28", None).unwrap_err();
+            assert_eq!(e.code, HEADER_MISMATCH, "{drop} {replace:?}");
+        }
+    }
+
+    #[test]
+    fn mirrored_parameters_are_checked() {
+        let schema = json!({"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "opts": {"type": "object", "properties": {"n": {"type": "integer", "x-mcp-header": "N"}}},
+            "list": {"type": "array", "items": {"properties": {"z": {"x-mcp-header": "Z"}}}}
+        }});
+        assert_eq!(
+            annotated_params(&schema).len(),
+            2,
+            "array items are not reachable"
+        );
+        let base = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "get weather"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut h = base.to_vec();
+            h.extend_from_slice(extra);
+            headers(&h)
+        };
+        let args = json!({"region": "us-west1", "opts": {"n": 42}});
+        let good = with(&[("mcp-param-region", "us-west1"), ("mcp-param-n", "42.0")]);
+        assert!(check(&good, &call(args.clone()), "2026-07-28", Some(&schema)).is_ok());
+        let wrong = with(&[("mcp-param-region", "eu"), ("mcp-param-n", "42")]);
+        assert!(check(&wrong, &call(args.clone()), "2026-07-28", Some(&schema)).is_err());
+        let missing = with(&[("mcp-param-n", "42")]);
+        assert!(check(&missing, &call(args), "2026-07-28", Some(&schema)).is_err());
+        // No value in the body: no header expected.
+        assert!(check(&with(&[]), &call(json!({})), "2026-07-28", Some(&schema)).is_ok());
+    }
+
+    #[test]
+    fn values_are_trimmed_and_sentinels_decoded() {
+        let v = http::HeaderValue::from_static("  name  ");
+        assert_eq!(decode_value("Mcp-Name", &v).unwrap(), "name");
+        let v = http::HeaderValue::from_static("=?base64?SGVsbG8sIOS4lueVjA==?=");
+        assert_eq!(decode_value("Mcp-Name", &v).unwrap(), "Hello, 世界");
+        let v = http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
+        assert!(decode_value("Mcp-Name", &v).is_err());
+    }
+}
