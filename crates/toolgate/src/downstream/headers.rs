@@ -39,7 +39,13 @@ pub fn decode_value(name: &str, raw: &http::HeaderValue) -> Result<String, Error
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ErrorObject> {
-    headers.get(name).map(|v| decode_value(name, v)).transpose()
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    // Two values for one mirrored field: an intermediary could route on either.
+    if values.next().is_some() {
+        return Err(mismatch(format!("{name} appears more than once")));
+    }
+    first.map(|v| decode_value(name, v)).transpose()
 }
 
 /// Check the standard headers against the body. `tool_schema` is the listed
