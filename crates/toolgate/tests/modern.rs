@@ -636,3 +636,68 @@ async fn listen_streams_only_what_each_listener_asked_for() {
     let quiet = tokio::time::timeout(Duration::from_millis(500), other.next()).await;
     assert!(quiet.is_err(), "another listener received {:?}", quiet.ok());
 }
+
+#[tokio::test]
+async fn a_modern_client_over_stdio_needs_no_initialize() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let config = support::ConfigFile::json(&json!({ "servers": { "fx": stdio_server(&[]) } }));
+    let mut child = tokio::process::Command::new(support::toolgate_bin())
+        .args(["stdio", "--log", "warn", "--config"])
+        .arg(&config.path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("toolgate stdio starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut send = async |msg: Value| {
+        let mut line = msg.to_string();
+        line.push('\n');
+        stdin.write_all(line.as_bytes()).await.expect("write");
+    };
+    let caps = json!({"elicitation": {}});
+    let call = |id: i64, extra: Value| {
+        let mut params = json!({"name": "fx__test_elicitation", "arguments": {"message": "m"}, "_meta": meta(caps.clone())});
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                params[k] = v;
+            }
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+    };
+    send(call(1, json!({}))).await;
+    let first: Value = within(Duration::from_secs(20), "round 1", async {
+        serde_json::from_str(&lines.next_line().await.expect("read").expect("a line"))
+            .expect("JSON")
+    })
+    .await;
+    assert_eq!(first["id"], 1);
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].clone();
+    let key = first["result"]["inputRequests"]
+        .as_object()
+        .expect("requests")
+        .keys()
+        .next()
+        .cloned()
+        .expect("a key");
+    send(call(
+        2,
+        json!({"requestState": state, "inputResponses": {key: {"action": "accept",
+        "content": {"username": "stdio-user", "email": "s@example.com"}}}}),
+    ))
+    .await;
+    let second: Value = within(Duration::from_secs(20), "round 2", async {
+        serde_json::from_str(&lines.next_line().await.expect("read").expect("a line"))
+            .expect("JSON")
+    })
+    .await;
+    assert_eq!(second["id"], 2);
+    assert!(
+        second["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("stdio-user")),
+        "{second}"
+    );
+}

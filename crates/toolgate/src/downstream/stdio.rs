@@ -1,12 +1,16 @@
 //! The gateway over stdio, for desktop clients that launch their servers: one
 //! client, one session, newline-delimited JSON-RPC on stdin/stdout. Logs go to stderr.
 
+use crate::gateway::modern;
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, code};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 pub async fn serve(gw: Arc<Gateway>) -> std::io::Result<()> {
     serve_on(gw, tokio::io::stdin(), tokio::io::stdout()).await
@@ -36,6 +40,7 @@ where
     let limit = gw.config.max_message_bytes;
     let mut reader = BufReader::new(input);
     let mut session: Option<Arc<Session>> = None;
+    let modern_calls: ModernCalls = Arc::default();
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -62,6 +67,20 @@ where
                 continue;
             }
         };
+        // A 2026-07-28 request needs no session: it carries its own context.
+        if msg.kind() == Kind::Request && msg.method() != "initialize" && modern::is_modern(&msg) {
+            serve_modern(&gw, msg, &out, &modern_calls);
+            continue;
+        }
+        if msg.method() == "notifications/cancelled"
+            && let Some(id) = msg
+                .param("requestId")
+                .and_then(|v| serde_json::from_value::<jsonrpc::Id>(v.clone()).ok())
+            && let Some(cancel) = lock(&modern_calls).remove(&id)
+        {
+            cancel.cancel();
+            continue;
+        }
         match (&session, msg.kind()) {
             (None, Kind::Request) if msg.method() == "initialize" => {
                 let params = msg.params.clone().unwrap_or(Value::Null);
@@ -96,6 +115,37 @@ where
     out.close();
     let _ = writer.await;
     Ok(())
+}
+
+/// Modern requests in flight, by id, for `notifications/cancelled`.
+type ModernCalls = Arc<Mutex<HashMap<jsonrpc::Id, CancellationToken>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serve one modern request: its round's messages go to stdout as they come.
+fn serve_modern(gw: &Arc<Gateway>, msg: Message, out: &Arc<EventStream>, calls: &ModernCalls) {
+    let meta = match modern::request_meta(&msg) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(&Message::error_response(msg.id.clone(), e));
+            return;
+        }
+    };
+    let Some(id) = msg.id.clone() else { return };
+    let cancel = CancellationToken::new();
+    lock(calls).insert(id.clone(), cancel.clone());
+    let round = gw.modern_request(msg, meta, "local", cancel);
+    let (out, calls) = (out.clone(), calls.clone());
+    tokio::spawn(async move {
+        let mut pos = 0;
+        while let Next::Event(seq, text) = round.next(pos).await {
+            pos = seq + 1;
+            out.push_serialized(text);
+        }
+        lock(&calls).remove(&id);
+    });
 }
 
 /// Read one line; a line over `limit` is consumed to its end but not kept whole.

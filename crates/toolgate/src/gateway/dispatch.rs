@@ -241,13 +241,7 @@ impl Gateway {
         session: &Arc<Session>,
         up: &Upstream,
     ) -> Result<Arc<Connection>, UpstreamError> {
-        // A modern client has no session to scope an upstream session to: its
-        // calls use the principal's connection.
-        let isolation = match (up.cfg.isolation, session.era) {
-            (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
-            (i, _) => i,
-        };
-        match isolation {
+        match effective_isolation(up, session) {
             Isolation::Shared => up.shared_connection().await,
             Isolation::PerPrincipal => {
                 let connect = up.connect(
@@ -274,11 +268,7 @@ impl Gateway {
     }
 
     async fn drop_connection(&self, session: &Session, up: &Upstream, conn: &Arc<Connection>) {
-        let isolation = match (up.cfg.isolation, session.era) {
-            (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
-            (i, _) => i,
-        };
-        match isolation {
+        match effective_isolation(up, session) {
             Isolation::PerSession => session.upstreams.remove(&up.idx, conn).await,
             Isolation::PerPrincipal => up.principals.remove(&session.principal, conn).await,
             // The supervisor owns the shared connection and re-establishes it
@@ -430,6 +420,15 @@ impl Gateway {
         if let Some(p) = msg.params.as_mut() {
             self.catalog().expose_uris(server, p, &mut |_| {});
         }
+    }
+}
+
+/// The isolation a call gets. A modern client has no session to scope an
+/// upstream session to, so `per_session` servers serve it per principal.
+fn effective_isolation(up: &Upstream, session: &Session) -> Isolation {
+    match (up.cfg.isolation, session.era) {
+        (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
+        (i, _) => i,
     }
 }
 

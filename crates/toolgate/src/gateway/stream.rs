@@ -67,6 +67,11 @@ impl EventStream {
         self.push_text(msg.to_json().into(), true)
     }
 
+    /// Append a message that is already serialised (relaying another stream).
+    pub fn push_serialized(&self, text: Arc<str>) -> bool {
+        self.push_text(text, false)
+    }
+
     fn push_text(&self, text: Arc<str>, close: bool) -> bool {
         let seq = {
             let mut st = self.lock();
