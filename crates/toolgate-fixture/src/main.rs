@@ -4,12 +4,15 @@
 //! benchmarks, the README quickstart), served over stdio, Streamable HTTP, or the legacy
 //! HTTP+SSE transport of 2024-11-05.
 //!
+//! It speaks both protocol eras by default (`--eras`): the legacy one up to 2025-11-25 and
+//! 2026-07-28 (sessionless requests, `server/discover`, MRTR, `subscriptions/listen`).
 //! Logging, sampling and the log levels are deprecated in rmcp because the 2026-07-28 revision
-//! removes them; this fixture speaks the revisions up to 2025-11-25, where they are current.
+//! removes or reshapes them; the fixture still serves them, as both eras need them.
 #![allow(deprecated)]
 
 mod assets;
 mod http;
+mod mrtr;
 mod prompts;
 mod resources;
 mod server;
@@ -22,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use rmcp::ServiceExt as _;
 use tracing_subscriber::EnvFilter;
 
-use crate::server::{Fixture, FixtureConfig};
+use crate::server::{Eras, Fixture, FixtureConfig};
 use crate::unknown_fields::WithUnknownFields;
 
 #[derive(Debug, Parser)]
@@ -57,6 +60,16 @@ struct CommonArgs {
     /// once, `corrupt_stdout` writes a line that is not JSON-RPC to stdout and never answers.
     #[arg(long, global = true, env = "TOOLGATE_FIXTURE_FAULT_TOOLS")]
     fault_tools: bool,
+    /// Which protocol eras to serve: `both` (legacy `initialize` sessions and 2026-07-28
+    /// sessionless requests), `legacy` (up to 2025-11-25) or `modern` (2026-07-28 only).
+    #[arg(
+        long,
+        global = true,
+        env = "TOOLGATE_FIXTURE_ERAS",
+        value_enum,
+        default_value_t = Eras::Both
+    )]
+    eras: Eras,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         cli.common.name,
         cli.common.extra_tools,
         cli.common.fault_tools,
+        cli.common.eras,
     );
     match cli.transport {
         Transport::Stdio => serve_stdio(config).await,

@@ -4,14 +4,18 @@ use rmcp::{
     ErrorData,
     model::{
         CompleteRequestParams, CompleteResult, CompletionInfo, GetPromptResult, JsonObject, Prompt,
-        Reference,
+        Reference, ResultType,
     },
 };
 use serde_json::{Value, json};
 
 use crate::assets::RED_PIXEL_PNG;
 
-pub fn list() -> Vec<Prompt> {
+/// The prompt whose description changes with `test_trigger_prompt_change`.
+pub const DYNAMIC: &str = "test_dynamic_prompt";
+
+/// Every prompt; `prompt_changes` is how often `test_trigger_prompt_change` ran.
+pub fn list(prompt_changes: u64) -> Vec<Prompt> {
     [
         json!({
             "name": "test_simple_prompt",
@@ -35,6 +39,14 @@ pub fn list() -> Vec<Prompt> {
         json!({
             "name": "test_prompt_with_image",
             "description": "A prompt that contains an image",
+        }),
+        json!({
+            "name": crate::mrtr::PROMPT,
+            "description": "Asks what context to use (input request `user_context`: MRTR on 2026-07-28, elicitation/create before), then renders with it",
+        }),
+        json!({
+            "name": DYNAMIC,
+            "description": format!("A prompt the test_trigger_prompt_change tool changes (changed {prompt_changes} time(s))"),
         }),
     ]
     .into_iter()
@@ -83,6 +95,10 @@ pub fn get(name: &str, args: JsonObject) -> Result<GetPromptResult, ErrorData> {
                 user(json!({ "type": "text", "text": "Please analyze the image above." })),
             ],
         }),
+        DYNAMIC => json!({
+            "description": "A prompt the test_trigger_prompt_change tool changes",
+            "messages": [user(json!({ "type": "text", "text": "This prompt's listing changes; its text does not." }))],
+        }),
         unknown => {
             return Err(ErrorData::invalid_params(
                 format!("Unknown prompt: {unknown}"),
@@ -90,8 +106,11 @@ pub fn get(name: &str, args: JsonObject) -> Result<GetPromptResult, ErrorData> {
             ));
         }
     };
-    serde_json::from_value(wire)
-        .map_err(|e| ErrorData::internal_error(format!("bad prompt result: {e}"), None))
+    let mut result: GetPromptResult = serde_json::from_value(wire)
+        .map_err(|e| ErrorData::internal_error(format!("bad prompt result: {e}"), None))?;
+    // 2026-07-28 requires it; rmcp removes it again for legacy sessions.
+    result.result_type = Some(ResultType::COMPLETE);
+    Ok(result)
 }
 
 fn user(content: Value) -> Value {
@@ -152,7 +171,8 @@ mod tests {
     #[test]
     fn every_listed_prompt_renders() {
         let all = args(json!({ "arg1": "a", "arg2": "b", "resourceUri": "test://x" }));
-        for prompt in list() {
+        // The MRTR prompt needs a request context; `mrtr::get_prompt` renders it.
+        for prompt in list(0).iter().filter(|p| p.name != crate::mrtr::PROMPT) {
             get(&prompt.name, all.clone()).unwrap();
         }
     }

@@ -3,33 +3,65 @@
 use std::{
     borrow::Cow,
     collections::BTreeSet,
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
         CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-        PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-        ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool,
-        UnsubscribeRequestParams,
+        GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
+        InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, LoggingLevel, PaginatedRequestParams, ProtocolVersion,
+        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+        ServerNotification, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
+        Tool, UnsubscribeRequestParams,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext, SubscriptionSendError},
 };
 use serde_json::json;
+use tokio::sync::broadcast;
 
-use crate::{http::Reconnects, prompts, resources, tools};
+use crate::{
+    http::Reconnects,
+    mrtr::{self, StateSeal},
+    prompts, resources, tools,
+};
 
-/// The protocol revisions this fixture implements, oldest first. 2026-07-28 (sessionless,
-/// `server/discover`) is deliberately left out: the fixture is a legacy-era upstream.
+/// The protocol revisions this fixture implements, oldest first: the legacy era (sessions,
+/// `initialize`) and 2026-07-28 (sessionless, `server/discover`, MRTR, `subscriptions/listen`).
 pub const PROTOCOL_VERSIONS: &[ProtocolVersion] = &[
     ProtocolVersion::V_2024_11_05,
     ProtocolVersion::V_2025_03_26,
     ProtocolVersion::V_2025_06_18,
     ProtocolVersion::V_2025_11_25,
+    ProtocolVersion::V_2026_07_28,
 ];
+
+/// Which protocol eras the fixture serves (`--eras`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Eras {
+    /// Both: legacy clients `initialize`, 2026-07-28 clients send self-contained requests.
+    Both,
+    /// Up to 2025-11-25 only: a 2026-07-28 request gets UnsupportedProtocolVersion (-32022).
+    Legacy,
+    /// 2026-07-28 only: `initialize` fails, as against a modern-only server.
+    Modern,
+}
+
+impl Eras {
+    pub fn protocol_versions(self) -> &'static [ProtocolVersion] {
+        let legacy = PROTOCOL_VERSIONS.len() - 1;
+        match self {
+            Eras::Both => PROTOCOL_VERSIONS,
+            Eras::Legacy => &PROTOCOL_VERSIONS[..legacy],
+            Eras::Modern => &PROTOCOL_VERSIONS[legacy..],
+        }
+    }
+}
 
 /// What the command line chose, and the tool catalogue built from it once; shared by every session.
 #[derive(Debug)]
@@ -38,17 +70,102 @@ pub struct FixtureConfig {
     pub extra_tools: usize,
     /// `crash` and `corrupt_stdout` are listed and callable.
     pub fault_tools: bool,
+    pub eras: Eras,
     pub tools: Vec<Tool>,
+    /// Seals the `requestState` of MRTR tools (shared: a retry may reach another session object).
+    pub seal: StateSeal,
+    /// List changes and resource updates, for the `subscriptions/listen` streams.
+    pub changes: Changes,
 }
 
 impl FixtureConfig {
-    pub fn new(name: String, extra_tools: usize, fault_tools: bool) -> Self {
+    pub fn new(name: String, extra_tools: usize, fault_tools: bool, eras: Eras) -> Self {
         Self {
             name,
             extra_tools,
             fault_tools,
+            eras,
             tools: tools::catalog(extra_tools, fault_tools),
+            seal: StateSeal::default(),
+            changes: Changes::default(),
         }
+    }
+}
+
+/// A change that `subscriptions/listen` streams may have asked to hear about.
+#[derive(Debug, Clone)]
+pub enum Change {
+    ToolsListChanged,
+    PromptsListChanged,
+    ResourceUpdated(String),
+}
+
+impl Change {
+    fn notification(&self) -> ServerNotification {
+        let wire = match self {
+            Change::ToolsListChanged => json!({ "method": "notifications/tools/list_changed" }),
+            Change::PromptsListChanged => json!({ "method": "notifications/prompts/list_changed" }),
+            Change::ResourceUpdated(uri) => json!({
+                "method": "notifications/resources/updated",
+                "params": { "uri": uri },
+            }),
+        };
+        serde_json::from_value(wire).expect("the fixture's change notifications are valid")
+    }
+}
+
+/// The process-wide record of list changes, broadcast to every open `subscriptions/listen` stream.
+#[derive(Debug)]
+pub struct Changes {
+    sender: broadcast::Sender<Change>,
+    tools: AtomicU64,
+    prompts: AtomicU64,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(64).0,
+            tools: AtomicU64::new(0),
+            prompts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Changes {
+    /// How often `test_trigger_tool_change` changed the tool list.
+    pub fn tools_generation(&self) -> u64 {
+        self.tools.load(Ordering::Relaxed)
+    }
+
+    /// How often `test_trigger_prompt_change` changed the prompt list.
+    pub fn prompts_generation(&self) -> u64 {
+        self.prompts.load(Ordering::Relaxed)
+    }
+
+    /// Changes the tool list and tells the listeners; returns the new generation.
+    pub fn tools_changed(&self) -> u64 {
+        let generation = self.tools.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = self.sender.send(Change::ToolsListChanged);
+        generation
+    }
+
+    /// Changes the prompt list and tells the listeners; returns the new generation.
+    pub fn prompts_changed(&self) -> u64 {
+        let generation = self.prompts.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = self.sender.send(Change::PromptsListChanged);
+        generation
+    }
+
+    /// Tells the listeners `uri` changed; returns how many streams were open (each filters it).
+    pub fn resource_updated(&self, uri: &str) -> usize {
+        self.sender
+            .send(Change::ResourceUpdated(uri.to_owned()))
+            .unwrap_or(0)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.sender.subscribe()
     }
 }
 
@@ -93,7 +210,7 @@ impl SessionState {
 }
 
 /// RFC 5424 order, which is the order MCP log levels filter in.
-fn severity(level: LoggingLevel) -> u8 {
+pub fn severity(level: LoggingLevel) -> u8 {
     match level {
         LoggingLevel::Debug => 0,
         LoggingLevel::Info => 1,
@@ -126,8 +243,10 @@ impl Fixture {
     }
 }
 
-/// What `initialize` advertises. Written as the wire JSON so it reads like the spec.
-fn capabilities() -> ServerCapabilities {
+/// What `initialize` advertises to legacy sessions. Written as the wire JSON so it reads like the
+/// spec. List changes are only announced on 2026-07-28 `subscriptions/listen` streams, so legacy
+/// sessions are promised none.
+fn legacy_capabilities() -> ServerCapabilities {
     let wire = json!({
         "tools": { "listChanged": false },
         "resources": { "subscribe": true, "listChanged": false },
@@ -138,10 +257,29 @@ fn capabilities() -> ServerCapabilities {
     serde_json::from_value(wire).expect("the fixture's capabilities are valid ServerCapabilities")
 }
 
+/// What `server/discover` advertises (2026-07-28): the same, plus the list changes that
+/// `test_trigger_tool_change` and `test_trigger_prompt_change` make. rmcp also intersects a
+/// `subscriptions/listen` filter with these.
+fn capabilities() -> ServerCapabilities {
+    let wire = json!({
+        "tools": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": false },
+        "prompts": { "listChanged": true },
+        "logging": {},
+        "completions": {},
+    });
+    serde_json::from_value(wire).expect("the fixture's capabilities are valid ServerCapabilities")
+}
+
 impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(capabilities());
-        info.protocol_version = ProtocolVersion::V_2025_11_25;
+        // What `initialize` falls back to when the client asks for a version not served. A
+        // modern-only fixture names 2026-07-28, which has no `initialize`: the handshake fails.
+        info.protocol_version = match self.config.eras {
+            Eras::Modern => ProtocolVersion::V_2026_07_28,
+            Eras::Both | Eras::Legacy => ProtocolVersion::V_2025_11_25,
+        };
         info.server_info = Implementation::new(self.config.name.clone(), env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
             "Test fixture for the MCP conformance suite and toolgate's own tests. \
@@ -152,7 +290,50 @@ impl ServerHandler for Fixture {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(PROTOCOL_VERSIONS)
+        Cow::Borrowed(self.config.eras.protocol_versions())
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        cx.peer.set_peer_info(request.clone());
+        let mut result = self.negotiate_initialize(&request)?;
+        result.capabilities = legacy_capabilities();
+        Ok(result)
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // Everything asked for; rmcp narrows it to what `capabilities()` advertises.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.config.changes.subscribe();
+        loop {
+            let change = tokio::select! {
+                () = subscription.cancelled() => return Ok(()),
+                change = changes.recv() => change,
+            };
+            match change {
+                Ok(change) => match subscription.sink().send(change.notification()).await {
+                    Ok(()) | Err(SubscriptionSendError::NotificationNotAccepted(_)) => {}
+                    Err(SubscriptionSendError::SubscriptionClosed) => return Ok(()),
+                    Err(error) => {
+                        tracing::debug!(%error, "subscriptions/listen stream failed");
+                        return Ok(());
+                    }
+                },
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a subscriptions/listen stream missed changes");
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
     }
 
     async fn set_level(
@@ -173,7 +354,18 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.config.tools.clone()))
+        let mut tools = self.config.tools.clone();
+        let generation = self.config.changes.tools_generation();
+        if generation > 0
+            && let Some(trigger) = tools
+                .iter_mut()
+                .find(|t| t.name == tools::TRIGGER_TOOL_CHANGE)
+        {
+            let described = trigger.description.as_deref().unwrap_or_default();
+            trigger.description =
+                Some(format!("{described} [changed {generation} time(s)]").into());
+        }
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -189,6 +381,9 @@ impl ServerHandler for Fixture {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(response) = mrtr::call_tool(self, &request, &cx).await {
+            return response;
+        }
         tools::call(self, request, cx).await.map(Into::into)
     }
 
@@ -241,14 +436,19 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(prompts::list()))
+        Ok(ListPromptsResult::with_all_items(prompts::list(
+            self.config.changes.prompts_generation(),
+        )))
     }
 
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name == mrtr::PROMPT {
+            return mrtr::get_prompt(self, &request, &cx).await;
+        }
         prompts::get(&request.name, request.arguments.unwrap_or_default()).map(Into::into)
     }
 
@@ -267,11 +467,49 @@ mod tests {
 
     #[test]
     fn capabilities_are_advertised_as_written() {
-        let wire = serde_json::to_value(capabilities()).unwrap();
-        assert_eq!(wire["resources"]["subscribe"], json!(true));
-        assert!(wire.get("logging").is_some());
-        assert!(wire.get("completions").is_some());
-        assert!(wire.get("prompts").is_some());
+        for (caps, list_changes) in [(legacy_capabilities(), false), (capabilities(), true)] {
+            let wire = serde_json::to_value(caps).unwrap();
+            assert_eq!(wire["resources"]["subscribe"], json!(true));
+            assert!(wire.get("logging").is_some());
+            assert!(wire.get("completions").is_some());
+            assert_eq!(wire["tools"]["listChanged"], json!(list_changes));
+            assert_eq!(wire["prompts"]["listChanged"], json!(list_changes));
+        }
+    }
+
+    #[test]
+    fn eras_choose_protocol_versions() {
+        assert_eq!(Eras::Both.protocol_versions().len(), 5);
+        assert!(
+            !Eras::Legacy
+                .protocol_versions()
+                .contains(&ProtocolVersion::V_2026_07_28)
+        );
+        assert_eq!(
+            Eras::Modern.protocol_versions(),
+            &[ProtocolVersion::V_2026_07_28]
+        );
+    }
+
+    #[test]
+    fn changes_count_and_reach_listeners() {
+        let changes = Changes::default();
+        let mut listener = changes.subscribe();
+        assert_eq!(changes.tools_changed(), 1);
+        assert_eq!(changes.tools_generation(), 1);
+        assert_eq!(changes.resource_updated("test://x"), 1);
+        assert!(matches!(listener.try_recv(), Ok(Change::ToolsListChanged)));
+        let Ok(Change::ResourceUpdated(uri)) = listener.try_recv() else {
+            panic!("no resource update");
+        };
+        assert_eq!(uri, "test://x");
+        for change in [
+            Change::ToolsListChanged,
+            Change::PromptsListChanged,
+            Change::ResourceUpdated("test://x".into()),
+        ] {
+            change.notification();
+        }
     }
 
     #[test]

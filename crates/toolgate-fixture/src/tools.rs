@@ -25,6 +25,11 @@ const STEP: Duration = Duration::from_millis(50);
 /// How long `test_reconnection` waits for the client to come back before answering anyway.
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
+pub const LOGGING_TOOL: &str = "test_logging_tool";
+pub const TRIGGER_TOOL_CHANGE: &str = "test_trigger_tool_change";
+pub const TRIGGER_PROMPT_CHANGE: &str = "test_trigger_prompt_change";
+pub const CUSTOM_HEADER_TOOL: &str = "test_custom_header";
+
 /// Every tool this server lists, in a stable order, with `extra_tools` generated ones at the end.
 pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
     let no_args = || json!({ "type": "object", "properties": {} });
@@ -135,6 +140,33 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
             no_args(),
         ),
         tool(
+            LOGGING_TOOL,
+            "Sends one notifications/message per level from debug to error; on 2026-07-28 only those at or above the request's _meta logLevel, none without one",
+            no_args(),
+        ),
+        tool(
+            TRIGGER_TOOL_CHANGE,
+            "Changes the tool list (this description counts the changes) and notifies subscriptions/listen streams that asked for toolsListChanged",
+            no_args(),
+        ),
+        tool(
+            TRIGGER_PROMPT_CHANGE,
+            "Changes the prompt list (test_dynamic_prompt's description) and notifies subscriptions/listen streams that asked for promptsListChanged",
+            no_args(),
+        ),
+        tool(
+            CUSTOM_HEADER_TOOL,
+            "Echoes `region`, which 2026-07-28 clients also send as the Mcp-Param-Region header (SEP-2243 x-mcp-header)",
+            json!({
+                "type": "object",
+                "properties": {
+                    "region": { "type": "string", "description": "A region name", "x-mcp-header": "Region" },
+                    "query": { "type": "string", "description": "Anything; not mirrored in a header" },
+                },
+                "required": ["region"],
+            }),
+        ),
+        tool(
             "echo",
             "Returns its `text` argument, or all its arguments as JSON when there is no `text`",
             json!({
@@ -170,6 +202,11 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
             no_args(),
         ),
     ];
+    wire.extend(
+        crate::mrtr::tool_definitions()
+            .into_iter()
+            .map(|(name, description, schema)| tool(name, description, schema)),
+    );
     if fault_tools {
         wire.push(tool(
             "crash",
@@ -233,32 +270,32 @@ pub async fn call(
             )),
         ])),
         "test_tool_with_logging" => log_while_running(fixture, &cx).await,
+        LOGGING_TOOL => log_each_level(fixture, &cx).await,
+        TRIGGER_TOOL_CHANGE => {
+            let generation = fixture.config.changes.tools_changed();
+            Ok(text(format!("tool list changed (change {generation})")))
+        }
+        TRIGGER_PROMPT_CHANGE => {
+            let generation = fixture.config.changes.prompts_changed();
+            Ok(text(format!("prompt list changed (change {generation})")))
+        }
+        CUSTOM_HEADER_TOOL => match string_arg(&args, "region") {
+            Some(region) => Ok(text(format!("region={region}"))),
+            None => Err(ErrorData::invalid_params(
+                "test_custom_header needs a string argument `region`",
+                None,
+            )),
+        },
         "test_tool_with_progress" => report_progress(&cx).await,
         "test_error_handling" => Ok(CallToolResult::error(vec![ContentBlock::text(
             "This tool intentionally returns an error for testing",
         )])),
         "test_sampling" => sample(&args, &cx).await,
-        "test_elicitation" => {
-            let message = string_arg(&args, "message").unwrap_or("Please provide your information");
-            elicit(&cx, message, user_schema(), "User response").await
-        }
-        "test_elicitation_sep1034_defaults" => {
-            elicit(
-                &cx,
-                "Please review these values (all have defaults)",
-                defaults_schema(),
-                "Elicitation completed",
-            )
-            .await
-        }
-        "test_elicitation_sep1330_enums" => {
-            elicit(
-                &cx,
-                "Please choose options",
-                enums_schema(),
-                "Elicitation completed",
-            )
-            .await
+        "test_elicitation"
+        | "test_elicitation_sep1034_defaults"
+        | "test_elicitation_sep1330_enums" => {
+            let (message, schema, label) = elicitation_of(name, &args);
+            elicit(&cx, &message, schema, label).await
         }
         "json_schema_2020_12_tool" => {
             let who = string_arg(&args, "name").unwrap_or("world");
@@ -278,6 +315,15 @@ pub async fn call(
             std::process::exit(3)
         }
         "corrupt_stdout" if fixture.config.fault_tools => corrupt_stdout(&cx).await,
+        "touch_resource" if crate::mrtr::is_modern(&cx) => {
+            // No sessions on 2026-07-28: the update goes to the subscriptions/listen streams
+            // that named the URI in their resourceSubscriptions.
+            let uri = string_arg(&args, "uri").unwrap_or(resources::WATCHED);
+            let listeners = fixture.config.changes.resource_updated(uri);
+            Ok(text(format!(
+                "notified {listeners} subscriptions/listen stream(s) of {uri}"
+            )))
+        }
         "touch_resource" => {
             let uri = string_arg(&args, "uri").unwrap_or(resources::WATCHED);
             let sent = resources::touch(&fixture.session, &cx.peer, uri).await;
@@ -292,6 +338,29 @@ pub async fn call(
             format!("Unknown tool: {unknown}"),
             Some(json!({ "name": unknown })),
         )),
+    }
+}
+
+/// The message, form schema and result label of the legacy elicitation tools.
+pub fn elicitation_of(name: &str, args: &JsonObject) -> (String, Value, &'static str) {
+    match name {
+        "test_elicitation_sep1034_defaults" => (
+            "Please review these values (all have defaults)".into(),
+            defaults_schema(),
+            "Elicitation completed",
+        ),
+        "test_elicitation_sep1330_enums" => (
+            "Please choose options".into(),
+            enums_schema(),
+            "Elicitation completed",
+        ),
+        _ => (
+            string_arg(args, "message")
+                .unwrap_or("Please provide your information")
+                .to_owned(),
+            user_schema(),
+            "User response",
+        ),
     }
 }
 
@@ -338,7 +407,7 @@ async fn log_while_running(
         if i > 0 {
             tokio::time::sleep(STEP).await;
         }
-        if fixture.session.wants_log(LoggingLevel::Info) {
+        if wants_log(fixture, cx, LoggingLevel::Info) {
             let note = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!(message))
                 .with_logger("test_tool_with_logging");
             if let Err(error) = cx.peer.notify_logging_message(note).await {
@@ -347,6 +416,46 @@ async fn log_while_running(
         }
     }
     Ok(text("Logging test completed: sent 3 log notifications"))
+}
+
+/// Whether a log of `level` may be sent for this request: on 2026-07-28 the request's own
+/// `_meta` `io.modelcontextprotocol/logLevel` decides, and without one nothing is sent; a legacy
+/// session's `logging/setLevel` decides otherwise.
+fn wants_log(fixture: &Fixture, cx: &RequestContext<RoleServer>, level: LoggingLevel) -> bool {
+    if crate::mrtr::is_modern(cx) {
+        cx.meta.log_level().is_some_and(|minimum| {
+            crate::server::severity(level) >= crate::server::severity(minimum)
+        })
+    } else {
+        fixture.session.wants_log(level)
+    }
+}
+
+async fn log_each_level(
+    fixture: &Fixture,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let mut sent = 0;
+    for level in [
+        LoggingLevel::Debug,
+        LoggingLevel::Info,
+        LoggingLevel::Notice,
+        LoggingLevel::Warning,
+        LoggingLevel::Error,
+    ] {
+        if !wants_log(fixture, cx, level) {
+            continue;
+        }
+        let level_name = serde_json::to_value(level).unwrap_or(Value::Null);
+        let note =
+            LoggingMessageNotificationParam::new(level, json!(format!("a {level_name} message")))
+                .with_logger(LOGGING_TOOL);
+        match cx.peer.notify_logging_message(note).await {
+            Ok(()) => sent += 1,
+            Err(error) => tracing::warn!(%error, "could not send a log notification"),
+        }
+    }
+    Ok(text(format!("sent {sent} log message(s)")))
 }
 
 async fn report_progress(cx: &RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {

@@ -507,3 +507,213 @@ fn unknown_fields_are_served_on_every_transport() {
     fixture.post(&endpoint, &list.to_string());
     check(&result, &next_message(&mut events)["result"], "sse");
 }
+
+/// The `_meta` every 2026-07-28 request carries.
+fn modern_meta(capabilities: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": { "name": "binary-test", "version": "0" },
+    })
+}
+
+impl HttpFixture {
+    fn start_with(eras: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--eras", eras, "http", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the fixture starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout is piped"))
+            .read_line(&mut line)
+            .expect("the fixture prints its URL");
+        let authority = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.strip_suffix("/mcp"))
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self { child, authority }
+    }
+
+    /// One sessionless 2026-07-28 request with its standard headers; returns (status, JSON-RPC message).
+    fn modern(&self, method: &str, mut params: Value) -> (u16, Value) {
+        params["_meta"] = params.get("_meta").cloned().unwrap_or_else(|| {
+            modern_meta(json!({ "elicitation": {}, "sampling": {}, "roots": {} }))
+        });
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", method),
+        ];
+        if let Some(name) = &name {
+            headers.push(("Mcp-Name", name));
+        }
+        let body = json!({ "jsonrpc": "2.0", "id": 7, "method": method, "params": params });
+        let (status, _, body) = self.send("POST", &headers, &body.to_string());
+        let message = serde_json::from_str(&body).unwrap_or_else(|_| {
+            events(&body)
+                .into_iter()
+                .filter_map(|(_, data)| serde_json::from_str::<Value>(&data).ok())
+                .find(|m| m.get("id") == Some(&json!(7)))
+                .unwrap_or_else(|| panic!("no answer in {body:?}"))
+        });
+        (status, message)
+    }
+}
+
+#[test]
+fn modern_era_discover_and_mrtr_rounds() {
+    let fixture = HttpFixture::start();
+    let (status, discover) = fixture.modern("server/discover", json!({}));
+    assert_eq!(status, 200, "{discover}");
+    let result = &discover["result"];
+    assert!(
+        result["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("2026-07-28")) && v.contains(&json!("2025-11-25"))),
+        "{discover}"
+    );
+    assert_eq!(result["capabilities"]["tools"]["listChanged"], json!(true));
+
+    // Round 1 asks, with a sealed requestState; a changed state is refused; round 2 asks again
+    // with a new state; round 3 completes.
+    let tool = "test_input_required_result_multi_round";
+    let (_, first) = fixture.modern("tools/call", json!({ "name": tool, "arguments": {} }));
+    let first = &first["result"];
+    assert_eq!(first["resultType"], "input_required", "{first}");
+    assert_eq!(
+        first["inputRequests"]["step1"]["method"],
+        "elicitation/create"
+    );
+    let state1 = first["requestState"].as_str().expect("a requestState");
+    let accept = |content: Value| json!({ "action": "accept", "content": content });
+    let (status, tampered) = fixture.modern(
+        "tools/call",
+        json!({
+            "name": tool, "arguments": {},
+            "inputResponses": { "step1": accept(json!({ "name": "Ada" })) },
+            "requestState": format!("{state1}x"),
+        }),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(tampered["error"]["code"], -32602, "{tampered}");
+    let (_, second) = fixture.modern(
+        "tools/call",
+        json!({
+            "name": tool, "arguments": {},
+            "inputResponses": { "step1": accept(json!({ "name": "Ada" })) },
+            "requestState": state1,
+        }),
+    );
+    let second = &second["result"];
+    assert_eq!(second["resultType"], "input_required", "{second}");
+    let state2 = second["requestState"].as_str().expect("a requestState");
+    assert_ne!(state1, state2);
+    let (_, done) = fixture.modern(
+        "tools/call",
+        json!({
+            "name": tool, "arguments": {},
+            "inputResponses": { "step2": accept(json!({ "color": "green" })) },
+            "requestState": state2,
+        }),
+    );
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"],
+        "name=Ada; color=green"
+    );
+
+    // Without the capability the tool needs: -32021 and HTTP 400.
+    let (status, missing) = fixture.modern(
+        "tools/call",
+        json!({ "name": "test_missing_capability", "arguments": {}, "_meta": modern_meta(json!({})) }),
+    );
+    assert_eq!(
+        (status, &missing["error"]["code"]),
+        (400, &json!(-32021)),
+        "{missing}"
+    );
+}
+
+#[test]
+fn modern_era_listen_hears_list_changes() {
+    let fixture = HttpFixture::start();
+    let body = json!({
+        "jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+        "params": { "_meta": modern_meta(json!({})), "notifications": { "toolsListChanged": true } },
+    })
+    .to_string();
+    let mut stream = TcpStream::connect(&fixture.authority).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /mcp HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+         Mcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+        fixture.authority,
+        body.len()
+    )
+    .expect("write");
+    let mut reader = BufReader::new(stream);
+    let mut next_data = || loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).expect("a line") > 0,
+            "stream ended"
+        );
+        if let Some(data) = line.strip_prefix("data:")
+            && let Ok(message) = serde_json::from_str::<Value>(data.trim())
+        {
+            return message;
+        }
+    };
+    let ack = next_data();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    let (_, changed) = fixture.modern(
+        "tools/call",
+        json!({ "name": "test_trigger_tool_change", "arguments": {} }),
+    );
+    assert_eq!(changed["result"]["resultType"], "complete", "{changed}");
+    let note = next_data();
+    assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
+    assert_eq!(
+        note["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 9,
+        "{note}"
+    );
+}
+
+#[test]
+fn eras_flag_limits_the_protocol_versions() {
+    let legacy = HttpFixture::start_with("legacy");
+    let (status, refused) = legacy.modern("server/discover", json!({}));
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (400, &json!(-32022)),
+        "{refused}"
+    );
+    legacy.session();
+
+    let modern = HttpFixture::start_with("modern");
+    let (status, discover) = modern.modern("server/discover", json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(
+        discover["result"]["supportedVersions"],
+        json!(["2026-07-28"])
+    );
+    let (_, _, body) = modern.post(None, &initialize());
+    assert!(body.contains("-32022"), "initialize must fail: {body}");
+}

@@ -135,9 +135,18 @@ async fn post(edge: &Edge, request: Request, next: Next) -> Response {
     match plan {
         unknown_fields::Plan::Answer(id) => {
             if let Some(session) = session_id(&request)
-                && let Some(answer) = unknown_fields::answer(&edge.sessions, &session, id).await
+                && let Some(answer) =
+                    unknown_fields::answer(&edge.sessions, &session, id.clone()).await
             {
                 return answer;
+            }
+            // 2026-07-28 has no sessions: a request that is self-contained (its `_meta` names the
+            // version) is answered as it is.
+            if session_id(&request).is_none()
+                && let Some(message) = &message
+                && unknown_fields::is_modern(message)
+            {
+                return unknown_fields::answer_modern(id);
             }
             reconnect::post(&edge.reconnects, request, next).await
         }

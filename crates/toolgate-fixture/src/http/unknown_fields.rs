@@ -60,6 +60,27 @@ pub async fn answer(sessions: &LocalSessionManager, session: &str, id: Value) ->
     )
 }
 
+/// Whether a message is a 2026-07-28 (or later) request: its `_meta` names the version.
+pub fn is_modern(message: &Value) -> bool {
+    message
+        .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|version| version >= "2026-07-28")
+}
+
+/// The tool's answer to a 2026-07-28 request, which also says `resultType`.
+pub fn answer_modern(id: Value) -> Response {
+    let mut result = call_result();
+    result["resultType"] = json!("complete");
+    let body = json!({ "jsonrpc": "2.0", "id": id, "result": result }).to_string();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// Add the member to a `tools/list` answer, JSON or SSE. SSE is rewritten event by event as it
 /// streams, so nothing waits for the stream to end.
 pub async fn rewrite_listing(response: Response) -> Response {
