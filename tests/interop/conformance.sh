@@ -18,7 +18,10 @@
 #   --spec-version V       the scenarios of spec revision V and earlier, run at V's wire
 #                          (default 2025-11-25; 2026-07-28 needs --next)
 #   --requirements V       exactly the scenarios revision V requires (--next only; the suite
-#                          runs them at V's wire and ignores --suite); not with --scenario
+#                          runs them at V's wire and ignores --suite); not with --scenario.
+#                          The suite also runs the scenarios it does not score for V
+#                          (extensions, pending); their lines say `not scored (why)` and they
+#                          are counted apart, as they do not change the suite's verdict.
 #   --scenario NAME        run this one scenario instead of a suite
 #
 # Environment:
@@ -128,13 +131,28 @@ if (baselineFile) {
   }
 }
 
+// With --requirements the suite also runs scenarios it does not score (extensions, pending ones,
+// ones added after the release) and lists them after its summary; they do not change its verdict.
+const notScored = new Map();
+try {
+  const log = fs.readFileSync(path.join(outdir, "console.log"), "utf8").replace(/\x1b\[[0-9;]*m/g, "");
+  const block = log.split(/^Not scored for /m)[1];
+  if (block) {
+    for (const line of block.split("\n").slice(1)) {
+      const m = line.match(/^\s+[✓✗]\s+(\S+)\s+\(([^)]+)\)\s*$/);
+      if (m) notScored.set(m[1], m[2]);
+      else if (line.trim() !== "") break;
+    }
+  }
+} catch {}
+
 const stamp = /-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z)$/;
 const runs = fs.readdirSync(outdir)
   .filter((d) => d.startsWith("server-") && stamp.test(d) && fs.existsSync(path.join(outdir, d, "checks.json")))
   .map((d) => ({ dir: d, name: d.slice("server-".length).replace(stamp, ""), time: d.match(stamp)[1] }))
   .sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
 
-let passed = 0, failed = 0;
+let passed = 0, failed = 0, unscoredPassed = 0, unscoredFailed = 0;
 for (const run of runs) {
   let checks;
   try {
@@ -151,11 +169,19 @@ for (const run of runs) {
   }
   if (warnings.length) notes.push(`warnings: ${warnings.map((c) => c.id).join(", ")}`);
   if (expected.has(run.name)) notes.push(failures.length ? "expected (listed in the baseline)" : "listed in the baseline, but passed");
-  failures.length ? failed++ : passed++;
+  if (notScored.has(run.name)) {
+    notes.unshift(`not scored (${notScored.get(run.name)})`);
+    failures.length ? unscoredFailed++ : unscoredPassed++;
+  } else {
+    failures.length ? failed++ : passed++;
+  }
   console.log(`${failures.length ? "FAIL" : "PASS"} ${run.name}${notes.length ? ": " + notes.join("; ") : ""}`);
 }
 if (runs.length === 0) console.log(`no scenario results in ${outdir}`);
 console.log(`conformance: ${passed} passed, ${failed} failed`);
+if (notScored.size) {
+  console.log(`conformance: besides, ${unscoredPassed + unscoredFailed} scenario(s) run but not scored for this revision: ${unscoredPassed} pass, ${unscoredFailed} fail`);
+}
 EOF
 
 if [[ -n "$BASELINE" ]]; then
