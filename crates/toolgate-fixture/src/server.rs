@@ -76,6 +76,9 @@ pub struct FixtureConfig {
     pub seal: StateSeal,
     /// List changes and resource updates, for the `subscriptions/listen` streams.
     pub changes: Changes,
+    /// What 2026-07-28 requests share in place of a session (they have none): the cancelled
+    /// `sleep` count and the watched resource's touches.
+    pub sessionless: Arc<SessionState>,
 }
 
 impl FixtureConfig {
@@ -88,6 +91,7 @@ impl FixtureConfig {
             tools: tools::catalog(extra_tools, fault_tools),
             seal: StateSeal::default(),
             changes: Changes::default(),
+            sessionless: Arc::default(),
         }
     }
 }
@@ -233,6 +237,15 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The state this request counts in: its session's, or on 2026-07-28 the process-wide one.
+    pub fn state(&self, cx: &RequestContext<RoleServer>) -> &SessionState {
+        if mrtr::is_modern(cx) {
+            &self.config.sessionless
+        } else {
+            &self.session
+        }
+    }
+
     /// A server for a new session.
     pub fn new(config: Arc<FixtureConfig>, reconnects: Option<Arc<Reconnects>>) -> Self {
         Self {
@@ -408,9 +421,9 @@ impl ServerHandler for Fixture {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _cx: RequestContext<RoleServer>,
+        cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        resources::read(&self.session, &request.uri).map(Into::into)
+        resources::read(self.state(&cx), &request.uri).map(Into::into)
     }
 
     async fn subscribe(

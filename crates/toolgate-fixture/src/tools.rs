@@ -193,7 +193,7 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
         ),
         tool(
             "sleep_cancellations",
-            "How many `sleep` calls of this session the client cancelled",
+            "How many `sleep` calls of this session the client cancelled (on 2026-07-28, of all sessionless requests)",
             no_args(),
         ),
         tool(
@@ -305,7 +305,7 @@ pub async fn call(
         "echo" => Ok(echo(&args)),
         "sleep" => sleep(fixture, &args, &cx).await,
         "sleep_cancellations" => {
-            let n = fixture.session.cancelled_sleeps.load(Ordering::Relaxed);
+            let n = fixture.state(&cx).cancelled_sleeps.load(Ordering::Relaxed);
             Ok(text(n.to_string()))
         }
         // `unknown_fields::WithUnknownFields` answers it before the typed handler is reached.
@@ -319,6 +319,13 @@ pub async fn call(
             // No sessions on 2026-07-28: the update goes to the subscriptions/listen streams
             // that named the URI in their resourceSubscriptions.
             let uri = string_arg(&args, "uri").unwrap_or(resources::WATCHED);
+            if uri == resources::WATCHED {
+                fixture
+                    .config
+                    .sessionless
+                    .touches
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let listeners = fixture.config.changes.resource_updated(uri);
             Ok(text(format!(
                 "notified {listeners} subscriptions/listen stream(s) of {uri}"
@@ -670,7 +677,7 @@ async fn sleep(
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text(format!("slept {ms} ms"))),
         () = cx.ct.cancelled() => {
-            fixture.session.cancelled_sleeps.fetch_add(1, Ordering::Relaxed);
+            fixture.state(cx).cancelled_sleeps.fetch_add(1, Ordering::Relaxed);
             Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]))
         }
     }
