@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod downstream;
 pub mod gateway;
+pub mod headers;
 pub mod jsonrpc;
 pub mod names;
 pub mod sse;

@@ -552,6 +552,11 @@ async fn garbage_on_stdout_fails_the_calls_in_flight_and_nothing_else() {
 }
 
 /// A stdio fixture entry with more members.
+fn with(mut entry: Value, extra: Value) -> Value {
+    merge(&mut entry, extra);
+    entry
+}
+
 fn fixture_entry(args: &[&str], extra: Value) -> Value {
     let mut entry = support::stdio_server(args);
     merge(&mut entry, extra);
@@ -727,9 +732,13 @@ async fn check_reports_an_unknown_key_with_file_line_and_key() {
 #[tokio::test]
 async fn cancelling_a_call_cancels_it_upstream_and_it_gets_no_response() {
     within(TEST_TIMEOUT, "test", async {
+        // Legacy-era upstreams: a cancel is a notifications/cancelled message.
         let http = FixtureServer::http(&[]).await;
         let gw = Gateway::serve(json!({
-            "servers": { "a": support::stdio_server(&[]), "b": http.entry() },
+            "servers": {
+                "a": fixture_entry(&[], json!({ "era": "legacy" })),
+                "b": with(http.entry(), json!({ "era": "legacy" })),
+            },
         }))
         .await;
         let client = http_client(&gw).await;
@@ -779,10 +788,11 @@ async fn cancelling_a_call_cancels_it_upstream_and_it_gets_no_response() {
 #[tokio::test]
 async fn resource_updates_reach_only_subscribed_sessions() {
     within(TEST_TIMEOUT, "test", async {
+        // Legacy-era upstreams: subscriptions live in upstream sessions.
         let gw = Gateway::serve(json!({
             "servers": {
-                "a": support::stdio_server(&[]),
-                "s": fixture_entry(&[], json!({ "isolation": "shared" })),
+                "a": fixture_entry(&[], json!({ "era": "legacy" })),
+                "s": fixture_entry(&[], json!({ "isolation": "shared", "era": "legacy" })),
             },
         }))
         .await;

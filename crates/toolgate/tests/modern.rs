@@ -138,8 +138,15 @@ async fn read_reply(mut resp: reqwest::Response) -> Reply {
     }
 }
 
+/// The fixture as a legacy-era server: these tests are about the bridge.
+fn legacy_fixture() -> Value {
+    let mut server = stdio_server(&[]);
+    server["era"] = json!("legacy");
+    server
+}
+
 async fn gateway(extra: Value) -> Gateway {
-    let mut config = json!({ "servers": { "fx": stdio_server(&[]) } });
+    let mut config = json!({ "servers": { "fx": legacy_fixture() } });
     if let Value::Object(extra) = extra {
         for (k, v) in extra {
             config[k] = v;
@@ -580,7 +587,7 @@ impl Listen {
 
 #[tokio::test]
 async fn listen_streams_only_what_each_listener_asked_for() {
-    let mut shared = stdio_server(&[]);
+    let mut shared = legacy_fixture();
     shared["isolation"] = json!("shared");
     let gw = Gateway::serve(json!({ "servers": { "fx": shared } })).await;
     let c = Modern::new(&gw, json!({}));
@@ -640,7 +647,7 @@ async fn listen_streams_only_what_each_listener_asked_for() {
 #[tokio::test]
 async fn a_modern_client_over_stdio_needs_no_initialize() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let config = support::ConfigFile::json(&json!({ "servers": { "fx": stdio_server(&[]) } }));
+    let config = support::ConfigFile::json(&json!({ "servers": { "fx": legacy_fixture() } }));
     let mut child = tokio::process::Command::new(support::toolgate_bin())
         .args(["stdio", "--log", "warn", "--config"])
         .arg(&config.path)

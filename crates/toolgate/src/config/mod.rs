@@ -114,6 +114,10 @@ pub struct ServerConfig {
     pub prefix: Option<String>,
     #[serde(default)]
     pub isolation: Isolation,
+    /// Which protocol era the server speaks: probed (`server/discover`, then
+    /// `initialize`) unless set. `sse` servers are always legacy.
+    #[serde(default)]
+    pub era: UpstreamEra,
     /// How long one call may take before it is cancelled upstream.
     #[serde(default = "default_timeout")]
     pub timeout: Seconds,
@@ -156,6 +160,19 @@ pub enum Isolation {
     /// never mixes two clients.
     #[default]
     PerSession,
+}
+
+/// The protocol era of an upstream server.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamEra {
+    /// Probe once: `server/discover` first, falling back to `initialize`.
+    #[default]
+    Auto,
+    /// 2024-11-05 … 2025-11-25: sessions opened with `initialize`.
+    Legacy,
+    /// 2026-07-28: stateless requests.
+    Modern,
 }
 
 /// What the catalog does while a server is down.

@@ -5,10 +5,10 @@
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
-use super::headers;
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
+use crate::headers;
 use crate::jsonrpc::{self, ErrorObject, Kind, LEGACY_VERSIONS, Message, code};
 use crate::sse::format_event;
 use axum::Router;

@@ -2,6 +2,5 @@
 //! legacy HTTP+SSE) and stdio. Each turns its wire format into messages for the
 //! gateway core and nothing else.
 
-pub mod headers;
 pub mod http;
 pub mod stdio;

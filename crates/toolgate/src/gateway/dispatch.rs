@@ -4,7 +4,7 @@
 //! and names; timeout) → relay (progress, logs, and server→client requests back to
 //! the client on the request's own stream) → rewrite (URIs in the result).
 
-use super::session::Session;
+use super::session::{Era, Session};
 use super::stream::EventStream;
 use super::{Gateway, Upstream};
 use crate::catalog::{Catalog, ListKind};
@@ -133,6 +133,21 @@ impl Gateway {
                     .to_owned();
                 let (server, original) = self.route_uri(session, &cat, &uri)?;
                 params["uri"] = Value::String(original.clone());
+                // A modern server has no subscribe methods: the gateway watches the
+                // resource on its listen stream and tells subscribed sessions.
+                if method != "resources/read" && self.servers[server].is_modern() {
+                    let subscribe = method == "resources/subscribe";
+                    let was = session.is_subscribed(&uri);
+                    if subscribe {
+                        session.subscribe(&uri);
+                    } else {
+                        session.unsubscribe(&uri);
+                    }
+                    if was != subscribe {
+                        self.legacy_subscription(server, &original, subscribe);
+                    }
+                    return Ok(empty_object());
+                }
                 match method.as_str() {
                     "resources/subscribe" => session.subscribe(&uri),
                     "resources/unsubscribe" => {
@@ -295,17 +310,92 @@ impl Gateway {
             .get("_meta")
             .and_then(|m| m.get("progressToken"))
             .cloned();
-        let params = (!params.is_null()).then_some(params);
+        let mut params = (!params.is_null()).then_some(params);
+        let mut rounds = 0;
+        loop {
+            let (result, modern) = self
+                .call_upstream(
+                    session,
+                    &up,
+                    method,
+                    params.clone(),
+                    out,
+                    client_token.as_ref(),
+                )
+                .await?;
+            // A modern server asking for input, and a legacy client that cannot
+            // read MRTR: ask the client for real, then retry with its answers.
+            if session.era == Era::Legacy && result.get().contains("\"input_required\"") {
+                let retry =
+                    answer_input_required(session, out, &up, &result, params.as_ref()).await?;
+                if let Some(retry) = retry {
+                    rounds += 1;
+                    if rounds > MAX_INPUT_ROUNDS {
+                        return Err(ErrorObject::new(
+                            code::UPSTREAM_PROTOCOL,
+                            format!(
+                                "server '{}' kept asking for input after {MAX_INPUT_ROUNDS} rounds",
+                                up.name
+                            ),
+                        ));
+                    }
+                    params = Some(retry);
+                    continue;
+                }
+            }
+            // A modern server's result, for a legacy client: drop what only the
+            // modern era defines, so the client sees what a legacy server would send.
+            let legacy_shape = modern && session.era == Era::Legacy;
+            // Only results that name URIs (or need reshaping) get a second look;
+            // the rest pass untouched.
+            if !legacy_shape && !result.get().contains("\"uri\"") {
+                return Ok(result);
+            }
+            let mut v: Value = serde_json::from_str(result.get())
+                .map_err(|e| ErrorObject::new(code::UPSTREAM_PROTOCOL, e.to_string()))?;
+            if legacy_shape {
+                to_legacy_result(&mut v);
+            }
+            cat.expose_uris(server, &mut v, &mut |u| session.learn_uri(u, server));
+            return Ok(to_raw(&v));
+        }
+    }
+
+    /// One request to the owning server, relaying what it sends for the call
+    /// until its response arrives. An expired upstream session is re-established
+    /// and the request sent once more.
+    async fn call_upstream(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        up: &Arc<Upstream>,
+        method: &str,
+        params: Option<Value>,
+        out: &Arc<EventStream>,
+        client_token: Option<&Value>,
+    ) -> Result<(Box<RawValue>, bool), ErrorObject> {
         for attempt in 0..2 {
             let conn = self
-                .connection(session, &up)
+                .connection(session, up)
                 .await
                 .map_err(|e| e.to_error())?;
             let (sink, mut events) = mpsc::channel(64);
-            let call = tokio::time::timeout(
-                up.cfg.timeout(),
-                conn.request(method, params.clone(), Some(sink)),
-            );
+            let sent = if conn.is_modern() {
+                // A modern server learns who is asking from every request.
+                Some(crate::upstream::with_request_meta(
+                    params.clone(),
+                    &session.client_capabilities,
+                    &session.client_info,
+                    // A legacy client that never set a level gets every log message
+                    // a legacy server would send; the gateway filters if it did.
+                    session
+                        .log_level()
+                        .or((session.era == Era::Legacy).then_some("debug")),
+                ))
+            } else {
+                params.clone()
+            };
+            let call =
+                tokio::time::timeout(up.cfg.timeout(), conn.request(method, sent, Some(sink)));
             tokio::pin!(call);
             // Upstream ids of server→client requests relayed for this call → ours.
             let mut asked: HashMap<Id, Id> = HashMap::new();
@@ -314,7 +404,7 @@ impl Gateway {
                     // Events queued before the response are relayed before it.
                     biased;
                     Some(ev) = events.recv() => {
-                        self.relay(session, out, ev, client_token.as_ref(), &up, &mut asked);
+                        self.relay(session, out, ev, client_token, up, &mut asked);
                     }
                     r = &mut call => break r,
                 }
@@ -331,12 +421,12 @@ impl Gateway {
                     // The server forgot our session (restart, expiry): start a new one
                     // and try once more, invisibly to the client.
                     tracing::info!(server = %up.name, "upstream session expired; re-initialising");
-                    self.drop_connection(session, &up, &conn).await;
+                    self.drop_connection(session, up, &conn).await;
                     continue;
                 }
                 Ok(Err(e)) => {
                     if conn.closed().is_some() {
-                        self.drop_connection(session, &up, &conn).await;
+                        self.drop_connection(session, up, &conn).await;
                     }
                     return Err(e.to_error());
                 }
@@ -345,15 +435,7 @@ impl Gateway {
             if let Some(e) = resp.error {
                 return Err(e);
             }
-            let result = resp.result.unwrap_or_else(empty_object);
-            // Only results that name URIs need a second look; the rest pass untouched.
-            if !result.get().contains("\"uri\"") {
-                return Ok(result);
-            }
-            let mut v: Value = serde_json::from_str(result.get())
-                .map_err(|e| ErrorObject::new(code::UPSTREAM_PROTOCOL, e.to_string()))?;
-            cat.expose_uris(server, &mut v, &mut |u| session.learn_uri(u, server));
-            return Ok(to_raw(&v));
+            return Ok((resp.result.unwrap_or_else(empty_object), conn.is_modern()));
         }
         Err(UpstreamError::SessionExpired {
             server: up.name.clone(),
@@ -426,6 +508,10 @@ impl Gateway {
 /// The isolation a call gets. A modern client has no session to scope an
 /// upstream session to, so `per_session` servers serve it per principal.
 fn effective_isolation(up: &Upstream, session: &Session) -> Isolation {
+    // A modern server keeps no session: one connection serves every caller.
+    if up.is_modern() {
+        return Isolation::Shared;
+    }
     match (up.cfg.isolation, session.era) {
         (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
         (i, _) => i,
@@ -442,6 +528,106 @@ fn client_capabilities_for_upstream(client: &Value) -> Value {
         }
     }
     Value::Object(caps)
+}
+
+/// Remove from a modern result the members only the 2026-07-28 era defines.
+fn to_legacy_result(v: &mut Value) {
+    let Some(obj) = v.as_object_mut() else { return };
+    for key in ["resultType", "ttlMs", "cacheScope"] {
+        obj.remove(key);
+    }
+    if let Some(meta) = obj.get_mut("_meta").and_then(Value::as_object_mut) {
+        meta.remove("io.modelcontextprotocol/serverInfo");
+        if meta.is_empty() {
+            obj.remove("_meta");
+        }
+    }
+}
+
+/// Rounds of input a server may ask for in one call before the gateway gives up.
+const MAX_INPUT_ROUNDS: usize = 16;
+
+/// A modern server's `input_required` result, for a legacy client: ask each input
+/// request of the client as a real request on the call's stream, and build the
+/// retry (`inputResponses`, the server's `requestState` echoed untouched).
+/// `None` if the result is not `input_required`.
+async fn answer_input_required(
+    session: &Arc<Session>,
+    out: &Arc<EventStream>,
+    up: &Upstream,
+    result: &RawValue,
+    params: Option<&Value>,
+) -> Result<Option<Value>, ErrorObject> {
+    let Ok(result) = serde_json::from_str::<Value>(result.get()) else {
+        return Ok(None);
+    };
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return Ok(None);
+    }
+    let mut responses = serde_json::Map::new();
+    if let Some(requests) = result.get("inputRequests").and_then(Value::as_object) {
+        for (key, request) in requests {
+            let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+            let answer = ask_and_wait(
+                session,
+                out,
+                method,
+                request.get("params").cloned(),
+                up.cfg.timeout(),
+            )
+            .await?;
+            responses.insert(key.clone(), answer);
+        }
+    }
+    let mut retry = params.cloned().unwrap_or_else(|| json!({}));
+    retry["inputResponses"] = Value::Object(responses);
+    match result.get("requestState") {
+        Some(state) => retry["requestState"] = state.clone(),
+        None => {
+            if let Some(p) = retry.as_object_mut() {
+                p.remove("requestState");
+            }
+        }
+    }
+    Ok(Some(retry))
+}
+
+/// Ask the client a question on `out` and wait for its answer.
+async fn ask_and_wait(
+    session: &Arc<Session>,
+    out: &Arc<EventStream>,
+    method: &str,
+    params: Option<Value>,
+    timeout: std::time::Duration,
+) -> Result<Value, ErrorObject> {
+    if !session.supports(method) {
+        return Err(ErrorObject::new(
+            code::METHOD_NOT_FOUND,
+            format!("the server asked for {method}, which the client did not declare support for"),
+        ));
+    }
+    let (id, answer) = session.register_client_request();
+    let request = Message::request(id.clone(), method, params);
+    if !out.push(&request) {
+        session.standalone.push(&request);
+    }
+    let reply = match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(reply)) => reply,
+        _ => {
+            session.forget_client_request(&id);
+            return Err(ErrorObject::new(
+                code::UPSTREAM_TIMEOUT,
+                format!("the client did not answer {method} in time"),
+            ));
+        }
+    };
+    if let Some(e) = reply.error {
+        return Err(e);
+    }
+    Ok(reply
+        .result
+        .and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or_else(|| json!({})))
 }
 
 /// Put a server→client request to the client on `out` and send its answer back

@@ -195,12 +195,18 @@ impl Gateway {
         })
     }
 
-    /// (Un)subscribe on the server's shared connection, whose update notifications
-    /// the supervisor hands to `resource_updated`.
+    /// Start or stop watching a resource upstream. A legacy server is asked on its
+    /// shared connection (`resources/subscribe`); a modern one hears the new set on
+    /// the supervisor's `subscriptions/listen`. Either way updates come back to
+    /// `resource_updated`.
     fn upstream_subscription(&self, (server, uri): &(usize, String), method: &'static str) {
         let Some(up) = self.servers.get(*server).cloned() else {
             return;
         };
+        if up.is_modern() {
+            up.set_watched(uri, method == "resources/subscribe");
+            return;
+        }
         let uri = uri.clone();
         tokio::spawn(async move {
             let Ok(conn) = up.shared_connection().await else {
@@ -213,5 +219,18 @@ impl Gateway {
                 tracing::debug!(server = %up.name, "{method} failed: {}", e.message);
             }
         });
+    }
+
+    /// A legacy client's `resources/subscribe` (or unsubscribe) for a resource of a
+    /// modern server, which has no such method: counted with the listeners' interest.
+    pub(super) fn legacy_subscription(&self, server: usize, uri: &str, subscribe: bool) {
+        let key = (server, uri.to_owned());
+        if subscribe {
+            if self.listeners.acquire(&key) {
+                self.upstream_subscription(&key, "resources/subscribe");
+            }
+        } else if self.listeners.release(&key) {
+            self.upstream_subscription(&key, "resources/unsubscribe");
+        }
     }
 }

@@ -298,6 +298,15 @@ impl Gateway {
     pub async fn close_session(&self, id: &str) -> bool {
         match self.sessions.remove(id) {
             Some(s) => {
+                // What it watched on modern servers is no longer wanted by it.
+                let cat = self.catalog();
+                for uri in s.subscriptions() {
+                    if let Some((server, original)) = cat.route_uri(&uri)
+                        && self.servers[server].is_modern()
+                    {
+                        self.legacy_subscription(server, &original, false);
+                    }
+                }
                 s.close().await;
                 true
             }

@@ -29,6 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Marks a `requestState` sealed by toolgate (others belong to modern servers).
+const SEAL_PREFIX: &str = "tg1.";
+
 /// Modern protocol revisions toolgate serves.
 pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
 
@@ -273,7 +276,7 @@ impl Mrtr {
     fn seal(&self, state: &SealedState) -> String {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(state).unwrap_or_default());
         let tag = self.tag(&payload);
-        format!("{payload}.{tag}")
+        format!("{SEAL_PREFIX}{payload}.{tag}")
     }
 
     /// Check a `requestState` and take the call it names. Every failure is the
@@ -292,6 +295,9 @@ impl Mrtr {
             )
             .with_data(json!({ "reason": why }))
         };
+        let token = token
+            .strip_prefix(SEAL_PREFIX)
+            .ok_or_else(|| invalid("malformed"))?;
         let (payload, tag) = token.rsplit_once('.').ok_or_else(|| invalid("malformed"))?;
         // Constant-time comparison of the tag.
         let expected = self.tag(payload);
@@ -437,7 +443,13 @@ impl Gateway {
                         .cloned(),
                 };
                 let fp = fingerprint(&method, &params);
-                let call = match params.get("requestState").and_then(Value::as_str) {
+                // A requestState the gateway sealed resumes a held call; any other
+                // was minted by a modern server and travels to it untouched.
+                let ours = params
+                    .get("requestState")
+                    .and_then(Value::as_str)
+                    .filter(|t| t.starts_with(SEAL_PREFIX));
+                let call = match ours {
                     Some(token) => {
                         let call = match self.mrtr.open(token, principal, &method, &fp) {
                             Ok(c) => c,

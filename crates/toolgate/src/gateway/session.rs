@@ -231,6 +231,11 @@ impl Session {
         }
     }
 
+    /// The log level the client asked for, by name.
+    pub fn log_level(&self) -> Option<&'static str> {
+        lock(&self.log_level).map(|r| LEVELS[r as usize])
+    }
+
     /// Should a `notifications/message` at this level reach the client?
     pub fn wants_log(&self, msg: &Message) -> bool {
         let Some(min) = *lock(&self.log_level) else {
@@ -306,6 +311,10 @@ impl Session {
 
     pub fn unsubscribe(&self, uri: &str) {
         lock(&self.subscriptions).remove(uri);
+    }
+
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.subscriptions).iter().cloned().collect()
     }
 
     pub fn is_subscribed(&self, uri: &str) -> bool {

@@ -6,13 +6,16 @@
 //! server's lists on start, on `list_changed`, and every `catalog_ttl`.
 
 use crate::catalog::{ListKind, ServerLists};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TransportKind, UpstreamEra};
 use crate::jsonrpc::{ErrorObject, code, empty_object};
 use crate::upstream::{self, Connection, InitInfo, ServerEvent, Sink, UpstreamError};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
+
+/// How long the era probe waits for `server/discover`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most pages read from one upstream list: a server that paginates forever
 /// must not hold the gateway.
@@ -37,6 +40,13 @@ pub struct Upstream {
     pub(crate) refresh: Notify,
     /// Connections of the `per_principal` isolation mode, by principal.
     pub(crate) principals: super::pool::ConnectionPool<String>,
+    /// Mirrored tool parameters, for the `Mcp-Param-*` headers of modern calls.
+    pub(crate) tool_headers: Arc<upstream::ToolHeaders>,
+    /// What the probe found (true: modern), remembered until a connect fails.
+    era: Mutex<Option<bool>>,
+    /// Resources (as the server names them) someone watches; a modern server
+    /// hears this set on the supervisor's `subscriptions/listen`.
+    watched: watch::Sender<std::collections::BTreeSet<String>>,
 }
 
 struct State {
@@ -85,6 +95,9 @@ impl Upstream {
             changed: watch::Sender::new(0),
             refresh: Notify::new(),
             principals: Default::default(),
+            tool_headers: Arc::default(),
+            era: Mutex::new(None),
+            watched: watch::Sender::new(Default::default()),
         })
     }
 
@@ -119,7 +132,38 @@ impl Upstream {
         }
     }
 
-    /// Open a new connection to this server and complete the handshake.
+    /// Remember which tool parameters the server wants mirrored into headers.
+    fn note_tool_headers(&self, lists: &ServerLists) {
+        let map = lists
+            .tools
+            .iter()
+            .filter_map(|t| {
+                let name = t.get("name")?.as_str()?;
+                let annotated = crate::headers::annotated_params(t.get("inputSchema")?);
+                (!annotated.is_empty()).then(|| (name.to_owned(), annotated))
+            })
+            .collect();
+        *self.tool_headers.write().unwrap_or_else(|p| p.into_inner()) = map;
+    }
+
+    /// Add or remove a resource from the set watched on a modern server.
+    pub fn set_watched(&self, uri: &str, watch: bool) {
+        self.watched.send_if_modified(|set| {
+            if watch {
+                set.insert(uri.to_owned())
+            } else {
+                set.remove(uri)
+            }
+        });
+    }
+
+    /// Is the server known to speak the stateless 2026-07-28 era?
+    pub fn is_modern(&self) -> bool {
+        *lock(&self.era) == Some(true)
+    }
+
+    /// Open a new connection to this server in its era: a modern server needs only
+    /// `server/discover`; a legacy one the `initialize` handshake.
     pub async fn connect(
         &self,
         protocol_version: &str,
@@ -129,20 +173,65 @@ impl Upstream {
     ) -> Result<Arc<Connection>, UpstreamError> {
         let limit = self.cfg.timeout().min(Duration::from_secs(30));
         let attempt = async {
-            let transport = upstream::open(&self.name, &self.cfg, self.max_message).await?;
-            let exact = self.cfg.transport() == crate::config::TransportKind::StreamableHttp;
-            let conn = Connection::start(self.name.clone(), transport, exact, sink);
+            let known = match self.cfg.era {
+                UpstreamEra::Legacy => Some(false),
+                UpstreamEra::Modern => Some(true),
+                UpstreamEra::Auto if self.cfg.transport() == TransportKind::Sse => Some(false),
+                UpstreamEra::Auto => *lock(&self.era),
+            };
+            if known != Some(false) {
+                let conn = self.start(sink.clone()).await?;
+                let probe = conn.discover(&capabilities, &client_info);
+                match tokio::time::timeout(PROBE_TIMEOUT.min(limit), probe).await {
+                    Ok(Ok(_)) => {
+                        *lock(&self.era) = Some(true);
+                        return Ok(conn);
+                    }
+                    Ok(Err(e)) if self.cfg.era == UpstreamEra::Modern => return Err(e),
+                    _ if self.cfg.era == UpstreamEra::Modern => {
+                        return Err(UpstreamError::Timeout {
+                            server: self.name.clone(),
+                            after: PROBE_TIMEOUT.min(limit),
+                        });
+                    }
+                    // Not modern (or it changed since the last probe): legacy below.
+                    _ => {
+                        tracing::debug!(server = %self.name, "no server/discover; trying initialize")
+                    }
+                }
+            }
+            // A fresh transport: a stdio server may not survive a request before
+            // `initialize`, and an HTTP one has nothing to lose.
+            let conn = self.start(sink).await?;
             conn.initialize(protocol_version, capabilities, client_info)
                 .await?;
+            *lock(&self.era) = Some(false);
             Ok(conn)
         };
-        match tokio::time::timeout(limit, attempt).await {
+        let result = match tokio::time::timeout(limit, attempt).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout {
                 server: self.name.clone(),
                 after: limit,
             }),
+        };
+        if result.is_err() {
+            // Probe again next time: the server may have been replaced.
+            *lock(&self.era) = None;
         }
+        result
+    }
+
+    async fn start(&self, sink: Option<Sink>) -> Result<Arc<Connection>, UpstreamError> {
+        let transport = upstream::open(
+            &self.name,
+            &self.cfg,
+            self.max_message,
+            self.tool_headers.clone(),
+        )
+        .await?;
+        let exact = self.cfg.transport() == TransportKind::StreamableHttp;
+        Ok(Connection::start(self.name.clone(), transport, exact, sink))
     }
 
     /// The shared connection, waiting (up to the server's timeout) while it starts.
@@ -185,7 +274,15 @@ impl Upstream {
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_PAGES {
-            let params = cursor.take().map(|c| json!({ "cursor": c }));
+            let mut params = cursor.take().map(|c| json!({ "cursor": c }));
+            if conn.is_modern() {
+                params = Some(upstream::with_request_meta(
+                    params,
+                    &relay_capabilities(),
+                    &gateway_client_info(),
+                    None,
+                ));
+            }
             let resp = tokio::time::timeout(
                 self.cfg.timeout(),
                 conn.request(kind.method(), params, None),
@@ -290,6 +387,7 @@ pub async fn supervise(
                     resources = lists.resources.len(),
                     "server ready"
                 );
+                up.note_tool_headers(&lists);
                 up.update(|s| {
                     s.status = Status::Ready;
                     s.shared = Some(conn.clone());
@@ -342,6 +440,61 @@ pub async fn supervise(
     }
 }
 
+/// Keep a `subscriptions/listen` open on a modern server for list changes and the
+/// watched resources, reopening it whenever the watched set changes.
+async fn listen_upstream(
+    up: Arc<Upstream>,
+    conn: Arc<Connection>,
+    events: mpsc::Sender<SupervisorEvent>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut watched = up.watched.subscribe();
+    while !stop.is_cancelled() && conn.closed().is_none() {
+        let uris: Vec<String> = watched.borrow_and_update().iter().cloned().collect();
+        let params = json!({ "notifications": {
+            "toolsListChanged": true,
+            "promptsListChanged": true,
+            "resourcesListChanged": true,
+            "resourceSubscriptions": uris,
+        }});
+        let params = upstream::with_request_meta(
+            Some(params),
+            &relay_capabilities(),
+            &gateway_client_info(),
+            None,
+        );
+        let (sink, mut notes) = mpsc::channel(64);
+        let listen = conn.request("subscriptions/listen", Some(params), Some(sink));
+        tokio::pin!(listen);
+        let restart = loop {
+            tokio::select! {
+                Some(ev) = notes.recv() => {
+                    if let ServerEvent::Notification(msg) = ev {
+                        match msg.method() {
+                            m if m.ends_with("/list_changed") => up.refresh.notify_one(),
+                            "notifications/resources/updated" => {
+                                let _ = events.send(SupervisorEvent::ResourceUpdated(up.idx, Box::new(msg))).await;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                // The watched set changed: dropping the request cancels it upstream.
+                changed = watched.changed() => break changed.is_ok(),
+                // The server ended the stream (or refused it): try again shortly.
+                _ = &mut listen => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break true;
+                }
+                _ = stop.cancelled() => break false,
+            }
+        };
+        if !restart {
+            return;
+        }
+    }
+}
+
 /// Serve one live shared connection until it ends; returns why it ended.
 async fn serve(
     up: &Arc<Upstream>,
@@ -352,6 +505,18 @@ async fn serve(
     stop: &tokio_util::sync::CancellationToken,
 ) -> String {
     let mut refresh_at = tokio::time::Instant::now() + ttl;
+    // A modern server sends change notifications only on a listen stream.
+    let listening = conn.is_modern().then(|| {
+        let guard = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(listen_upstream(
+            up.clone(),
+            conn.clone(),
+            events.clone(),
+            guard.clone(),
+        ));
+        guard.drop_guard()
+    });
+    let _listening = listening;
     loop {
         let refresh = tokio::select! {
             ev = sink_rx.recv() => match ev {
@@ -393,6 +558,7 @@ async fn serve(
             refresh_at = tokio::time::Instant::now() + ttl;
             match up.read_lists(conn).await {
                 Ok(lists) => {
+                    up.note_tool_headers(&lists);
                     up.update(|s| s.lists = Some(Arc::new(lists)));
                     let _ = events.send(SupervisorEvent::CatalogChanged).await;
                 }

@@ -38,12 +38,17 @@ pub struct InitInfo {
     pub capabilities: Value,
     pub server_info: Value,
     pub instructions: Option<String>,
+    /// The server speaks 2026-07-28: no session; every request carries `_meta`.
+    pub modern: bool,
 }
 
 struct Pending {
     reply: oneshot::Sender<Result<Message, UpstreamError>>,
     sink: Option<Sink>,
     token: Option<String>,
+    /// A `subscriptions/listen`: open for as long as the connection, and
+    /// addressed by its subscription id, so never the "only call in flight".
+    listen: bool,
 }
 
 #[derive(Default)]
@@ -248,7 +253,16 @@ impl Connection {
             if let Some(t) = &token {
                 st.by_token.insert(t.clone(), id);
             }
-            st.pending.insert(id, Pending { reply, sink, token });
+            let listen = method == "subscriptions/listen";
+            st.pending.insert(
+                id,
+                Pending {
+                    reply,
+                    sink,
+                    token,
+                    listen,
+                },
+            );
         }
         let mut guard = PendingGuard {
             conn: self,
@@ -315,8 +329,63 @@ impl Connection {
                 .get("instructions")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            modern: false,
         };
         self.notify("notifications/initialized", None).await?;
+        let _ = self.info.set(info.clone());
+        Ok(info)
+    }
+}
+
+impl Connection {
+    /// Does the server speak the stateless 2026-07-28 era?
+    pub fn is_modern(&self) -> bool {
+        self.info.get().is_some_and(|i| i.modern)
+    }
+
+    /// The 2026-07-28 era probe: `server/discover`. Any error means "not modern".
+    pub async fn discover(
+        &self,
+        capabilities: &Value,
+        client_info: &Value,
+    ) -> Result<InitInfo, UpstreamError> {
+        let params = super::with_request_meta(None, capabilities, client_info, None);
+        let resp = self.request("server/discover", Some(params), None).await?;
+        let not_modern = |reason: String| UpstreamError::Protocol {
+            server: self.server.clone(),
+            reason,
+        };
+        if let Some(e) = resp.error {
+            return Err(not_modern(format!("server/discover failed: {}", e.message)));
+        }
+        let result: Value = resp
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or(Value::Null);
+        let speaks = result
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(super::MODERN_VERSION)));
+        if !speaks {
+            return Err(not_modern(format!(
+                "server/discover does not offer {}",
+                super::MODERN_VERSION
+            )));
+        }
+        let info = InitInfo {
+            protocol_version: super::MODERN_VERSION.to_owned(),
+            capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
+            server_info: result
+                .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+                .cloned()
+                .unwrap_or(json!({})),
+            instructions: result
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            modern: true,
+        };
         let _ = self.info.set(info.clone());
         Ok(info)
     }
@@ -404,7 +473,12 @@ fn dispatch(shared: &Arc<Shared>, tx: &mpsc::Sender<Message>, msg: Message, orig
                     id.and_then(|id| st.server_requests.remove(&id)).flatten()
                 }
                 m if m.ends_with("/list_changed") || m == "notifications/resources/updated" => None,
-                _ => attribute(shared, origin),
+                _ => match subscription_of(&msg) {
+                    // A listen stream's notification names its subscription: the
+                    // id of the gateway's listen request.
+                    Some(id) => shared.lock().pending.get(&id).and_then(|p| p.sink.clone()),
+                    None => attribute(shared, origin),
+                },
             };
             deliver(shared, target, ServerEvent::Notification(msg));
         }
@@ -454,11 +528,22 @@ fn attribute(shared: &Shared, origin: Option<i64>) -> Option<Sink> {
     if shared.exact_origin {
         return None;
     }
-    let mut with_sink = st.pending.values().filter_map(|p| p.sink.as_ref());
+    let mut with_sink = st
+        .pending
+        .values()
+        .filter(|p| !p.listen)
+        .filter_map(|p| p.sink.as_ref());
     match (with_sink.next(), with_sink.next()) {
         (Some(only), None) => Some(only.clone()),
         _ => None,
     }
+}
+
+/// The subscription a 2026-07-28 notification belongs to, if it names one of ours.
+fn subscription_of(msg: &Message) -> Option<i64> {
+    msg.param("_meta")?
+        .get("io.modelcontextprotocol/subscriptionId")?
+        .as_i64()
 }
 
 fn deliver(shared: &Shared, target: Option<Sink>, ev: ServerEvent) {

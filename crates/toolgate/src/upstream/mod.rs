@@ -14,7 +14,8 @@ pub use connection::{Connection, InitInfo, Responder, ServerEvent, Sink};
 
 use crate::config::{ServerConfig, TransportKind};
 use crate::jsonrpc::{ErrorObject, Message, code};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -85,15 +86,60 @@ impl UpstreamError {
     }
 }
 
+/// The modern revision toolgate speaks to servers.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// Mirrored tool parameters (`x-mcp-header`) per tool, as the server lists them;
+/// the Streamable HTTP transport writes them as `Mcp-Param-*` headers.
+pub type ToolHeaders = std::sync::RwLock<HashMap<String, crate::headers::ParamHeaders>>;
+
 /// Start the transport a server's config asks for.
 pub async fn open(
     name: &Arc<str>,
     cfg: &ServerConfig,
     max_message: usize,
+    tool_headers: Arc<ToolHeaders>,
 ) -> Result<Transport, UpstreamError> {
     match cfg.transport() {
         TransportKind::Stdio => stdio::spawn(name, cfg, max_message),
-        TransportKind::StreamableHttp => streamable::open(name, cfg, max_message),
+        TransportKind::StreamableHttp => streamable::open(name, cfg, max_message, tool_headers),
         TransportKind::Sse => sse::open(name, cfg, max_message).await,
     }
+}
+
+/// Params of a request to a 2026-07-28 server: the caller's per-request context
+/// in `_meta` (the server keeps none between requests).
+pub fn with_request_meta(
+    params: Option<Value>,
+    capabilities: &Value,
+    client_info: &Value,
+    log_level: Option<&str>,
+) -> Value {
+    let mut params = match params {
+        Some(Value::Object(m)) => Value::Object(m),
+        _ => json!({}),
+    };
+    let meta = params
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("_meta")
+        .or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert(
+            "io.modelcontextprotocol/protocolVersion".into(),
+            json!(MODERN_VERSION),
+        );
+        m.insert(
+            "io.modelcontextprotocol/clientCapabilities".into(),
+            capabilities.clone(),
+        );
+        m.insert(
+            "io.modelcontextprotocol/clientInfo".into(),
+            client_info.clone(),
+        );
+        if let Some(level) = log_level {
+            m.insert("io.modelcontextprotocol/logLevel".into(), json!(level));
+        }
+    }
+    params
 }

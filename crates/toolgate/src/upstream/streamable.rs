@@ -56,12 +56,16 @@ struct Http {
     inbound: mpsc::Sender<TransportEvent>,
     max_message: usize,
     shutdown: CancellationToken,
+    tool_headers: Arc<super::ToolHeaders>,
+    /// Modern requests in flight: aborting one closes its response stream.
+    modern_calls: Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
 }
 
 pub fn open(
     name: &Arc<str>,
     cfg: &ServerConfig,
     max_message: usize,
+    tool_headers: Arc<super::ToolHeaders>,
 ) -> Result<Transport, UpstreamError> {
     let url = cfg.url.clone().unwrap_or_default();
     let headers = configured_headers(name, cfg)?;
@@ -77,14 +81,39 @@ pub fn open(
         inbound: in_tx,
         max_message,
         shutdown: shutdown.clone(),
+        tool_headers,
+        modern_calls: Mutex::default(),
     });
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 msg = out_rx.recv() => {
                     let Some(msg) = msg else { break };
-                    let http = http.clone();
-                    tokio::spawn(async move { http.post(msg).await });
+                    // 2026-07-28: closing a request's response stream is its
+                    // cancellation; no notification is sent.
+                    if msg.method() == "notifications/cancelled"
+                        && let Some(id) = msg.param("requestId").and_then(serde_json::Value::as_i64)
+                        && let Some(call) = lock(&http.modern_calls).remove(&id)
+                    {
+                        call.abort();
+                        continue;
+                    }
+                    let modern_id = match (&msg.id, is_modern(&msg)) {
+                        (Some(Id::Num(n)), true) => Some(*n),
+                        _ => None,
+                    };
+                    let task = http.clone();
+                    let handle = tokio::spawn(async move {
+                        task.clone().post(msg).await;
+                        if let Some(id) = modern_id {
+                            lock(&task.modern_calls).remove(&id);
+                        }
+                    });
+                    if let Some(id) = modern_id
+                        && !handle.is_finished()
+                    {
+                        lock(&http.modern_calls).insert(id, handle.abort_handle());
+                    }
                 }
                 _ = http.shutdown.cancelled() => break,
             }
@@ -145,14 +174,15 @@ impl Http {
             let _ = tokio::time::timeout(Duration::from_secs(2), connected).await;
         }
         let body = msg.to_json();
-        let mut sent = self.send_post(&body).await;
+        let headers = self.modern_headers(&msg);
+        let mut sent = self.send_post(&body, &headers).await;
         if let Err(e) = &sent
             && stale_connection(e)
         {
             // A pooled connection the server had already closed (it restarted, or
             // dropped an idle connection): nothing reached a live server, so one
             // retry on a fresh connection is safe — the rule Go's net/http applies.
-            sent = self.send_post(&body).await;
+            sent = self.send_post(&body, &headers).await;
         }
         let resp = match sent {
             Ok(r) => r,
@@ -213,13 +243,39 @@ impl Http {
         }
     }
 
-    async fn send_post(&self, body: &str) -> reqwest::Result<reqwest::Response> {
-        self.request(reqwest::Method::POST)
+    async fn send_post(
+        &self,
+        body: &str,
+        extra: &[(String, String)],
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut req = self
+            .request(reqwest::Method::POST)
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream")
-            .body(body.to_owned())
-            .send()
-            .await
+            .header(ACCEPT, "application/json, text/event-stream");
+        for (k, v) in extra {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req.body(body.to_owned()).send().await
+    }
+
+    /// A 2026-07-28 request mirrors its body into headers (version, method, name,
+    /// the tool's `x-mcp-header` parameters); a legacy one gets none.
+    fn modern_headers(&self, msg: &Message) -> Vec<(String, String)> {
+        let Some(version) = msg
+            .param("_meta")
+            .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+            .and_then(serde_json::Value::as_str)
+        else {
+            return Vec::new();
+        };
+        let tools = self.tool_headers.read().unwrap_or_else(|p| p.into_inner());
+        let tool = (msg.method() == "tools/call")
+            .then(|| msg.param("name").and_then(serde_json::Value::as_str))
+            .flatten()
+            .and_then(|n| tools.get(n));
+        let mut headers = crate::headers::mirror(msg.method(), msg.params.as_ref(), tool);
+        headers.push((VERSION_HEADER.to_owned(), version.to_owned()));
+        headers
     }
 
     /// A JSON response body: one message, or (2025-03-26) an array of them.
@@ -389,6 +445,12 @@ impl Http {
         let req = self.request(reqwest::Method::DELETE).send();
         let _ = tokio::time::timeout(Duration::from_secs(2), req).await;
     }
+}
+
+fn is_modern(msg: &Message) -> bool {
+    msg.param("_meta")
+        .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+        .is_some()
 }
 
 /// Did the request fail on a connection that was already dead before it was used?

@@ -1,7 +1,8 @@
 //! 2026-07-28 request headers: `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`
 //! and `Mcp-Param-*` mirror the body so intermediaries can route without parsing
-//! it. As a body-processing intermediary toolgate checks that they agree; any
-//! disagreement is a `HeaderMismatch` (-32020, HTTP 400).
+//! it. Downstream, as a body-processing intermediary, toolgate checks that they
+//! agree (any disagreement is a `HeaderMismatch`, -32020, HTTP 400); upstream, as
+//! a client, it writes them (`mirror`).
 
 use crate::gateway::modern::modern_code::HEADER_MISMATCH;
 use crate::jsonrpc::{ErrorObject, Message};
@@ -117,6 +118,56 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// A value as a header may carry it: plain when it is safe visible ASCII,
+/// otherwise (or when it looks like the sentinel itself) `=?base64?…?=`.
+pub fn encode_value(text: &str) -> String {
+    let sentinel_like = text.starts_with("=?base64?") && text.ends_with("?=");
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !sentinel_like;
+    if plain {
+        text.to_owned()
+    } else {
+        format!("=?base64?{}?=", STANDARD.encode(text.as_bytes()))
+    }
+}
+
+/// Mirrored parameters of a tool: header name part and property path.
+pub type ParamHeaders = Vec<(String, Vec<String>)>;
+
+/// The headers a client sends with a 2026-07-28 request: method, name and the
+/// tool's mirrored parameters (`params` is the request's params).
+pub fn mirror(
+    method: &str,
+    params: Option<&Value>,
+    tool: Option<&ParamHeaders>,
+) -> Vec<(String, String)> {
+    let mut out = vec![("mcp-method".to_owned(), method.to_owned())];
+    let name = match method {
+        "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
+        "resources/read" => params.and_then(|p| p.get("uri")),
+        _ => None,
+    };
+    if let Some(n) = name.and_then(Value::as_str) {
+        out.push(("mcp-name".to_owned(), encode_value(n)));
+    }
+    if let (Some(annotated), Some(args)) = (tool, params.and_then(|p| p.get("arguments"))) {
+        for (name, path) in annotated {
+            let value = path.iter().try_fold(args, |v, key| v.get(key));
+            let text = match value {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => continue,
+            };
+            out.push((format!("mcp-param-{name}"), encode_value(&text)));
+        }
+    }
+    out
 }
 
 fn same_value(v: &Value, header: &str) -> bool {
@@ -235,6 +286,35 @@ mod tests {
         assert!(check(&missing, &call(args), "2026-07-28", Some(&schema)).is_err());
         // No value in the body: no header expected.
         assert!(check(&with(&[]), &call(json!({})), "2026-07-28", Some(&schema)).is_ok());
+    }
+
+    #[test]
+    fn what_is_mirrored_reads_back_the_same() {
+        let schema =
+            json!({"properties": {"region": {"type": "string", "x-mcp-header": "Region"}}});
+        let params = json!({"name": "héllo", "arguments": {"region": " padded "}});
+        let out = mirror(
+            "tools/call",
+            Some(&params),
+            Some(&annotated_params(&schema)),
+        );
+        let mut h = HeaderMap::new();
+        for (k, v) in &out {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h.insert(
+            "mcp-protocol-version",
+            http::HeaderValue::from_static("2026-07-28"),
+        );
+        let msg = Message::request(Id::Num(1), "tools/call", Some(params));
+        assert!(
+            check(&h, &msg, "2026-07-28", Some(&schema)).is_ok(),
+            "{out:?}"
+        );
+        assert_eq!(encode_value("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=");
     }
 
     #[test]
