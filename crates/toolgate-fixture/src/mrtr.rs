@@ -7,7 +7,8 @@
 //!   with `inputRequests` and an integrity-protected `requestState`; the client answers by
 //!   retrying with `inputResponses` and the echoed `requestState`.
 //! - legacy (up to 2025-11-25): all rounds inside one call, each input request sent to the client
-//!   as a real `elicitation/create`, `sampling/createMessage` or `roots/list` request.
+//!   as a real `elicitation/create`, `sampling/createMessage` or `roots/list` request (a round's
+//!   requests all at once).
 //!
 //! So the same tool names work for a legacy and a modern client, and a gateway bridging the two
 //! eras can be tested against either kind of upstream.
@@ -245,12 +246,19 @@ pub async fn drive<T>(
                 requests,
                 state: kept,
             } => {
-                let mut answers = BTreeMap::new();
-                for (key, request) in requests {
-                    require_capability(&capabilities, &request)?;
-                    answers.insert(key, ask_legacy_client(cx, &request).await?);
+                for request in requests.values() {
+                    require_capability(&capabilities, request)?;
                 }
-                responses = Some(answers);
+                // All of a round's requests are in flight at once, as MRTR asks them at once.
+                let asked = requests.iter().map(|(key, request)| async move {
+                    Ok::<_, ErrorData>((key.clone(), ask_legacy_client(cx, request).await?))
+                });
+                responses = Some(
+                    futures::future::try_join_all(asked)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                );
                 state = kept;
             }
         }
