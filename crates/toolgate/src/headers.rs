@@ -49,14 +49,8 @@ fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ErrorObject
     first.map(|v| decode_value(name, v)).transpose()
 }
 
-/// Check the standard headers against the body. `tool_schema` is the listed
-/// `inputSchema` of the tool a `tools/call` names, for its `x-mcp-header` params.
-pub fn check(
-    headers: &HeaderMap,
-    msg: &Message,
-    body_version: &str,
-    tool_schema: Option<&Value>,
-) -> Result<(), ErrorObject> {
+/// `MCP-Protocol-Version` must be present and equal the body's version.
+pub fn check_version(headers: &HeaderMap, body_version: &str) -> Result<(), ErrorObject> {
     let Some(version) = header(headers, "mcp-protocol-version")? else {
         return Err(mismatch(
             "the MCP-Protocol-Version header is missing".into(),
@@ -67,6 +61,18 @@ pub fn check(
             "MCP-Protocol-Version header value '{version}' does not match body value '{body_version}'"
         )));
     }
+    Ok(())
+}
+
+/// Check the standard headers against the body. `tool_schema` is the listed
+/// `inputSchema` of the tool a `tools/call` names, for its `x-mcp-header` params.
+pub fn check(
+    headers: &HeaderMap,
+    msg: &Message,
+    body_version: &str,
+    tool_schema: Option<&Value>,
+) -> Result<(), ErrorObject> {
+    check_version(headers, body_version)?;
     let Some(method) = header(headers, "mcp-method")? else {
         return Err(mismatch("the Mcp-Method header is missing".into()));
     };

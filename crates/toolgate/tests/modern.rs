@@ -457,17 +457,28 @@ async fn a_request_state_is_refused_when_forged_replayed_foreign_or_expired() {
 }
 
 #[tokio::test]
-async fn a_client_without_the_capability_gets_32021() {
-    let gw = gateway(json!({})).await;
+async fn a_client_is_never_asked_for_a_capability_it_lacks() {
+    let mut shared = legacy_fixture();
+    shared["isolation"] = json!("shared");
+    let gw =
+        Gateway::serve(json!({ "servers": { "own": legacy_fixture(), "shared": shared } })).await;
     let c = Modern::new(&gw, json!({}));
+    let call = |tool: &str| json!({"name": tool, "arguments": {"message": "m"}});
+    // A server with an upstream session per capability set is told the truth and
+    // does not ask.
+    let r = c.call(1, "tools/call", call("own__test_elicitation")).await;
+    assert_eq!(r.status, 200, "{}", r.last);
+    assert_ne!(
+        r.last["result"]["resultType"], "input_required",
+        "{}",
+        r.last
+    );
+    // A shared upstream session was told every capability the gateway can relay;
+    // when it asks for one this client lacks, the request fails with -32021.
     let r = c
-        .call(
-            1,
-            "tools/call",
-            json!({"name": "fx__test_elicitation", "arguments": {"message": "m"}}),
-        )
+        .call(2, "tools/call", call("shared__test_elicitation"))
         .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 400, "{}", r.last);
     assert_eq!(r.last["error"]["code"], -32021);
     assert!(r.last["error"]["data"]["requiredCapabilities"]["elicitation"].is_object());
 }

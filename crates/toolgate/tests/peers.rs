@@ -217,7 +217,24 @@ fn conformance(url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
         "TOOLGATE_CONFORMANCE",
         "npm/node_modules/@modelcontextprotocol/conformance/dist/index.js",
     );
+    run_conformance(&[], url, out_dir)
+}
+
+/// The pre-release suite, scored against the 2026-07-28 requirements.
+fn conformance_2026(url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
+    peer(
+        "TOOLGATE_CONFORMANCE_NEXT",
+        "npm-next/node_modules/@modelcontextprotocol/conformance/dist/index.js",
+    );
+    run_conformance(&["--next", "--requirements", "2026-07-28"], url, out_dir)
+        .into_iter()
+        .filter(|(_, passed)| *passed)
+        .collect()
+}
+
+fn run_conformance(flags: &[&str], url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
     let out = Command::new(repo_root().join("tests/interop/conformance.sh"))
+        .args(flags)
         .arg(url)
         .arg(out_dir)
         .output()
@@ -323,4 +340,57 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
         table.push('\n');
     }
     println!("{table}");
+}
+
+#[test]
+fn conformance_2026_passes_through_the_gateway_wherever_it_passes_directly() {
+    let fixture = support::fixture_bin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fx_port = support::free_port();
+    let _fx = Proc::spawn(
+        "toolgate-fixture http",
+        Command::new(fixture)
+            .args(["http", "--listen", &format!("127.0.0.1:{fx_port}")])
+            .stdout(Stdio::null()),
+    );
+    wait_http(fx_port, "/mcp", true, "toolgate-fixture");
+    let direct = conformance_2026(
+        &format!("http://127.0.0.1:{fx_port}/mcp"),
+        &dir.path().join("direct"),
+    );
+    assert!(
+        direct.len() >= 30,
+        "the fixture passes only {} scenarios directly: {direct:?}",
+        direct.len()
+    );
+    for (label, server) in [
+        (
+            "stdio",
+            format!("command: {}\n    args: [stdio]", fixture.display()),
+        ),
+        (
+            "streamable-http",
+            format!("url: http://127.0.0.1:{fx_port}/mcp"),
+        ),
+    ] {
+        let config = write_config(
+            dir.path(),
+            &format!("{label}-2026.yaml"),
+            &format!("prefix_mode: never\nservers:\n  fixture:\n    {server}\n"),
+        );
+        let port = support::free_port();
+        let _gw = gateway(&config, port);
+        let through = conformance_2026(
+            &format!("http://127.0.0.1:{port}/mcp"),
+            &dir.path().join(format!("{label}-2026")),
+        );
+        let lost: Vec<_> = direct
+            .keys()
+            .filter(|s| !through.contains_key(*s))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "passing directly but not through the gateway (fixture over {label}): {lost:?}"
+        );
+    }
 }

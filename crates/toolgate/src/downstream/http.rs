@@ -222,9 +222,12 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     // sessionless request) is 2026-07-28; `initialize` opens a legacy session.
     let modern_header =
         header_str(&headers, VERSION_HEADER).is_some_and(|v| MODERN_VERSIONS.contains(&v));
-    if msg.method() != "initialize"
-        && (modern::is_modern(&msg)
-            || (modern_header && header_str(&headers, SESSION_HEADER).is_none()))
+    // (`initialize` with modern `_meta` is a modern request for a method the
+    // modern era does not have.)
+    if modern::is_modern(&msg)
+        || (msg.method() != "initialize"
+            && modern_header
+            && header_str(&headers, SESSION_HEADER).is_none())
     {
         return modern_post(&state, &headers, msg).await;
     }
@@ -301,6 +304,15 @@ async fn modern_post(state: &AppState, headers: &HeaderMap, msg: Message) -> Res
         return StatusCode::ACCEPTED.into_response();
     }
     let id = msg.id.clone();
+    // The header must agree with the body before the version itself is judged.
+    if let Some(body_version) = msg
+        .param("_meta")
+        .and_then(|m| m.get(modern::META_VERSION))
+        .and_then(Value::as_str)
+        && let Err(e) = headers::check_version(headers, body_version)
+    {
+        return rpc_error(StatusCode::BAD_REQUEST, id, e);
+    }
     let meta = match modern::request_meta(&msg) {
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, id, e),

@@ -259,14 +259,22 @@ impl Gateway {
         match effective_isolation(up, session) {
             Isolation::Shared => up.shared_connection().await,
             Isolation::PerPrincipal => {
+                // A modern client declares its capabilities per request, and a
+                // legacy server learns them once, at `initialize`: keep one upstream
+                // session per principal and capability set, so the server asks only
+                // for what the caller can give.
+                let caps = match session.era {
+                    Era::Modern => client_capabilities_for_upstream(&session.client_capabilities),
+                    Era::Legacy => super::upstreams::relay_capabilities(),
+                };
                 let connect = up.connect(
                     crate::jsonrpc::LATEST_LEGACY,
-                    super::upstreams::relay_capabilities(),
+                    caps,
                     super::upstreams::gateway_client_info(),
                     None,
                 );
                 up.principals
-                    .get_or_connect(&session.principal, connect)
+                    .get_or_connect(&principal_key(session), connect)
                     .await
             }
             Isolation::PerSession => {
@@ -285,7 +293,7 @@ impl Gateway {
     async fn drop_connection(&self, session: &Session, up: &Upstream, conn: &Arc<Connection>) {
         match effective_isolation(up, session) {
             Isolation::PerSession => session.upstreams.remove(&up.idx, conn).await,
-            Isolation::PerPrincipal => up.principals.remove(&session.principal, conn).await,
+            Isolation::PerPrincipal => up.principals.remove(&principal_key(session), conn).await,
             // The supervisor owns the shared connection and re-establishes it
             // once it hears the connection is over.
             Isolation::Shared => conn.abandon(UpstreamError::SessionExpired {
@@ -515,6 +523,19 @@ fn effective_isolation(up: &Upstream, session: &Session) -> Isolation {
     match (up.cfg.isolation, session.era) {
         (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
         (i, _) => i,
+    }
+}
+
+/// Which `per_principal` connection a call uses: modern callers also by the
+/// capabilities they declare.
+fn principal_key(session: &Session) -> String {
+    match session.era {
+        Era::Modern => format!(
+            "{}\n{}",
+            session.principal,
+            client_capabilities_for_upstream(&session.client_capabilities)
+        ),
+        Era::Legacy => session.principal.clone(),
     }
 }
 

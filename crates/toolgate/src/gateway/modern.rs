@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 /// Marks a `requestState` sealed by toolgate (others belong to modern servers).
 const SEAL_PREFIX: &str = "tg1.";
 
+/// How long a round waits for more of a server's questions after the first.
+const GATHER_WINDOW: Duration = Duration::from_millis(25);
+
 /// Modern protocol revisions toolgate serves.
 pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
 
@@ -571,8 +574,12 @@ impl Gateway {
                     }
                 },
                 Some(ask) = call.asks.recv() => {
+                    // A server may ask several things at once; gather what arrives
+                    // together into one round.
                     let mut asks = vec![ask];
-                    while let Ok(more) = call.asks.try_recv() {
+                    while let Ok(Some(more)) =
+                        tokio::time::timeout(GATHER_WINDOW, call.asks.recv()).await
+                    {
                         asks.push(more);
                     }
                     return Some(self.suspend(call, asks, &round));

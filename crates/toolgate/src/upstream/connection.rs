@@ -528,13 +528,26 @@ fn attribute(shared: &Shared, origin: Option<i64>) -> Option<Sink> {
     if shared.exact_origin {
         return None;
     }
-    let mut with_sink = st
+    let calls: Vec<&Sink> = st
         .pending
         .values()
         .filter(|p| !p.listen)
-        .filter_map(|p| p.sink.as_ref());
-    match (with_sink.next(), with_sink.next()) {
-        (Some(only), None) => Some(only.clone()),
+        .filter_map(|p| p.sink.as_ref())
+        .collect();
+    // A call whose server is waiting on our answer to an earlier question (e.g. a
+    // call held between MRTR rounds) is not the one asking now...
+    let waiting = |sink: &Sink| {
+        st.server_requests
+            .values()
+            .flatten()
+            .any(|s| s.same_channel(sink))
+    };
+    let mut free = calls.iter().filter(|s| !waiting(s));
+    match (free.next(), free.next()) {
+        (Some(only), None) => Some((*only).clone()),
+        // ...unless it is the only call at all: a server may ask several
+        // things of one call at once.
+        (None, _) if calls.len() == 1 => Some(calls[0].clone()),
         _ => None,
     }
 }

@@ -203,6 +203,14 @@ impl Http {
         }
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
+            // A 2026-07-28 server answers some errors (-32020…-32022, -32601) with
+            // a 4xx status and a JSON-RPC error: that error is the answer.
+            if let (Some(id), Ok(answer)) = (request_id, jsonrpc::parse(body.as_bytes()))
+                && answer.error.is_some()
+                && answer.id == Some(Id::Num(id))
+            {
+                return self.deliver(answer, request_id, is_init).await;
+            }
             let error = UpstreamError::Http {
                 server: self.name.clone(),
                 status: status.as_u16(),
