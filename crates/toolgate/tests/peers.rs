@@ -138,34 +138,30 @@ fn show(out: &Output) -> String {
     )
 }
 
+/// `@modelcontextprotocol/server-everything` in one of its HTTP modes
+/// (`streamableHttp` at /mcp, `sse` at /sse) on a free port.
+fn everything_server(mode: &str) -> (Proc, u16) {
+    let port = support::free_port();
+    let proc = Proc::spawn(
+        &format!("server-everything ({mode})"),
+        Command::new(node())
+            .arg(everything())
+            .arg(mode)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let probe = if mode == "sse" { "/nothing" } else { "/mcp" };
+    wait_http(port, probe, true, &format!("server-everything {mode}"));
+    (proc, port)
+}
+
 #[test]
 fn python_sdk_drives_server_everything_on_three_transports_through_the_gateway() {
     let (node, everything, python) = (node(), everything(), python());
-    let (http_port, sse_port, gw_port) = (
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
-    );
-    let _http = Proc::spawn(
-        "server-everything (streamableHttp)",
-        Command::new(&node)
-            .arg(&everything)
-            .arg("streamableHttp")
-            .env("PORT", http_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let _sse = Proc::spawn(
-        "server-everything (sse)",
-        Command::new(&node)
-            .arg(&everything)
-            .arg("sse")
-            .env("PORT", sse_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_http(http_port, "/mcp", true, "server-everything streamableHttp");
-    wait_http(sse_port, "/nothing", true, "server-everything sse");
+    let (_http, http_port) = everything_server("streamableHttp");
+    let (_sse, sse_port) = everything_server("sse");
+    let gw_port = support::free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(
         dir.path(),
@@ -414,20 +410,10 @@ fn modern_server(python: &Path, extra: &[&str]) -> (Proc, String) {
 
 #[test]
 fn python_sdk_in_both_eras_drives_modern_and_legacy_servers_through_the_gateway() {
-    let (node, everything, python) = (node(), everything(), python());
+    let python = python();
     let (_py, py_url) = modern_server(&python, &[]);
     let (_py_only, py_only_url) = modern_server(&python, &["--modern-only"]);
-    let ev_port = support::free_port();
-    let _ev = Proc::spawn(
-        "server-everything (streamableHttp)",
-        Command::new(&node)
-            .arg(&everything)
-            .arg("streamableHttp")
-            .env("PORT", ev_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_http(ev_port, "/mcp", true, "server-everything");
+    let (_ev, ev_port) = everything_server("streamableHttp");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(
         dir.path(),
