@@ -448,3 +448,106 @@ fn python_sdk_in_both_eras_drives_modern_and_legacy_servers_through_the_gateway(
         );
     }
 }
+
+#[test]
+fn task_ids_from_two_servers_are_kept_apart_and_unguessable() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let (node, everything) = (node(), everything());
+        let entry = |name: &str| {
+            serde_json::json!({
+                "command": node.display().to_string(),
+                "args": [everything.display().to_string(), "stdio"],
+                "isolation": "shared",
+                "prefix": name,
+            })
+        };
+        let gw = support::Gateway::serve(serde_json::json!({
+            "servers": { "a": entry("a"), "b": entry("b") },
+        }))
+        .await;
+        let client = support::Client::http(&gw.base, support::Options::default()).await;
+        let caps = client.result("tools/list", serde_json::json!({})).await;
+        assert!(caps["tools"].as_array().is_some_and(|t| !t.is_empty()));
+        // The same kind of task on each server: servers may mint equal ids.
+        let mut ids = Vec::new();
+        for server in ["a", "b"] {
+            let created = client
+                .result(
+                    "tools/call",
+                    serde_json::json!({
+                        "name": format!("{server}__simulate-research-query"),
+                        "arguments": { "topic": "gateways" },
+                        "task": { "ttl": 60000 },
+                    }),
+                )
+                .await;
+            let id = created["task"]["taskId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no task was created: {created}"))
+                .to_owned();
+            assert!(id.starts_with("tgt1."), "the server's own id leaked: {id}");
+            ids.push(id);
+        }
+        assert_ne!(ids[0], ids[1]);
+        for id in &ids {
+            let got = client
+                .result("tasks/get", serde_json::json!({ "taskId": id }))
+                .await;
+            assert_eq!(got["taskId"], *id, "tasks/get answers under the same id");
+        }
+        let listed = client.result("tasks/list", serde_json::json!({})).await;
+        let listed: Vec<&str> = listed["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .filter_map(|t| t["taskId"].as_str())
+            .collect();
+        for id in &ids {
+            assert!(listed.contains(&id.as_str()), "{id} not in {listed:?}");
+        }
+        // A task finishes and its result comes back through the gateway.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = client
+                .result("tasks/get", serde_json::json!({ "taskId": ids[0] }))
+                .await;
+            if got["status"] == "completed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the task never completed: {got}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let done = client
+            .result("tasks/result", serde_json::json!({ "taskId": ids[0] }))
+            .await;
+        assert!(done["content"].is_array(), "{done}");
+        // Forged and made-up ids are unknown tasks, not another server's.
+        let mut forged = ids[1].clone().into_bytes();
+        let at = forged.len() - 3;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        for bad in [String::from_utf8(forged).expect("ascii"), "1".to_owned()] {
+            let e = client
+                .error("tasks/get", serde_json::json!({ "taskId": bad }))
+                .await;
+            assert_eq!(e["code"], -32602, "{e}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Unknown task"))
+            );
+        }
+        let cancelled = client
+            .request("tasks/cancel", serde_json::json!({ "taskId": ids[1] }))
+            .await;
+        // It reaches the server that owns it (which may say the task is already
+        // finished, but never that it does not know it).
+        let unknown = cancelled["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Unknown task") || m.contains("not found"));
+        assert!(
+            !unknown,
+            "tasks/cancel did not reach task's server: {cancelled}"
+        );
+    });
+}

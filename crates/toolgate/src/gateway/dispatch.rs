@@ -189,6 +189,22 @@ impl Gateway {
                 self.forward(session, server, &method, params, out, &cat)
                     .await
             }
+            "tasks/get" | "tasks/result" | "tasks/cancel" | "tasks/update" => {
+                let exposed = params
+                    .get("taskId")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid_params("params.taskId must be a string"))?;
+                let (server_name, task) = self.task_ids.open(exposed, &session.principal)?;
+                let server = self
+                    .servers
+                    .iter()
+                    .position(|s| *s.name == *server_name)
+                    .ok_or_else(|| invalid_params(format!("Unknown task: {exposed}")))?;
+                params["taskId"] = Value::String(task);
+                self.forward(session, server, &method, params, out, &cat)
+                    .await
+            }
+            "tasks/list" => self.list_tasks(session, params, out, &cat).await,
             "logging/setLevel" => {
                 let level = params.get("level").and_then(Value::as_str).unwrap_or("");
                 if !session.set_log_level(level) {
@@ -354,15 +370,21 @@ impl Gateway {
             // A modern server's result, for a legacy client: drop what only the
             // modern era defines, so the client sees what a legacy server would send.
             let legacy_shape = modern && session.era == Era::Legacy;
-            // Only results that name URIs (or need reshaping) get a second look;
-            // the rest pass untouched.
-            if !legacy_shape && !result.get().contains("\"uri\"") {
+            let text = result.get();
+            let task_ids = text.contains("\"taskId\"");
+            // Only results that name URIs or tasks (or need reshaping) get a second
+            // look; the rest pass untouched.
+            if !legacy_shape && !task_ids && !text.contains("\"uri\"") {
                 return Ok(result);
             }
             let mut v: Value = serde_json::from_str(result.get())
                 .map_err(|e| ErrorObject::new(code::UPSTREAM_PROTOCOL, e.to_string()))?;
             if legacy_shape {
                 to_legacy_result(&mut v);
+            }
+            if task_ids {
+                self.task_ids
+                    .expose_all(&up.name, &session.principal, &mut v);
             }
             cat.expose_uris(server, &mut v, &mut |u| session.learn_uri(u, server));
             return Ok(to_raw(&v));
@@ -485,7 +507,7 @@ impl Gateway {
                 }
                 "notifications/message" if !session.wants_log(&msg) => {}
                 _ => {
-                    self.rewrite_notification(up.idx, &mut msg);
+                    self.rewrite_notification(session, up.idx, &mut msg);
                     out.push(&msg);
                 }
             },
@@ -506,10 +528,58 @@ impl Gateway {
         }
     }
 
-    fn rewrite_notification(&self, server: usize, msg: &mut Message) {
+    fn rewrite_notification(&self, session: &Session, server: usize, msg: &mut Message) {
         if let Some(p) = msg.params.as_mut() {
             self.catalog().expose_uris(server, p, &mut |_| {});
+            if let Some(up) = self.servers.get(server) {
+                self.task_ids.expose_all(&up.name, &session.principal, p);
+            }
         }
+    }
+
+    /// `tasks/list` (2025-11-25): every server that lists tasks, merged, each
+    /// task under the id the client knows it by. Each server's list is read whole.
+    async fn list_tasks(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        params: Value,
+        out: &Arc<EventStream>,
+        cat: &Catalog,
+    ) -> Outcome {
+        if params.get("cursor").is_some_and(|c| !c.is_null()) {
+            return Err(invalid_params("Invalid cursor"));
+        }
+        let mut tasks = Vec::new();
+        for up in &self.servers {
+            let lists = up
+                .info()
+                .is_some_and(|i| i.capabilities.pointer("/tasks/list").is_some());
+            if !lists {
+                continue;
+            }
+            let mut cursor: Option<Value> = None;
+            for _ in 0..100 {
+                let page_params = match cursor.take() {
+                    Some(c) => json!({ "cursor": c }),
+                    None => json!({}),
+                };
+                let Ok(page) = self
+                    .forward(session, up.idx, "tasks/list", page_params, out, cat)
+                    .await
+                else {
+                    break;
+                };
+                let page: Value = serde_json::from_str(page.get()).unwrap_or(Value::Null);
+                if let Some(Value::Array(items)) = page.get("tasks") {
+                    tasks.extend(items.iter().cloned());
+                }
+                match page.get("nextCursor") {
+                    Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(to_raw(&json!({ "tasks": tasks })))
     }
 }
 
@@ -543,7 +613,14 @@ fn principal_key(session: &Session) -> String {
 /// so servers that gate features on them see the truth.
 fn client_capabilities_for_upstream(client: &Value) -> Value {
     let mut caps = serde_json::Map::new();
-    for key in ["sampling", "elicitation", "roots", "experimental"] {
+    for key in [
+        "sampling",
+        "elicitation",
+        "roots",
+        "tasks",
+        "experimental",
+        "extensions",
+    ] {
         if let Some(v) = client.get(key) {
             caps.insert(key.to_owned(), v.clone());
         }

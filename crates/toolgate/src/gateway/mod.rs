@@ -12,6 +12,7 @@ pub mod modern;
 pub mod pool;
 pub mod session;
 pub mod stream;
+pub mod tasks;
 pub mod upstreams;
 
 pub use session::{Session, Sessions};
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub(crate) mrtr: modern::Mrtr,
     /// Open `subscriptions/listen` streams.
     pub(crate) listeners: listen::Listeners,
+    /// Task ids as clients see them.
+    pub(crate) task_ids: tasks::TaskIds,
 }
 
 /// toolgate's own `Implementation` description.
@@ -80,6 +83,7 @@ impl Gateway {
             stop: CancellationToken::new(),
             mrtr: modern::Mrtr::new(config.input_required_ttl.0),
             listeners: listen::Listeners::default(),
+            task_ids: tasks::TaskIds::new(),
         });
         let (tx, mut rx) = mpsc::channel(256);
         for up in &gw.servers {
@@ -260,19 +264,29 @@ impl Gateway {
             "logging": {},
             "completions": {},
         });
-        let mut experimental = serde_json::Map::new();
-        for s in &self.servers {
-            if let Some(Value::Object(exp)) = s
-                .info()
-                .and_then(|i| i.capabilities.get("experimental").cloned())
-            {
-                for (k, v) in exp {
-                    experimental.entry(k).or_insert(v);
+        // Maps of optional features are merged; the first server to offer
+        // tasks describes them (their ids are the gateway's, see tasks.rs).
+        for key in ["experimental", "extensions"] {
+            let mut merged = serde_json::Map::new();
+            for s in &self.servers {
+                if let Some(Value::Object(m)) =
+                    s.info().and_then(|i| i.capabilities.get(key).cloned())
+                {
+                    for (k, v) in m {
+                        merged.entry(k).or_insert(v);
+                    }
                 }
             }
+            if !merged.is_empty() {
+                caps[key] = Value::Object(merged);
+            }
         }
-        if !experimental.is_empty() {
-            caps["experimental"] = Value::Object(experimental);
+        if let Some(tasks) = self
+            .servers
+            .iter()
+            .find_map(|s| s.info().and_then(|i| i.capabilities.get("tasks").cloned()))
+        {
+            caps["tasks"] = tasks;
         }
         caps
     }

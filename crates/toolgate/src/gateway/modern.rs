@@ -436,7 +436,13 @@ impl Gateway {
         match method.as_str() {
             "server/discover" => Some(answer(Ok(to_raw(&self.discover_result())))),
             "subscriptions/listen" => self.listen(id, &params, out, cancel).await,
-            "tools/call" | "prompts/get" | "resources/read" | "completion/complete" => {
+            "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "completion/complete"
+            | "tasks/get"
+            | "tasks/update"
+            | "tasks/cancel" => {
                 let round = Round {
                     id: id.clone(),
                     out: out.clone(),
