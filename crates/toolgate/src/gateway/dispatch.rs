@@ -484,7 +484,7 @@ impl Gateway {
         asked: &mut HashMap<Id, Id>,
     ) {
         match ev {
-            ServerEvent::Notification(mut msg) => match msg.method() {
+            ServerEvent::Notification(mut msg, _) => match msg.method() {
                 "notifications/progress" => {
                     // The client only knows its own token.
                     let Some(token) = client_token else { return };
@@ -817,8 +817,8 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
         };
         let Some(ev) = ev else { return };
         match ev {
-            ServerEvent::Notification(mut msg) => {
-                let server = gw.server_of_event(&msg);
+            ServerEvent::Notification(mut msg, name) => {
+                let server = gw.servers.iter().position(|s| s.name == name);
                 match msg.method() {
                     m if m.ends_with("/list_changed") => {
                         // The server's list changed: re-read it for the catalog, which
@@ -845,6 +845,9 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
                     }
                     "notifications/message" if !session.wants_log(&msg) => {}
                     _ => {
+                        if let Some(s) = server {
+                            gw.rewrite_notification(&session, s, &mut msg);
+                        }
                         session.standalone.push(&msg);
                     }
                 }
@@ -865,12 +868,3 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
     }
 }
 
-impl Gateway {
-    /// Which server a session-level event came from. Session sinks are shared by
-    /// all of a session's upstreams, so events carry no origin; we only need it for
-    /// URI rewriting and list refresh, and resolve it from the URI or list kind.
-    fn server_of_event(&self, msg: &Message) -> Option<usize> {
-        let uri = msg.param("uri").and_then(Value::as_str)?;
-        self.catalog().route_uri(uri).map(|(s, _)| s)
-    }
-}

@@ -469,7 +469,7 @@ async fn listen_upstream(
         let restart = loop {
             tokio::select! {
                 Some(ev) = notes.recv() => {
-                    if let ServerEvent::Notification(msg) = ev {
+                    if let ServerEvent::Notification(msg, _) = ev {
                         match msg.method() {
                             m if m.ends_with("/list_changed") => up.refresh.notify_one(),
                             "notifications/resources/updated" => {
@@ -522,7 +522,7 @@ async fn serve(
             ev = sink_rx.recv() => match ev {
                 Some(ServerEvent::Closed(e)) => return e.to_string(),
                 None => return "connection ended".to_owned(),
-                Some(ServerEvent::Notification(msg)) => {
+                Some(ServerEvent::Notification(msg, _)) => {
                     match msg.method() {
                         m if m.ends_with("/list_changed") => true,
                         "notifications/resources/updated" => {

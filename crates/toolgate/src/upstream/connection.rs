@@ -24,7 +24,8 @@ pub type Sink = mpsc::Sender<ServerEvent>;
 /// Something the server sent on its own initiative.
 #[derive(Debug)]
 pub enum ServerEvent {
-    Notification(Message),
+    /// A notification, and the server it came from.
+    Notification(Message, Arc<str>),
     /// A server→client request; answer it through the responder.
     Request(Message, Responder),
     /// The connection ended; sent to the connection's own sink only.
@@ -480,7 +481,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &mpsc::Sender<Message>, msg: Message, orig
                     None => attribute(shared, origin),
                 },
             };
-            deliver(shared, target, ServerEvent::Notification(msg));
+            deliver(shared, target, ServerEvent::Notification(msg, shared.server.clone()));
         }
         Kind::Request => {
             let Some(id) = msg.id.clone() else { return };
