@@ -22,6 +22,10 @@ pub struct ServerLists {
     pub prompts: Vec<Value>,
     pub resources: Vec<Value>,
     pub templates: Vec<Value>,
+    /// The smallest `ttlMs` the server gave its lists (2026-07-28 servers).
+    pub ttl_ms: Option<u64>,
+    /// The server marked a list `cacheScope: "private"`.
+    pub private: bool,
 }
 
 /// What the catalog needs to know about a server.
@@ -98,6 +102,10 @@ pub struct Catalog {
     pub prompts: Vec<Item>,
     pub resources: Vec<Item>,
     pub templates: Vec<Item>,
+    /// The servers' own caching hints, combined: the shortest TTL, and private
+    /// if any server's list is.
+    pub ttl_ms: Option<u64>,
+    pub private: bool,
     server_names: Vec<String>,
     tool_index: HashMap<String, usize>,
     prompt_index: HashMap<String, usize>,
@@ -120,6 +128,10 @@ impl Catalog {
 
         for (idx, s) in servers.iter().enumerate() {
             let Some(lists) = s.lists else { continue };
+            if let Some(ttl) = lists.ttl_ms {
+                cat.ttl_ms = Some(cat.ttl_ms.map_or(ttl, |t| t.min(ttl)));
+            }
+            cat.private |= lists.private;
             for r in &lists.resources {
                 let Some(uri) = r.get("uri").and_then(Value::as_str) else {
                     continue;
@@ -562,6 +574,38 @@ mod tests {
             cat.page(ListKind::Prompts, Some(next), 2, &cursors)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn caching_hints_combine_to_the_strictest() {
+        let mut a = lists(&["x"], &[]);
+        a.ttl_ms = Some(5_000);
+        let mut b = lists(&["y"], &[]);
+        b.ttl_ms = Some(1_000);
+        b.private = true;
+        let none = ItemRules::default();
+        let views = [
+            ServerView {
+                name: "a",
+                prefix: "a",
+                tools: &none,
+                prompts: &none,
+                lists: Some(&a),
+            },
+            ServerView {
+                name: "b",
+                prefix: "b",
+                tools: &none,
+                prompts: &none,
+                lists: Some(&b),
+            },
+        ];
+        let cat = Catalog::build(&config(), &views, 1);
+        assert_eq!(cat.ttl_ms, Some(1_000));
+        assert!(cat.private);
+        let cat = Catalog::build(&config(), &views[..1], 1);
+        assert_eq!(cat.ttl_ms, Some(5_000));
+        assert!(!cat.private);
     }
 
     #[test]

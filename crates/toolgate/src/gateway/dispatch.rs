@@ -867,4 +867,3 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
         }
     }
 }
-

@@ -661,13 +661,16 @@ impl Gateway {
 
     fn modern_list(&self, kind: ListKind, params: &Value) -> Result<Box<RawValue>, ErrorObject> {
         let cursor = params.get("cursor").and_then(Value::as_str);
-        let page = self
-            .catalog()
-            .page(kind, cursor, self.config.page_size, &self.cursors)?;
-        // Until lists are filtered per caller they are the same for everyone: public.
-        let ttl_ms = self.config.catalog_ttl.0.as_millis() as u64;
+        let catalog = self.catalog();
+        let page = catalog.page(kind, cursor, self.config.page_size, &self.cursors)?;
+        // The gateway re-reads lists every catalog TTL, and no server's own hint may
+        // be stretched. Until lists are filtered per caller they are the same for
+        // everyone: public, unless a server said its lists are private.
+        let own = self.config.catalog_ttl.0.as_millis() as u64;
+        let ttl_ms = catalog.ttl_ms.map_or(own, |t| t.min(own));
+        let scope = if catalog.private { "private" } else { "public" };
         let head =
-            format!("{{\"resultType\":\"complete\",\"ttlMs\":{ttl_ms},\"cacheScope\":\"public\",");
+            format!("{{\"resultType\":\"complete\",\"ttlMs\":{ttl_ms},\"cacheScope\":\"{scope}\",");
         let text = if page.len() > 2 {
             format!("{head}{}", &page[1..])
         } else {

@@ -14,6 +14,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
+/// What a modern server's list results say about caching them.
+#[derive(Default)]
+struct CacheHints {
+    ttl_ms: Option<u64>,
+    private: bool,
+}
+
+impl CacheHints {
+    fn note(&mut self, result: &Value) {
+        if let Some(ttl) = result.get("ttlMs").and_then(Value::as_u64) {
+            self.ttl_ms = Some(self.ttl_ms.map_or(ttl, |t| t.min(ttl)));
+        }
+        if result.get("cacheScope").and_then(Value::as_str) == Some("private") {
+            self.private = true;
+        }
+    }
+}
+
 /// How long the era probe waits for `server/discover`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -270,6 +288,7 @@ impl Upstream {
         &self,
         conn: &Connection,
         kind: ListKind,
+        hints: &mut CacheHints,
     ) -> Result<Vec<Value>, UpstreamError> {
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
@@ -310,6 +329,7 @@ impl Upstream {
             if let Some(Value::Array(page)) = result.get(kind.field()) {
                 items.extend(page.iter().cloned());
             }
+            hints.note(&result);
             match result.get("nextCursor") {
                 Some(c) if !c.is_null() && c.as_str() != Some("") => cursor = Some(c.clone()),
                 _ => return Ok(items),
@@ -325,16 +345,23 @@ impl Upstream {
             .unwrap_or(Value::Null);
         let has = |k: &str| caps.get(k).is_some();
         let mut lists = ServerLists::default();
+        let mut hints = CacheHints::default();
         if has("tools") {
-            lists.tools = self.read_list(conn, ListKind::Tools).await?;
+            lists.tools = self.read_list(conn, ListKind::Tools, &mut hints).await?;
         }
         if has("prompts") {
-            lists.prompts = self.read_list(conn, ListKind::Prompts).await?;
+            lists.prompts = self.read_list(conn, ListKind::Prompts, &mut hints).await?;
         }
         if has("resources") {
-            lists.resources = self.read_list(conn, ListKind::Resources).await?;
-            lists.templates = self.read_list(conn, ListKind::Templates).await?;
+            lists.resources = self
+                .read_list(conn, ListKind::Resources, &mut hints)
+                .await?;
+            lists.templates = self
+                .read_list(conn, ListKind::Templates, &mut hints)
+                .await?;
         }
+        lists.ttl_ms = hints.ttl_ms;
+        lists.private = hints.private;
         Ok(lists)
     }
 }

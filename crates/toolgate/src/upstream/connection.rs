@@ -481,7 +481,11 @@ fn dispatch(shared: &Arc<Shared>, tx: &mpsc::Sender<Message>, msg: Message, orig
                     None => attribute(shared, origin),
                 },
             };
-            deliver(shared, target, ServerEvent::Notification(msg, shared.server.clone()));
+            deliver(
+                shared,
+                target,
+                ServerEvent::Notification(msg, shared.server.clone()),
+            );
         }
         Kind::Request => {
             let Some(id) = msg.id.clone() else { return };
