@@ -1,0 +1,116 @@
+//! Measurement 8, head-of-line isolation: calls to a fast upstream while another upstream behind the same
+//! gateway answers every call after 200 ms and is kept busy, against the same fast calls with
+//! the slow upstream idle. The same client sessions call both (the default `per_session`).
+
+use super::latency::{Path, caller};
+use super::{NO_CLIFF, judge};
+use crate::Rig;
+use crate::load::open_loop;
+use crate::report::{Report, Section, delta, dur, ratio, span, us};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SLOW_MS: u64 = 200;
+
+pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
+    let s = &rig.scale;
+    let fast = rig.echo(1, 0).await?;
+    let slow = rig.echo(1, SLOW_MS).await?;
+    let gw = rig
+        .gateway(json!({
+            "fast": rig.http_entry(&fast.url, "per_session"),
+            "slow": rig.http_entry(&slow.url, "per_session"),
+        }))
+        .await?;
+    let client = rig.client()?;
+    let path = |tool| Path {
+        label: "",
+        color: "",
+        url: gw.url.clone(),
+        tool,
+        gateway: Some(gw.pid),
+    };
+    let fast_calls = Arc::new(caller(rig, &client, &path("fast__echo")).await?);
+    // The same sessions call the slow server: its connections are theirs too.
+    let slow_calls = Arc::new(crate::load::HttpCall {
+        sessions: fast_calls.sessions.clone(),
+        tool: "slow__echo".into(),
+        text: rig.text.clone(),
+    });
+    super::verify_echo(&slow_calls.sessions[0], "slow__echo", &rig.text).await?;
+
+    let alone = open_loop(fast_calls.clone(), s.fast_rate, s.warmup, s.measure, None).await?;
+    alone.check("fast calls alone")?;
+    let (with_slow, slow_out) = tokio::join!(
+        open_loop(fast_calls.clone(), s.fast_rate, s.warmup, s.measure, None),
+        open_loop(slow_calls, s.slow_rate, s.warmup, s.measure, None),
+    );
+    let (with_slow, slow_out) = (with_slow?, slow_out?);
+    with_slow.check("fast calls next to slow ones")?;
+    slow_out.check("slow calls")?;
+
+    let mut section = Section::new(
+        "8. Head-of-line isolation: a slow upstream next to a fast one",
+        format!(
+            "One gateway, two upstreams: `fast` (answers at once) and `slow` (answers after {SLOW_MS} ms). Fast calls at {:.0}/s (open loop, {}), first alone (baseline), then while the same {} sessions also call `slow` at {:.0}/s (≈{:.0} slow calls always in flight).",
+            s.fast_rate,
+            span(s.measure),
+            s.load_sessions,
+            s.slow_rate,
+            s.slow_rate * SLOW_MS as f64 / 1000.0
+        ),
+        &[
+            "fast calls",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+            "added p99",
+            "p99 ratio",
+            "slow calls p50",
+        ],
+    );
+    section.row(vec![
+        "alone (baseline)".into(),
+        dur(alone.at(0.5)),
+        dur(alone.at(0.99)),
+        dur(alone.at(0.999)),
+        dur(alone.at(1.0)),
+        "baseline".into(),
+        "1.00×".into(),
+        "—".into(),
+    ]);
+    section.row(vec![
+        "with slow calls in flight".into(),
+        dur(with_slow.at(0.5)),
+        dur(with_slow.at(0.99)),
+        dur(with_slow.at(0.999)),
+        dur(with_slow.at(1.0)),
+        delta(with_slow.at(0.99), alone.at(0.99)),
+        ratio(us(with_slow.at(0.99)), us(alone.at(0.99))),
+        dur(slow_out.at(0.5)),
+    ]);
+    section.data = json!({
+        "alone_p50_us": us(alone.at(0.5)),
+        "alone_p99_us": us(alone.at(0.99)),
+        "alone_p999_us": us(alone.at(0.999)),
+        "with_slow_p50_us": us(with_slow.at(0.5)),
+        "with_slow_p99_us": us(with_slow.at(0.99)),
+        "with_slow_p999_us": us(with_slow.at(0.999)),
+        "slow_p50_us": us(slow_out.at(0.5)),
+        "slow_calls": slow_out.calls,
+    });
+    report.sections.push(section);
+
+    let (a, w) = (alone.at(0.99), with_slow.at(0.99));
+    let limit = (a * 2).max(a + Duration::from_millis(1));
+    judge(
+        report,
+        &NO_CLIFF,
+        "",
+        format!("p99 {} alone, {} with slow calls", dur(a), dur(w)),
+        w <= limit,
+    );
+    Ok(())
+}
