@@ -450,3 +450,67 @@ fn write_line(out: &Output, json: &[u8], flush: bool) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(echo: &Echo, msg: &str) -> serde_json::Value {
+        match echo.respond(msg.as_bytes()) {
+            Outcome::Reply { json, .. } | Outcome::Malformed(json) => {
+                serde_json::from_slice(&json).unwrap()
+            }
+            Outcome::Nothing => serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn initialize_negotiates_and_lists_n_tools() {
+        let echo = Echo::new(3, Duration::ZERO);
+        let init = reply(
+            &echo,
+            r#"{"jsonrpc":"2.0","id":"a","method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
+        );
+        assert_eq!(init["id"], "a");
+        assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+        let list = reply(&echo, r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let names: Vec<_> = list["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["echo", "tool_1", "tool_2"]);
+    }
+
+    #[test]
+    fn every_tool_echoes_its_text_and_unknown_ones_are_refused() {
+        let echo = Echo::new(2, Duration::from_millis(5));
+        let text = "a \"quoted\" line\nand more";
+        let call = serde_json::json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": { "name": "tool_1", "arguments": { "text": text } },
+        });
+        let Outcome::Reply { json, slow, .. } = echo.respond(call.to_string().as_bytes()) else {
+            panic!("no reply");
+        };
+        assert!(slow, "--delay-ms applies to tools/call");
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["result"]["content"][0]["text"], text);
+        let unknown = reply(
+            &echo,
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"tool_2"}}"#,
+        );
+        assert_eq!(unknown["error"]["code"], -32602);
+    }
+
+    #[test]
+    fn notifications_get_no_answer_and_garbage_a_parse_error() {
+        let echo = Echo::new(1, Duration::ZERO);
+        assert!(matches!(
+            echo.respond(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Outcome::Nothing
+        ));
+        assert_eq!(reply(&echo, "{not json")["error"]["code"], -32700);
+    }
+}
