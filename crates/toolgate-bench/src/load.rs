@@ -10,7 +10,7 @@
 //! CPU time at the edges of the measured window.
 
 use crate::mcp::{Session, StdioPeer, call_body};
-use crate::procs;
+use crate::procs::{self, Interference};
 use crate::report::dur;
 use hdrhistogram::Histogram;
 use std::future::Future;
@@ -90,6 +90,8 @@ pub struct Outcome {
     pub overloaded: bool,
     /// CPU time of the watched process during the window.
     pub cpu: Option<Duration>,
+    /// What other processes and the hypervisor took during the window.
+    pub interference: Interference,
 }
 
 impl Outcome {
@@ -160,39 +162,53 @@ impl Tally {
     }
 }
 
-/// CPU time of `pid` read at two moments.
-struct CpuWatch {
+/// Read at the edges of the measured window: the CPU time of `pid`, and what else ran.
+struct Watch {
     pid: Option<u32>,
-    start: Mutex<Option<Duration>>,
+    start: Mutex<Option<(Option<Duration>, procs::MachineSample)>>,
 }
 
-impl CpuWatch {
-    fn new(pid: Option<u32>) -> Arc<CpuWatch> {
-        Arc::new(CpuWatch {
+impl Watch {
+    fn new(pid: Option<u32>) -> Arc<Watch> {
+        Arc::new(Watch {
             pid,
             start: Mutex::new(None),
         })
     }
 
-    /// Read the start value at `at` (in the background).
+    /// Take the start readings at `at` (in the background).
     fn start_at(self: &Arc<Self>, at: Instant) {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let now = this.pid.and_then(|p| procs::cpu_time(p).ok());
-            *this.start.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            let cpu = this.pid.and_then(|p| procs::cpu_time(p).ok());
+            let machine = procs::sample_machine();
+            *this.start.lock().unwrap_or_else(|p| p.into_inner()) = Some((cpu, machine));
         });
     }
 
-    fn elapsed(&self) -> Option<Duration> {
-        let start = (*self.start.lock().unwrap_or_else(|p| p.into_inner()))?;
-        let end = procs::cpu_time(self.pid?).ok()?;
-        Some(end.saturating_sub(start))
+    /// The watched process's CPU time and the interference since the start readings.
+    fn finish(&self) -> (Option<Duration>, Option<Interference>) {
+        let Some((cpu0, machine0)) = *self.start.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return (None, None);
+        };
+        let cpu = self
+            .pid
+            .and_then(|p| procs::cpu_time(p).ok())
+            .zip(cpu0)
+            .map(|(end, start)| end.saturating_sub(start));
+        (cpu, Some(machine0.interference(&procs::sample_machine())))
     }
 }
 
-fn outcome(tally: Tally, window: Duration, overloaded: bool, cpu: Option<Duration>) -> Outcome {
+fn outcome(
+    tally: Tally,
+    window: Duration,
+    overloaded: bool,
+    (cpu, interference): (Option<Duration>, Option<Interference>),
+) -> Outcome {
     Outcome {
+        interference: interference.unwrap_or_default(),
         latency: tally.latency.unwrap_or_else(histogram),
         start_lag: tally.start_lag.unwrap_or_else(histogram),
         calls: tally.calls,
@@ -219,8 +235,8 @@ pub async fn open_loop<C: Caller>(
     let start = Instant::now() + Duration::from_millis(5);
     let measure_from = start + warmup;
     let end = measure_from + measure;
-    let cpu = CpuWatch::new(watch);
-    cpu.start_at(measure_from);
+    let watched = Watch::new(watch);
+    watched.start_at(measure_from);
     let (t, f) = (tally.clone(), in_flight.clone());
     // A thread, not a task: tokio's timer ticks in milliseconds, far too coarse to pace
     // thousands of calls per second.
@@ -265,12 +281,12 @@ pub async fn open_loop<C: Caller>(
         }
     })
     .await;
-    let cpu = cpu.elapsed();
+    let readings = watched.finish();
     if drained.is_err() {
         anyhow::bail!("calls were still unanswered {DRAIN:?} after the run ended");
     }
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(outcome(tally, measure, overloaded, cpu))
+    Ok(outcome(tally, measure, overloaded, readings))
 }
 
 /// `concurrency` callers, each calling again as soon as it has an answer, for
@@ -287,8 +303,8 @@ pub async fn closed_loop<C: Caller>(
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + measure;
-    let cpu = CpuWatch::new(watch);
-    cpu.start_at(measure_from);
+    let watched = Watch::new(watch);
+    watched.start_at(measure_from);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let (caller, tally, seq) = (caller.clone(), tally.clone(), seq.clone());
@@ -310,7 +326,7 @@ pub async fn closed_loop<C: Caller>(
     }
     // CPU is read when the window closes, before the stragglers' answers.
     tokio::time::sleep_until(end.into()).await;
-    let cpu = cpu.elapsed();
+    let readings = watched.finish();
     let drained = tokio::time::timeout(DRAIN, async {
         while workers.join_next().await.is_some() {}
     })
@@ -319,7 +335,7 @@ pub async fn closed_loop<C: Caller>(
         anyhow::bail!("calls were still unanswered {DRAIN:?} after the run ended");
     }
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(outcome(tally, measure, false, cpu))
+    Ok(outcome(tally, measure, false, readings))
 }
 
 fn merge(into: &mut Tally, from: Tally) {
@@ -331,4 +347,29 @@ fn merge(into: &mut Tally, from: Tally) {
     if let Some(h) = from.latency {
         let _ = into.latency.get_or_insert_with(histogram).add(&h);
     }
+}
+
+/// Run `measure` again (at most twice more) while other processes or the hypervisor disturb it
+/// by more than a tenth of a CPU; keep the least disturbed outcome.
+pub async fn least_disturbed<F, Fut>(what: &str, mut measure: F) -> anyhow::Result<Outcome>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
+    let mut best = measure().await?;
+    for _ in 0..2 {
+        if !best.interference.disturbing() {
+            break;
+        }
+        eprintln!(
+            "  {what}: other processes took {} of a CPU; measuring again",
+            best.interference.describe()
+        );
+        let again = measure().await?;
+        let load = |o: &Outcome| o.interference.others + o.interference.steal;
+        if load(&again) < load(&best) {
+            best = again;
+        }
+    }
+    Ok(best)
 }

@@ -196,9 +196,7 @@ pub fn command(program: &Path, cpu: Option<usize>) -> Command {
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    stat_cpu_time(&stat, hz)
+    stat_cpu_time(&stat, clock_ticks())
 }
 
 fn stat_cpu_time(stat: &str, hz: u64) -> anyhow::Result<Duration> {
@@ -216,6 +214,115 @@ fn stat_cpu_time(stat: &str, hz: u64) -> anyhow::Result<Duration> {
         .map(|f| f.parse::<u64>().unwrap_or(0))
         .sum();
     Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
+}
+
+/// What the whole machine and this benchmark's own processes had used at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineSample {
+    at: std::time::Instant,
+    /// user + nice + system of every CPU (/proc/stat), in ticks.
+    busy_ticks: u64,
+    /// Time the hypervisor ran something else while a CPU wanted to run, in ticks.
+    steal_ticks: u64,
+    /// CPU time of this process and every process it started, directly or not.
+    own: Duration,
+}
+
+/// What else ran on the machine between two samples, in CPUs (1.0 = one CPU the whole time).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Interference {
+    /// Processes that are not this benchmark's.
+    pub others: f64,
+    /// Time the hypervisor took the CPUs away.
+    pub steal: f64,
+}
+
+impl Interference {
+    /// For people: `3%`, or `3% + steal 2%` (percent of one CPU).
+    pub fn describe(&self) -> String {
+        let others = format!("{:.0}%", self.others * 100.0);
+        if self.steal >= 0.01 {
+            format!("{others} + steal {:.0}%", self.steal * 100.0)
+        } else {
+            others
+        }
+    }
+
+    /// Worth measuring again: others or the hypervisor took more than a tenth of a CPU.
+    pub fn disturbing(&self) -> bool {
+        self.others + self.steal > 0.10
+    }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
+}
+
+/// Read the machine's CPU counters and the CPU time of this benchmark's process tree.
+pub fn sample_machine() -> MachineSample {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    MachineSample {
+        at: std::time::Instant::now(),
+        busy_ticks: at(0) + at(1) + at(2),
+        steal_ticks: at(7),
+        own: own_cpu(),
+    }
+}
+
+/// CPU time of this process and all its descendants (a scan of /proc).
+fn own_cpu() -> Duration {
+    let hz = clock_ticks();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut procs: Vec<(u32, u32, Duration)> = Vec::new();
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        let cpu = stat_cpu_time(&stat, hz).unwrap_or_default();
+        procs.push((pid, ppid, cpu));
+    }
+    let mut ours = vec![std::process::id()];
+    let mut i = 0;
+    while i < ours.len() {
+        let parent = ours[i];
+        ours.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        i += 1;
+    }
+    procs
+        .iter()
+        .filter(|p| ours.contains(&p.0))
+        .map(|p| p.2)
+        .sum()
+}
+
+impl MachineSample {
+    /// What ran besides this benchmark from `self` until `later`.
+    pub fn interference(&self, later: &MachineSample) -> Interference {
+        let hz = clock_ticks() as f64;
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let busy = later.busy_ticks.saturating_sub(self.busy_ticks) as f64 / hz;
+        let own = later.own.saturating_sub(self.own).as_secs_f64();
+        Interference {
+            others: ((busy - own) / wall).max(0.0),
+            steal: later.steal_ticks.saturating_sub(self.steal_ticks) as f64 / hz / wall,
+        }
+    }
 }
 
 /// The fraction of the machine's CPU time that was busy over `over` (from /proc/stat).

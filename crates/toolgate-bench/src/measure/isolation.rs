@@ -5,7 +5,7 @@
 use super::latency::{Path, caller};
 use super::{NO_CLIFF, judge};
 use crate::Rig;
-use crate::load::open_loop;
+use crate::load::{least_disturbed, open_loop};
 use crate::report::{Report, Section, delta, dur, ratio, span, us};
 use serde_json::json;
 use std::sync::Arc;
@@ -40,7 +40,10 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     });
     super::verify_echo(&slow_calls.sessions[0], "slow__echo", &rig.text).await?;
 
-    let alone = open_loop(fast_calls.clone(), s.fast_rate, s.warmup, s.measure, None).await?;
+    let alone = least_disturbed("fast calls alone", || {
+        open_loop(fast_calls.clone(), s.fast_rate, s.warmup, s.measure, None)
+    })
+    .await?;
     alone.check("fast calls alone")?;
     let (with_slow, slow_out) = tokio::join!(
         open_loop(fast_calls.clone(), s.fast_rate, s.warmup, s.measure, None),
@@ -69,6 +72,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
             "added p99",
             "p99 ratio",
             "slow calls p50",
+            "others' CPU",
         ],
     );
     section.row(vec![
@@ -80,6 +84,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         "baseline".into(),
         "1.00×".into(),
         "—".into(),
+        alone.interference.describe(),
     ]);
     section.row(vec![
         "with slow calls in flight".into(),
@@ -90,6 +95,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         delta(with_slow.at(0.99), alone.at(0.99)),
         ratio(us(with_slow.at(0.99)), us(alone.at(0.99))),
         dur(slow_out.at(0.5)),
+        with_slow.interference.describe(),
     ]);
     section.data = json!({
         "alone_p50_us": us(alone.at(0.5)),
