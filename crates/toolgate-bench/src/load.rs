@@ -88,8 +88,10 @@ pub struct Outcome {
     pub window: Duration,
     /// Open loop: the offered rate could not be sustained (too many calls in flight).
     pub overloaded: bool,
-    /// CPU time of the watched process during the window.
+    /// CPU time of the gateway during the window.
     pub cpu: Option<Duration>,
+    /// CPU time of the upstream during the window.
+    pub upstream_cpu: Option<Duration>,
     /// What other processes and the hypervisor took during the window.
     pub interference: Interference,
 }
@@ -104,15 +106,29 @@ impl Outcome {
         Duration::from_nanos(self.latency.value_at_quantile(q))
     }
 
-    /// CPU time of the watched process per call.
-    pub fn cpu_per_call(&self) -> Option<Duration> {
-        let cpu = self.cpu?;
+    fn per_call(&self, cpu: Option<Duration>) -> Option<Duration> {
+        let cpu = cpu?;
         (self.calls > 0).then(|| cpu / self.calls.min(u64::from(u32::MAX)) as u32)
     }
 
-    /// CPU per call for people: `41 µs`, or `—` if not watched.
+    /// CPU time of the gateway per call.
+    pub fn cpu_per_call(&self) -> Option<Duration> {
+        self.per_call(self.cpu)
+    }
+
+    /// CPU time of the upstream per call.
+    pub fn upstream_cpu_per_call(&self) -> Option<Duration> {
+        self.per_call(self.upstream_cpu)
+    }
+
+    /// The gateway's CPU per call for people: `41 µs`, or `—` if not watched.
     pub fn cpu_text(&self) -> String {
         self.cpu_per_call().map_or("—".into(), dur)
+    }
+
+    /// The upstream's CPU per call for people.
+    pub fn upstream_cpu_text(&self) -> String {
+        self.upstream_cpu_per_call().map_or("—".into(), dur)
     }
 
     /// Fails with the first error if any call failed.
@@ -162,16 +178,34 @@ impl Tally {
     }
 }
 
-/// Read at the edges of the measured window: the CPU time of `pid`, and what else ran.
+/// The processes whose CPU time a run reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watched {
+    pub gateway: Option<u32>,
+    /// The upstream: a minimal server doing its part of the same calls, the baseline for the
+    /// gateway's CPU per call.
+    pub upstream: Option<u32>,
+}
+
+/// CPU time of the watched processes over the window, and what else ran meanwhile.
+struct Readings {
+    gateway: Option<Duration>,
+    upstream: Option<Duration>,
+    interference: Option<Interference>,
+}
+
+type Start = (Option<Duration>, Option<Duration>, procs::MachineSample);
+
+/// Read at the edges of the measured window.
 struct Watch {
-    pid: Option<u32>,
-    start: Mutex<Option<(Option<Duration>, procs::MachineSample)>>,
+    watched: Watched,
+    start: Mutex<Option<Start>>,
 }
 
 impl Watch {
-    fn new(pid: Option<u32>) -> Arc<Watch> {
+    fn new(watched: Watched) -> Arc<Watch> {
         Arc::new(Watch {
-            pid,
+            watched,
             start: Mutex::new(None),
         })
     }
@@ -181,34 +215,42 @@ impl Watch {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let cpu = this.pid.and_then(|p| procs::cpu_time(p).ok());
-            let machine = procs::sample_machine();
-            *this.start.lock().unwrap_or_else(|p| p.into_inner()) = Some((cpu, machine));
+            let cpu = |pid: Option<u32>| pid.and_then(|p| procs::cpu_time(p).ok());
+            let start = (
+                cpu(this.watched.gateway),
+                cpu(this.watched.upstream),
+                procs::sample_machine(),
+            );
+            *this.start.lock().unwrap_or_else(|p| p.into_inner()) = Some(start);
         });
     }
 
-    /// The watched process's CPU time and the interference since the start readings.
-    fn finish(&self) -> (Option<Duration>, Option<Interference>) {
-        let Some((cpu0, machine0)) = *self.start.lock().unwrap_or_else(|p| p.into_inner()) else {
-            return (None, None);
+    fn finish(&self) -> Readings {
+        let Some((gw0, up0, machine0)) = *self.start.lock().unwrap_or_else(|p| p.into_inner())
+        else {
+            return Readings {
+                gateway: None,
+                upstream: None,
+                interference: None,
+            };
         };
-        let cpu = self
-            .pid
-            .and_then(|p| procs::cpu_time(p).ok())
-            .zip(cpu0)
-            .map(|(end, start)| end.saturating_sub(start));
-        (cpu, Some(machine0.interference(&procs::sample_machine())))
+        let since = |pid: Option<u32>, start: Option<Duration>| {
+            let end = procs::cpu_time(pid?).ok()?;
+            Some(end.saturating_sub(start?))
+        };
+        Readings {
+            gateway: since(self.watched.gateway, gw0),
+            upstream: since(self.watched.upstream, up0),
+            interference: Some(machine0.interference(&procs::sample_machine())),
+        }
     }
 }
 
-fn outcome(
-    tally: Tally,
-    window: Duration,
-    overloaded: bool,
-    (cpu, interference): (Option<Duration>, Option<Interference>),
-) -> Outcome {
+fn outcome(tally: Tally, window: Duration, overloaded: bool, readings: Readings) -> Outcome {
     Outcome {
-        interference: interference.unwrap_or_default(),
+        interference: readings.interference.unwrap_or_default(),
+        cpu: readings.gateway,
+        upstream_cpu: readings.upstream,
         latency: tally.latency.unwrap_or_else(histogram),
         start_lag: tally.start_lag.unwrap_or_else(histogram),
         calls: tally.calls,
@@ -216,18 +258,17 @@ fn outcome(
         first_error: tally.first_error,
         window,
         overloaded,
-        cpu,
     }
 }
 
 /// Offer `rate` calls per second for `warmup + measure`; only calls whose intended start falls
-/// in the measured window are recorded. `watch`: a process whose CPU time to read.
+/// in the measured window are recorded; `watch`: the processes whose CPU time to read.
 pub async fn open_loop<C: Caller>(
     caller: Arc<C>,
     rate: f64,
     warmup: Duration,
     measure: Duration,
-    watch: Option<u32>,
+    watch: Watched,
 ) -> anyhow::Result<Outcome> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -296,7 +337,7 @@ pub async fn closed_loop<C: Caller>(
     concurrency: usize,
     warmup: Duration,
     measure: Duration,
-    watch: Option<u32>,
+    watch: Watched,
 ) -> anyhow::Result<Outcome> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let seq = Arc::new(AtomicU64::new(0));

@@ -4,7 +4,7 @@
 
 use super::{ADDED_P50, ADDED_P99, CPU_PER_CALL, judge, open_sessions, verify_echo};
 use crate::Rig;
-use crate::load::{HttpCall, Outcome, least_disturbed, open_loop};
+use crate::load::{HttpCall, Outcome, Watched, least_disturbed, open_loop};
 use crate::plot::{self, Panel, Series};
 use crate::report::{Report, Section, delta, dur, ratio, span, us};
 use serde_json::json;
@@ -19,6 +19,17 @@ pub struct Path {
     pub tool: &'static str,
     /// The gateway's pid, whose CPU time is read.
     pub gateway: Option<u32>,
+    /// The upstream's pid, whose CPU time is read too.
+    pub upstream: Option<u32>,
+}
+
+impl Path {
+    pub fn watched(&self) -> Watched {
+        Watched {
+            gateway: self.gateway,
+            upstream: self.upstream,
+        }
+    }
 }
 
 pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
@@ -36,6 +47,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
             url: echo.url.clone(),
             tool: "echo",
             gateway: None,
+            upstream: Some(echo.pid),
         },
         Path {
             label: "toolgate shared",
@@ -43,6 +55,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
             url: shared.url.clone(),
             tool: "echo__echo",
             gateway: Some(shared.pid),
+            upstream: Some(echo.pid),
         },
         Path {
             label: "toolgate per_session",
@@ -50,6 +63,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
             url: per_session.url.clone(),
             tool: "echo__echo",
             gateway: Some(per_session.pid),
+            upstream: Some(echo.pid),
         },
     ];
     let client = rig.client()?;
@@ -65,7 +79,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
         for (p, c) in paths.iter().zip(&callers) {
             let what = format!("{} at {rate}/s", p.label);
             let o = least_disturbed(&what, || {
-                open_loop(c.clone(), rate, s.warmup, s.measure, p.gateway)
+                open_loop(c.clone(), rate, s.warmup, s.measure, p.watched())
             })
             .await?;
             o.check(&format!("{} at {rate}/s", p.label))?;
@@ -93,6 +107,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
             "added p99",
             "p99 ratio",
             "gateway CPU/call",
+            "upstream CPU/call",
             "calls",
             "generator lag p99",
             "others' CPU",
@@ -128,6 +143,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
                 },
                 ratio(us(o.at(0.99)), us(direct.at(0.99))),
                 o.cpu_text(),
+                o.upstream_cpu_text(),
                 o.calls.to_string(),
                 dur(Duration::from_nanos(o.start_lag.value_at_quantile(0.99))),
                 o.interference.describe(),
@@ -143,6 +159,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
                     "errors": o.errors,
                     "overloaded": o.overloaded,
                     "gateway_cpu_per_call_us": o.cpu_per_call().map(us),
+                    "upstream_cpu_per_call_us": o.upstream_cpu_per_call().map(us),
                     "generator_lag_p99_us": o.start_lag.value_at_quantile(0.99) as f64 / 1e3,
                     "others_cpu": o.interference.others,
                     "steal_cpu": o.interference.steal,

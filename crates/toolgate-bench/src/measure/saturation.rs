@@ -25,6 +25,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
             url: echo.url.clone(),
             tool: "echo",
             gateway: None,
+            upstream: Some(echo.pid),
         },
         Path {
             label: "toolgate shared",
@@ -32,6 +33,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
             url: shared.url.clone(),
             tool: "echo__echo",
             gateway: Some(shared.pid),
+            upstream: Some(echo.pid),
         },
         Path {
             label: "toolgate per_session",
@@ -39,6 +41,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
             url: per_session.url.clone(),
             tool: "echo__echo",
             gateway: Some(per_session.pid),
+            upstream: Some(echo.pid),
         },
     ];
     let s = &rig.scale;
@@ -47,7 +50,13 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     for p in &paths {
         let c = Arc::new(caller(rig, &client, p).await?);
         let o = least_disturbed(p.label, || {
-            closed_loop(c.clone(), s.concurrency, s.warmup, s.saturation, p.gateway)
+            closed_loop(
+                c.clone(),
+                s.concurrency,
+                s.warmup,
+                s.saturation,
+                p.watched(),
+            )
         })
         .await?;
         o.check(&format!("{} at saturation", p.label))?;
@@ -70,6 +79,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
             "p50",
             "p99",
             "gateway CPU/call",
+            "upstream CPU/call",
             "calls",
             "others' CPU",
         ],
@@ -83,6 +93,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
             dur(o.at(0.5)),
             dur(o.at(0.99)),
             o.cpu_text(),
+            o.upstream_cpu_text(),
             o.calls.to_string(),
             o.interference.describe(),
         ]);
@@ -93,6 +104,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
                 "p50_us": us(o.at(0.5)),
                 "p99_us": us(o.at(0.99)),
                 "gateway_cpu_per_call_us": o.cpu_per_call().map(us),
+                "upstream_cpu_per_call_us": o.upstream_cpu_per_call().map(us),
                 "calls": o.calls,
                 "others_cpu": o.interference.others,
                 "steal_cpu": o.interference.steal,

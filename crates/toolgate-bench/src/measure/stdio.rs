@@ -6,7 +6,7 @@
 use super::latency::{Path, caller};
 use super::{median, open_sessions};
 use crate::Rig;
-use crate::load::{StdioCall, closed_loop};
+use crate::load::{StdioCall, Watched, closed_loop};
 use crate::mcp::{Session, call_body};
 use crate::procs::{children, rss_kib};
 use crate::report::{Report, Section, dur, ratio, span, us};
@@ -21,6 +21,10 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     // Shared child: saturation, direct vs through the gateway.
     let peer = rig.stdio_peer().await?;
     let peer_rss = rss_kib(peer.pid)?;
+    let direct_watch = Watched {
+        gateway: None,
+        upstream: Some(peer.pid),
+    };
     let direct = closed_loop(
         Arc::new(StdioCall {
             peer,
@@ -30,28 +34,29 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         s.concurrency,
         s.warmup,
         s.saturation,
-        None,
+        direct_watch,
     )
     .await?;
     direct.check("direct stdio")?;
     let shared = rig
         .gateway(json!({ "echo": rig.stdio_entry("shared", 1) }))
         .await?;
-    let path = Path {
+    let mut path = Path {
         label: "toolgate shared stdio",
         color: "",
         url: shared.url.clone(),
         tool: "echo__echo",
         gateway: Some(shared.pid),
+        upstream: None,
     };
-    let through = closed_loop(
-        Arc::new(caller(rig, &client, &path).await?),
-        s.concurrency,
-        s.warmup,
-        s.saturation,
-        Some(shared.pid),
-    )
-    .await?;
+    let calls = Arc::new(caller(rig, &client, &path).await?);
+    // The child serving the calls, looked up once calls have been answered: a child that only
+    // took part in start-up may still be exiting.
+    path.upstream = children(shared.pid)
+        .into_iter()
+        .filter(|&p| rss_kib(p).is_ok())
+        .max();
+    let through = closed_loop(calls, s.concurrency, s.warmup, s.saturation, path.watched()).await?;
     through.check("shared stdio through toolgate")?;
     drop(shared);
     // The same gateway path with an HTTP upstream: what the stdio transport costs in comparison.
@@ -65,13 +70,14 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         url: http_gw.url.clone(),
         tool: "echo__echo",
         gateway: Some(http_gw.pid),
+        upstream: Some(echo.pid),
     };
     let over_http = closed_loop(
         Arc::new(caller(rig, &client, &http_path).await?),
         s.concurrency,
         s.warmup,
         s.saturation,
-        Some(http_gw.pid),
+        http_path.watched(),
     )
     .await?;
     over_http.check("shared HTTP upstream through toolgate")?;
@@ -105,11 +111,19 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         second.push(t.elapsed());
         sessions.push(session);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let kids: Vec<u32> = children(gw.pid)
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
+    // Children that only took part in starting a connection may still be exiting: count
+    // until they are gone (there is no event to wait for), for a second at most.
+    let mut kids: Vec<u32> = Vec::new();
+    for _ in 0..20 {
+        kids = children(gw.pid)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        if kids.len() == s.children {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     anyhow::ensure!(
         kids.len() == s.children,
         "expected {} per-session children of the gateway, found {}",
@@ -159,6 +173,18 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         },
     ]);
     let (f, d) = (median(first.clone()), median(direct_first.clone()));
+    section.row(vec![
+        "shared child: the child's own CPU per call (baseline: driven directly)".into(),
+        direct.upstream_cpu_text(),
+        through.upstream_cpu_text(),
+        match (
+            through.upstream_cpu_per_call(),
+            direct.upstream_cpu_per_call(),
+        ) {
+            (Some(a), Some(b)) => ratio(us(a), us(b)),
+            _ => "—".into(),
+        },
+    ]);
     section.row(vec![
         "per_session: new session to first answer (starts a child), median".into(),
         dur(d),
