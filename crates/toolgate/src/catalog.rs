@@ -8,10 +8,9 @@
 use crate::config::{Config, ItemRules};
 use crate::jsonrpc::{ErrorObject, code};
 use crate::names::{self, Candidate};
-use hmac::{Hmac, Mac};
+use crate::seal::Sealer;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -421,35 +420,24 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
     go(&parts, tail, uri, true, false)
 }
 
-/// Tamper-proof pagination cursors: position and list kind, authenticated with a
-/// key held by the gateway, so a client can neither forge nor reuse one across lists.
+/// Tamper-proof pagination cursors: position and list kind, sealed by the
+/// gateway, so a client can neither forge one nor reuse one across lists.
 pub struct Cursors {
-    key: [u8; 32],
+    sealer: Sealer,
 }
 
 impl Cursors {
-    pub fn new(key: [u8; 32]) -> Self {
-        Cursors { key }
-    }
-
-    fn tag(&self, payload: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key size");
-        mac.update(payload.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        tag[..12].iter().map(|b| format!("{b:02x}")).collect()
+    pub fn new(sealer: Sealer) -> Self {
+        Cursors { sealer }
     }
 
     pub fn encode(&self, kind: ListKind, offset: usize) -> String {
-        let payload = format!("{}.{offset}", kind.tag());
-        format!("{payload}.{}", self.tag(&payload))
+        self.sealer.seal(&format!("{}.{offset}", kind.tag()))
     }
 
     pub fn decode(&self, kind: ListKind, cursor: &str) -> Result<usize, ErrorObject> {
         let invalid = || ErrorObject::new(code::INVALID_PARAMS, "Invalid cursor");
-        let (payload, tag) = cursor.rsplit_once('.').ok_or_else(invalid)?;
-        if tag != self.tag(payload) {
-            return Err(invalid());
-        }
+        let payload = self.sealer.open(cursor).ok_or_else(invalid)?;
         let (k, offset) = payload.split_once('.').ok_or_else(invalid)?;
         if k != kind.tag().to_string() {
             return Err(invalid());
@@ -555,7 +543,7 @@ mod tests {
             lists: Some(&a),
         }];
         let cat = Catalog::build(&config(), &views, 1);
-        let cursors = Cursors::new([7; 32]);
+        let cursors = Cursors::new(Sealer::new());
         let p1: Value =
             serde_json::from_str(&cat.page(ListKind::Tools, None, 2, &cursors).unwrap()).unwrap();
         assert_eq!(p1["tools"].as_array().unwrap().len(), 2);
@@ -565,7 +553,7 @@ mod tests {
                 .unwrap();
         assert_eq!(p2["tools"][0]["name"], "a__t3");
         assert!(p2.get("nextCursor").is_none());
-        let forged = next.replace("0.2", "0.1");
+        let forged = next.replacen("0.2", "0.1", 1);
         assert!(
             cat.page(ListKind::Tools, Some(&forged), 2, &cursors)
                 .is_err()

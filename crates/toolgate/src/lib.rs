@@ -9,5 +9,6 @@ pub mod gateway;
 pub mod headers;
 pub mod jsonrpc;
 pub mod names;
+pub mod seal;
 pub mod sse;
 pub mod upstream;

@@ -78,7 +78,7 @@ impl Gateway {
             servers,
             catalog: ArcSwap::from_pointee(Catalog::default()),
             generation: AtomicU64::new(0),
-            cursors: Cursors::new(rand::random()),
+            cursors: Cursors::new(crate::seal::Sealer::new()),
             sessions: Sessions::default(),
             stop: CancellationToken::new(),
             mrtr: modern::Mrtr::new(config.input_required_ttl.0),

@@ -16,10 +16,10 @@ use super::session::{Ask, Session};
 use super::stream::{EventStream, Next};
 use crate::catalog::ListKind;
 use crate::jsonrpc::{ErrorObject, Id, Kind, LEGACY_VERSIONS, Message, code, to_raw};
+use crate::seal::Sealer;
 use crate::upstream::Responder;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -188,7 +188,7 @@ struct HeldCall {
 
 /// Held calls and the key that seals their `requestState`.
 pub struct Mrtr {
-    key: [u8; 32],
+    sealer: Sealer,
     held: Mutex<HashMap<String, HeldCall>>,
     ttl: Duration,
 }
@@ -260,7 +260,7 @@ fn fingerprint(method: &str, params: &Value) -> String {
 impl Mrtr {
     pub fn new(ttl: Duration) -> Mrtr {
         Mrtr {
-            key: rand::random(),
+            sealer: Sealer::new(),
             held: Mutex::new(HashMap::new()),
             ttl,
         }
@@ -270,16 +270,9 @@ impl Mrtr {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tag(&self, payload: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key size");
-        mac.update(payload.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    }
-
     fn seal(&self, state: &SealedState) -> String {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(state).unwrap_or_default());
-        let tag = self.tag(&payload);
-        format!("{SEAL_PREFIX}{payload}.{tag}")
+        format!("{SEAL_PREFIX}{}", self.sealer.seal(&payload))
     }
 
     /// Check a `requestState` and take the call it names. Every failure is the
@@ -301,18 +294,10 @@ impl Mrtr {
         let token = token
             .strip_prefix(SEAL_PREFIX)
             .ok_or_else(|| invalid("malformed"))?;
-        let (payload, tag) = token.rsplit_once('.').ok_or_else(|| invalid("malformed"))?;
-        // Constant-time comparison of the tag.
-        let expected = self.tag(payload);
-        let same = expected.len() == tag.len()
-            && expected
-                .bytes()
-                .zip(tag.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
-            return Err(invalid("it was not issued by this gateway or was altered"));
-        }
+        let payload = self
+            .sealer
+            .open(token)
+            .ok_or_else(|| invalid("it was not issued by this gateway or was altered"))?;
         let state: SealedState = URL_SAFE_NO_PAD
             .decode(payload)
             .ok()

@@ -8,16 +8,15 @@
 //! foreign id is answered exactly like an unknown one.
 
 use crate::jsonrpc::{ErrorObject, code};
+use crate::seal::Sealer;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const PREFIX: &str = "tgt1.";
 
 pub struct TaskIds {
-    key: [u8; 32],
+    sealer: Sealer,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -33,14 +32,8 @@ struct Sealed {
 impl TaskIds {
     pub fn new() -> TaskIds {
         TaskIds {
-            key: rand::random(),
+            sealer: Sealer::new(),
         }
-    }
-
-    fn tag(&self, payload: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key size");
-        mac.update(payload.as_bytes());
-        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..18])
     }
 
     /// The id a client sees. The same task always gets the same id, wherever it
@@ -52,8 +45,7 @@ impl TaskIds {
             p: principal.to_owned(),
         };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&sealed).unwrap_or_default());
-        let tag = self.tag(&payload);
-        format!("{PREFIX}{payload}.{tag}")
+        format!("{PREFIX}{}", self.sealer.seal(&payload))
     }
 
     /// The server and the server's id behind an id a client presents.
@@ -62,18 +54,8 @@ impl TaskIds {
             ErrorObject::new(code::INVALID_PARAMS, format!("Unknown task: {exposed}"))
                 .with_data(json!({ "taskId": exposed }))
         };
-        let rest = exposed.strip_prefix(PREFIX).ok_or_else(unknown)?;
-        let (payload, tag) = rest.rsplit_once('.').ok_or_else(unknown)?;
-        let expected = self.tag(payload);
-        let same = expected.len() == tag.len()
-            && expected
-                .bytes()
-                .zip(tag.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
-            return Err(unknown());
-        }
+        let token = exposed.strip_prefix(PREFIX).ok_or_else(unknown)?;
+        let payload = self.sealer.open(token).ok_or_else(unknown)?;
         let sealed: Sealed = URL_SAFE_NO_PAD
             .decode(payload)
             .ok()
