@@ -439,6 +439,8 @@ pub struct Gateway {
     pub started_in: Duration,
     child: Child,
     log: Arc<Mutex<VecDeque<String>>>,
+    /// Log lines saying a stdio server (child process) was started.
+    stdio_starts: Arc<std::sync::atomic::AtomicUsize>,
     _dir: tempfile::TempDir,
 }
 
@@ -467,7 +469,12 @@ impl Gateway {
         let stderr = child.stderr.take().context("stderr is piped")?;
         let mut lines = BufReader::new(stderr).lines();
         let log = Arc::new(Mutex::new(VecDeque::new()));
-        let keep = |log: &Mutex<VecDeque<String>>, line: String| {
+        let stdio_starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let starts = stdio_starts.clone();
+        let keep = move |log: &Mutex<VecDeque<String>>, line: String| {
+            if line.contains("started stdio server") {
+                starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             log.push_back(line);
             if log.len() > LOG_TAIL {
@@ -508,8 +515,14 @@ impl Gateway {
             started_in,
             child,
             log,
+            stdio_starts,
             _dir: dir,
         })
+    }
+
+    /// How many stdio server processes the gateway has started so far (from its log).
+    pub fn stdio_starts(&self) -> usize {
+        self.stdio_starts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last lines the gateway logged, for error messages.
