@@ -256,30 +256,30 @@ fn run_conformance(flags: &[&str], url: &str, out_dir: &Path) -> BTreeMap<String
     results
 }
 
+/// toolgate-fixture serving `mode` (`http` at /mcp, `sse` at /sse) on a free port.
+fn fixture_server(mode: &str) -> (Proc, u16) {
+    let port = support::free_port();
+    let proc = Proc::spawn(
+        &format!("toolgate-fixture {mode}"),
+        Command::new(support::fixture_bin())
+            .args([mode, "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null()),
+    );
+    let probe = if mode == "sse" { "/nothing" } else { "/mcp" };
+    wait_http(port, probe, true, &format!("toolgate-fixture {mode}"));
+    (proc, port)
+}
+
 #[test]
 fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
     let fixture = support::fixture_bin();
     let dir = tempfile::tempdir().expect("tempdir");
-    let fx_port = support::free_port();
-    let _fx = Proc::spawn(
-        "toolgate-fixture http",
-        Command::new(fixture)
-            .args(["http", "--listen", &format!("127.0.0.1:{fx_port}")])
-            .stdout(Stdio::null()),
-    );
-    wait_http(fx_port, "/mcp", true, "toolgate-fixture");
+    let (_fx, fx_port) = fixture_server("http");
     let direct = conformance(
         &format!("http://127.0.0.1:{fx_port}/mcp"),
         &dir.path().join("direct"),
     );
-    let sse_port = support::free_port();
-    let _fx_sse = Proc::spawn(
-        "toolgate-fixture sse",
-        Command::new(fixture)
-            .args(["sse", "--listen", &format!("127.0.0.1:{sse_port}")])
-            .stdout(Stdio::null()),
-    );
-    wait_http(sse_port, "/nothing", true, "toolgate-fixture sse");
+    let (_fx_sse, sse_port) = fixture_server("sse");
 
     let upstreams = [
         (
@@ -342,14 +342,7 @@ fn conformance_suite_passes_through_the_gateway_wherever_it_passes_directly() {
 fn conformance_2026_passes_through_the_gateway_wherever_it_passes_directly() {
     let fixture = support::fixture_bin();
     let dir = tempfile::tempdir().expect("tempdir");
-    let fx_port = support::free_port();
-    let _fx = Proc::spawn(
-        "toolgate-fixture http",
-        Command::new(fixture)
-            .args(["http", "--listen", &format!("127.0.0.1:{fx_port}")])
-            .stdout(Stdio::null()),
-    );
-    wait_http(fx_port, "/mcp", true, "toolgate-fixture");
+    let (_fx, fx_port) = fixture_server("http");
     let direct = conformance_2026(
         &format!("http://127.0.0.1:{fx_port}/mcp"),
         &dir.path().join("direct"),
