@@ -56,6 +56,20 @@ pub struct Target {
     pub limit: String,
     pub measured: String,
     pub status: Status,
+    /// Other processes took this much CPU while it was measured: the verdict is unreliable.
+    pub disturbed: Option<String>,
+}
+
+impl Target {
+    fn verdict(&self) -> String {
+        match &self.disturbed {
+            Some(by) => format!(
+                "{} (disturbed: others used {by} of a CPU)",
+                self.status.label()
+            ),
+            None => self.status.label().to_owned(),
+        }
+    }
 }
 
 pub struct Report {
@@ -92,6 +106,7 @@ impl Report {
             limit: limit.to_owned(),
             measured,
             status,
+            disturbed: None,
         });
     }
 
@@ -101,6 +116,7 @@ impl Report {
             limit: limit.to_owned(),
             measured: why.to_owned(),
             status: Status::NotMeasured,
+            disturbed: None,
         });
     }
 
@@ -135,7 +151,7 @@ impl Report {
                     t.name.clone(),
                     t.limit.clone(),
                     t.measured.clone(),
-                    t.status.label().to_owned(),
+                    t.verdict(),
                 ]
             })
             .collect();
@@ -159,6 +175,7 @@ impl Report {
                 "limit": t.limit,
                 "measured": t.measured,
                 "status": t.status.label(),
+                "disturbed_by_others_cpu": t.disturbed,
             })).collect::<Vec<_>>(),
         })
     }
@@ -253,5 +270,10 @@ mod tests {
         full.target("u", "≤ 1", "0".into(), true);
         assert_eq!(full.misses(), 1);
         assert!(full.markdown().contains("| t | ≤ 1 | 2 | MISS |"));
+        full.targets[1].disturbed = Some("40%".into());
+        assert!(
+            full.markdown()
+                .contains("| PASS (disturbed: others used 40% of a CPU) |")
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! the slow upstream idle. The same client sessions call both (the default `per_session`).
 
 use super::latency::{Path, caller};
-use super::{NO_CLIFF, judge};
+use super::{NO_CLIFF, judge_measured};
 use crate::Rig;
 use crate::load::{Watched, least_disturbed, open_loop};
 use crate::report::{Report, Section, delta, dur, ratio, span, us};
@@ -154,12 +154,13 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
 
     let (a, w) = (alone.at(0.99), with_slow.at(0.99));
     let limit = (a * 2).max(a + Duration::from_millis(1));
-    judge(
+    judge_measured(
         report,
         &NO_CLIFF,
         "",
         format!("p99 {} alone, {} with slow calls", dur(a), dur(w)),
         w <= limit,
+        &[&alone.interference, &with_slow.interference],
     );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! upstream (the baseline) and through toolgate with `isolation: shared` and with the default
 //! `per_session`; open loop, latency from each call's intended start.
 
-use super::{ADDED_P50, ADDED_P99, CPU_PER_CALL, judge, open_sessions, verify_echo};
+use super::{ADDED_P50, ADDED_P99, CPU_PER_CALL, judge_measured, open_sessions, verify_echo};
 use crate::Rig;
 use crate::load::{HttpCall, Outcome, Watched, least_disturbed, open_loop};
 use crate::plot::{self, Panel, Series};
@@ -181,27 +181,31 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
             let variant = p.label.trim_start_matches("toolgate ");
             let added99 = o.at(0.99).saturating_sub(direct.at(0.99));
             let added50 = o.at(0.5).saturating_sub(direct.at(0.5));
-            judge(
+            let during = [&direct.interference, &o.interference];
+            judge_measured(
                 report,
                 &ADDED_P99,
                 variant,
                 delta(o.at(0.99), direct.at(0.99)),
                 !o.overloaded && added99 <= Duration::from_millis(1),
+                &during,
             );
-            judge(
+            judge_measured(
                 report,
                 &ADDED_P50,
                 variant,
                 delta(o.at(0.5), direct.at(0.5)),
                 !o.overloaded && added50 <= Duration::from_micros(100),
+                &during,
             );
             let cpu = o.cpu_per_call();
-            judge(
+            judge_measured(
                 report,
                 &CPU_PER_CALL,
                 &format!("{variant}, 2,000 calls/s"),
                 o.cpu_text(),
                 cpu.is_some_and(|c| c <= Duration::from_micros(40)),
+                &during,
             );
         }
     }

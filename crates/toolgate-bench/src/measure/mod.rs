@@ -16,7 +16,7 @@ mod stdio;
 
 use crate::Rig;
 use crate::mcp::Session;
-use crate::procs::Purpose;
+use crate::procs::{Interference, Purpose};
 use crate::report::{Report, Section};
 use crate::stack::FULL_STACK_MISSING;
 use serde_json::{Value, json};
@@ -118,6 +118,26 @@ pub fn target_name(def: &TargetDef, variant: &str) -> String {
 
 pub fn judge(report: &mut Report, def: &TargetDef, variant: &str, measured: String, met: bool) {
     report.target(&target_name(def, variant), def.limit, measured, met);
+}
+
+/// `judge`, flagging the verdict when other processes disturbed the measurement behind it.
+pub fn judge_measured(
+    report: &mut Report,
+    def: &TargetDef,
+    variant: &str,
+    measured: String,
+    met: bool,
+    during: &[&Interference],
+) {
+    judge(report, def, variant, measured, met);
+    let worst = during
+        .iter()
+        .max_by(|a, b| (a.others + a.steal).total_cmp(&(b.others + b.steal)));
+    if let (Some(t), Some(w)) = (report.targets.last_mut(), worst)
+        && w.disturbing()
+    {
+        t.disturbed = Some(w.describe());
+    }
 }
 
 /// Run the selected measurements (all if `only` is empty). Returns how many failed, and the

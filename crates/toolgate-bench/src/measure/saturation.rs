@@ -2,7 +2,7 @@
 //! an answer), direct vs through toolgate, and the gateway's CPU time per call.
 
 use super::latency::{Path, caller};
-use super::{CPU_PER_CALL, THROUGHPUT, judge};
+use super::{CPU_PER_CALL, THROUGHPUT, judge_measured};
 use crate::Rig;
 use crate::load::{closed_loop, least_disturbed};
 use crate::report::{Report, Section, dur, ratio, span, us};
@@ -113,20 +113,22 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         if p.gateway.is_some() {
             let variant = format!("{}, saturation", p.label.trim_start_matches("toolgate "));
             let cpu = o.cpu_per_call();
-            judge(
+            judge_measured(
                 report,
                 &CPU_PER_CALL,
                 &variant,
                 o.cpu_text(),
                 cpu.is_some_and(|c| c <= Duration::from_micros(40)),
+                &[&o.interference],
             );
             let r = o.throughput() / direct.max(1e-9);
-            judge(
+            judge_measured(
                 report,
                 &THROUGHPUT,
                 p.label.trim_start_matches("toolgate "),
                 format!("{r:.2}× ({:.0} vs {direct:.0} calls/s)", o.throughput()),
                 r >= 0.5,
+                &[&outcomes[0].interference, &o.interference],
             );
         }
     }
