@@ -16,13 +16,26 @@ pub struct Panel<'a> {
 }
 
 const PANEL_W: f64 = 380.0;
-const PANEL_H: f64 = 320.0;
+const PANEL_H: f64 = 340.0;
 const LEFT: f64 = 58.0;
-const RIGHT: f64 = 14.0;
-const TOP: f64 = 56.0;
+const RIGHT: f64 = 26.0;
+const TOP: f64 = 74.0;
 const BOTTOM: f64 = 52.0;
 /// Highest percentile drawn: 99.99 (x = 4 on the "number of nines" axis).
 const NINES: f64 = 4.0;
+/// Points per curve, minus one.
+const STEPS: usize = 80;
+
+/// The percentile curve as drawn: (nines, latency in µs) from p0 to p99.99 in 81 steps, where
+/// 2 nines is p99 and 3 is p99.9.
+pub fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    (0..=STEPS)
+        .map(|k| {
+            let n = NINES * k as f64 / STEPS as f64;
+            (n, at_nines(h, n))
+        })
+        .collect()
+}
 
 /// Latency in µs at `nines` nines (0 → p0, 2 → p99, 3 → p99.9).
 fn at_nines(h: &Histogram<u64>, nines: f64) -> f64 {
@@ -50,16 +63,13 @@ pub fn svg(title: &str, panels: &[Panel]) -> String {
 
 fn panel(p: &Panel, x0: f64, y0: f64) -> String {
     let (pw, ph) = (PANEL_W - LEFT - RIGHT, PANEL_H - TOP - BOTTOM);
-    let steps = 80;
     let curves: Vec<Vec<(f64, f64)>> = p
         .series
         .iter()
         .map(|s| {
-            (0..=steps)
-                .map(|k| {
-                    let n = NINES * k as f64 / steps as f64;
-                    (n, at_nines(s.latency, n).max(1.0))
-                })
+            curve(s.latency)
+                .into_iter()
+                .map(|(n, v)| (n, v.max(1.0)))
                 .collect()
         })
         .collect();
@@ -145,7 +155,7 @@ fn panel(p: &Panel, x0: f64, y0: f64) -> String {
             s.color,
             points.join(" ")
         ));
-        let ly = y0 + 30.0 + 12.0 * i as f64;
+        let ly = y0 + 28.0 + 13.0 * i as f64;
         out.push_str(&format!(
             r#"<line x1="{}" y1="{ly:.1}" x2="{}" y2="{ly:.1}" stroke="{}" stroke-width="3"/><text x="{}" y="{:.1}">{}</text>
 "#,

@@ -161,6 +161,10 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
                     "gateway_cpu_per_call_us": o.cpu_per_call().map(us),
                     "upstream_cpu_per_call_us": o.upstream_cpu_per_call().map(us),
                     "generator_lag_p99_us": o.start_lag.value_at_quantile(0.99) as f64 / 1e3,
+                    "percentile_curve_us": plot::curve(&o.latency)
+                        .into_iter()
+                        .map(|(nines, v)| json!({ "nines": nines, "us": v }))
+                        .collect::<Vec<_>>(),
                     "others_cpu": o.interference.others,
                     "steal_cpu": o.interference.steal,
                 }),
