@@ -390,15 +390,19 @@ fn merge(into: &mut Tally, from: Tally) {
     }
 }
 
-/// Run `measure` again (at most twice more) while other processes or the hypervisor disturb it
-/// by more than a tenth of a CPU; keep the least disturbed outcome.
-pub async fn least_disturbed<F, Fut>(what: &str, mut measure: F) -> anyhow::Result<Outcome>
+/// Run `measure` again (at most `retries` more times) while other processes or the hypervisor
+/// disturb it by more than a tenth of a CPU; keep the least disturbed outcome.
+pub async fn least_disturbed<F, Fut>(
+    what: &str,
+    retries: usize,
+    mut measure: F,
+) -> anyhow::Result<Outcome>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Outcome>>,
 {
     let mut best = measure().await?;
-    for _ in 0..2 {
+    for _ in 0..retries {
         if !best.interference.disturbing() {
             break;
         }

@@ -44,7 +44,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     // Alone, next to slow calls, alone again: the baseline is the better of the two alone
     // runs, so a disturbance of one of them cannot hide a cliff.
     let alone_once = || async {
-        let o = least_disturbed("fast calls alone", || {
+        let o = least_disturbed("fast calls alone", s.retries, || {
             open_loop(
                 fast_calls.clone(),
                 s.fast_rate,
@@ -59,7 +59,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     };
     let before = alone_once().await?;
     let mut next_to_slow = None;
-    for _ in 0..3 {
+    for attempt in 0..=s.retries {
         let (fast, slow) = tokio::join!(
             open_loop(
                 fast_calls.clone(),
@@ -81,7 +81,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         slow.check("slow calls")?;
         let disturbed = fast.interference.disturbing();
         next_to_slow = Some((fast, slow));
-        if !disturbed {
+        if !disturbed || attempt == s.retries {
             break;
         }
         eprintln!("  fast calls next to slow ones: disturbed by other processes; measuring again");

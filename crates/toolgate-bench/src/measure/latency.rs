@@ -78,7 +78,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
         let mut at_rate = Vec::new();
         for (p, c) in paths.iter().zip(&callers) {
             let what = format!("{} at {rate}/s", p.label);
-            let o = least_disturbed(&what, || {
+            let o = least_disturbed(&what, s.retries, || {
                 open_loop(c.clone(), rate, s.warmup, s.measure, p.watched())
             })
             .await?;

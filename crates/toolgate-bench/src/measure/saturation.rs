@@ -49,7 +49,7 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     for p in &paths {
         let c = Arc::new(caller(rig, &client, p).await?);
-        let o = least_disturbed(p.label, || {
+        let o = least_disturbed(p.label, s.retries, || {
             closed_loop(
                 c.clone(),
                 s.concurrency,
