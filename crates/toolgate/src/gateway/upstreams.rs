@@ -547,7 +547,10 @@ async fn serve(
     loop {
         let refresh = tokio::select! {
             ev = sink_rx.recv() => match ev {
-                Some(ServerEvent::Closed(e)) => return e.to_string(),
+                // Only the end of *this* connection matters: a probe connection
+                // that shared the sink and was dropped also reports its end.
+                Some(ServerEvent::Closed(e)) if conn.closed().is_some() => return e.to_string(),
+                Some(ServerEvent::Closed(_)) => false,
                 None => return "connection ended".to_owned(),
                 Some(ServerEvent::Notification(msg, _)) => {
                     match msg.method() {
