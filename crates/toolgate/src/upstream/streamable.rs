@@ -49,7 +49,8 @@ pub(crate) fn configured_headers(
 
 struct Http {
     name: Arc<str>,
-    url: String,
+    /// Parsed once: every POST would otherwise parse it again.
+    url: url::Url,
     headers: HeaderMap,
     session: Mutex<Option<String>>,
     version: Mutex<Option<String>>,
@@ -67,7 +68,12 @@ pub fn open(
     max_message: usize,
     tool_headers: Arc<super::ToolHeaders>,
 ) -> Result<Transport, UpstreamError> {
-    let url = cfg.url.clone().unwrap_or_default();
+    let url = url::Url::parse(cfg.url.as_deref().unwrap_or_default()).map_err(|e| {
+        UpstreamError::Unavailable {
+            server: name.clone(),
+            reason: format!("invalid url: {e}"),
+        }
+    })?;
     let headers = configured_headers(name, cfg)?;
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
     let (in_tx, in_rx) = mpsc::channel(256);
@@ -135,7 +141,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Http {
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
         let mut req = http_client()
-            .request(method, &self.url)
+            .request(method, self.url.clone())
             .headers(self.headers.clone());
         if let Some(s) = lock(&self.session).as_deref() {
             req = req.header(SESSION_HEADER, s);
