@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the map of this crate.
 
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod downstream;

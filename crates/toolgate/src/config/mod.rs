@@ -67,6 +67,18 @@ pub struct Config {
     /// A legacy session with no traffic and no open stream is dropped after this.
     #[serde(default = "default_session_idle")]
     pub session_idle_timeout: Seconds,
+    /// How callers prove who they are. Without it the gateway serves the anonymous
+    /// local user, on loopback only.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Cedar policies deciding every call. With `auth` configured and no policy,
+    /// every call is denied.
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    /// Where API keys (and later the audit trail) live: `sqlite://PATH` (relative
+    /// to this file; created if missing) or `postgres://…`.
+    #[serde(default = "default_storage")]
+    pub storage: String,
     /// The MCP servers behind the gateway, by name (`mcpServers` is accepted too).
     #[serde(alias = "mcpServers", default)]
     pub servers: IndexMap<String, ServerConfig>,
@@ -74,6 +86,119 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// Authentication of callers.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The URL clients use for the MCP endpoint (e.g. `https://gw.example.com/mcp`):
+    /// the audience tokens must name, and the `resource` of the protected-resource
+    /// metadata. Defaults to `http://{listen}/mcp`.
+    pub resource: Option<String>,
+    /// Authorization servers whose tokens are accepted, advertised in the
+    /// protected-resource metadata.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Scopes advertised in the metadata and in `WWW-Authenticate` challenges.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Accept callers without credentials as this user. Only for a local
+    /// single-user setup: refused on a non-loopback address unless
+    /// `allow_unauthenticated_network` is set.
+    pub anonymous: Option<AnonymousConfig>,
+    /// API keys created with `toolgate keys create`, kept hashed in `storage`.
+    pub api_keys: Option<ApiKeyConfig>,
+    /// JWT bearer tokens from these issuers.
+    #[serde(default)]
+    pub jwt: Vec<JwtIssuerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// The user anonymous callers act as.
+    #[serde(default = "default_anonymous_user")]
+    pub user: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Header carrying the key. `Authorization` means `Authorization: Bearer KEY`;
+    /// any other header carries the bare key.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Where the issuer's signing keys are published (fetched, cached, refreshed
+    /// when a token names an unknown `kid`).
+    pub jwks_url: String,
+    /// Accepted `aud` values; defaults to `auth.resource`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms (asymmetric only; `none` and HMAC are never
+    /// accepted).
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf` (at most 5 minutes).
+    #[serde(default = "default_leeway")]
+    pub leeway: Seconds,
+    /// Scopes every token must carry.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// How claims become the principal.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+}
+
+/// Claim names for each part of the principal (dotted paths reach into objects).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMapping {
+    #[serde(default = "default_claim_user")]
+    pub user: String,
+    /// The first of these claims present names the agent.
+    #[serde(default = "default_claim_agent")]
+    pub agent: Vec<String>,
+    pub tenant: Option<String>,
+    #[serde(default = "default_claim_groups")]
+    pub groups: String,
+    /// Principal attribute name → claim.
+    #[serde(default)]
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping {
+            user: default_claim_user(),
+            agent: default_claim_agent(),
+            tenant: None,
+            groups: default_claim_groups(),
+            attrs: BTreeMap::new(),
+        }
+    }
+}
+
+/// Authorization policies.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A `.cedar` file or a directory of them (relative to this file); reloaded
+    /// when it changes.
+    pub path: PathBuf,
+    /// Tell clients which policies denied a call (operators always see them).
+    #[serde(default)]
+    pub reveal_reasons: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -226,6 +351,32 @@ impl Config {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_storage() -> String {
+    "sqlite://toolgate.db".into()
+}
+fn default_anonymous_user() -> String {
+    "local".into()
+}
+fn default_api_key_header() -> String {
+    "Authorization".into()
+}
+fn default_jwt_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_leeway() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn default_claim_user() -> String {
+    "sub".into()
+}
+fn default_claim_agent() -> Vec<String> {
+    vec!["azp".into(), "client_id".into()]
+}
+fn default_claim_groups() -> String {
+    "groups".into()
 }
 fn default_separator() -> String {
     "__".into()
