@@ -12,4 +12,5 @@ pub mod jsonrpc;
 pub mod names;
 pub mod seal;
 pub mod sse;
+pub mod store;
 pub mod upstream;

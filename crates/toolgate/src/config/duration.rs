@@ -41,6 +41,18 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+impl std::str::FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Seconds, String> {
+        let secs = parse(text)?;
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(format!("invalid duration {text:?}"));
+        }
+        Ok(Seconds(Duration::from_secs_f64(secs)))
+    }
+}
+
 fn parse(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
@@ -54,9 +66,10 @@ fn parse(text: &str) -> Result<f64, String> {
         "ms" => 0.001,
         "m" => 60.0,
         "h" => 3600.0,
+        "d" => 86400.0,
         _ => {
             return Err(format!(
-                "invalid duration unit in {text:?}: use ms, s, m or h"
+                "invalid duration unit in {text:?}: use ms, s, m, h or d"
             ));
         }
     };

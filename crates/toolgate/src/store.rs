@@ -1,0 +1,123 @@
+//! The gateway's durable state: the embedded SQLite file by default, PostgreSQL
+//! when several replicas share it. One SQL dialect serves both (sqlx's `Any`
+//! driver; the statements stick to what both databases accept), and the schema
+//! is created on first use.
+
+use anyhow::Context as _;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use std::path::Path;
+
+/// A connection pool to the configured store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+}
+
+const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS toolgate_api_keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        tenant TEXT,
+        agent TEXT,
+        groups_json TEXT NOT NULL,
+        description TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT
+    )"];
+
+impl Store {
+    /// Open (creating if needed) the store `url` names: `sqlite://PATH` (relative
+    /// paths are taken from `base`, the config file's directory) or
+    /// `postgres://…`.
+    pub async fn open(url: &str, base: Option<&Path>) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let url = resolve(url, base)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+        for statement in SCHEMA {
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&pool)
+                .await
+                .with_context(|| format!("cannot create the schema in {}", redact(&url)))?;
+        }
+        Ok(Store { pool })
+    }
+}
+
+/// The URL sqlx opens: SQLite paths made absolute and the file created if missing.
+fn resolve(url: &str, base: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or(url.strip_prefix("sqlite:"))
+    {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            anyhow::bail!("storage: `{url}` names no SQLite file");
+        }
+        let path = if path == ":memory:" || Path::new(path).is_absolute() {
+            path.to_owned()
+        } else {
+            base.unwrap_or(Path::new("."))
+                .join(path)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let query = if query.is_empty() {
+            "mode=rwc".to_owned()
+        } else {
+            query.to_owned()
+        };
+        return Ok(format!("sqlite://{path}?{query}"));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_owned());
+    }
+    anyhow::bail!(
+        "storage: `{}` is neither sqlite:// nor postgres://",
+        redact(url)
+    )
+}
+
+/// A store URL fit for messages: any password replaced.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_are_taken_from_the_config_directory() {
+        let base = Path::new("/etc/toolgate");
+        assert_eq!(
+            resolve("sqlite://toolgate.db", Some(base)).unwrap(),
+            "sqlite:///etc/toolgate/toolgate.db?mode=rwc"
+        );
+        assert_eq!(
+            resolve("sqlite:///var/lib/tg.db?mode=ro", Some(base)).unwrap(),
+            "sqlite:///var/lib/tg.db?mode=ro"
+        );
+        assert!(resolve("mysql://x", None).is_err());
+        assert!(resolve("sqlite://", None).is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let shown = redact("postgres://app:hunter2@db:5432/toolgate");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let err = resolve("mysql://app:hunter2@db/x", None).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
