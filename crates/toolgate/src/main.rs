@@ -48,6 +48,11 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors and CI validation).
     ConfigSchema,
+    /// Create, list and revoke API keys (kept hashed in the config's `storage`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Connect to every server and print the merged catalog clients would see.
     Catalog {
         #[arg(long, short, env = "TOOLGATE_CONFIG")]
@@ -78,6 +83,47 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(1)
     })
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key; it is printed once and cannot be shown again.
+    Create {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+        /// The user or service the key authenticates as.
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The agent or application that will use the key.
+        #[arg(long)]
+        agent: Option<String>,
+        /// A group or role (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Lifetime, e.g. `90d`, `12h`; never expires without it.
+        #[arg(long)]
+        expires: Option<config::Seconds>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Print JSON (the key under `key`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id; it stops working within seconds on every replica.
+    Revoke {
+        #[arg(long, short, env = "TOOLGATE_CONFIG")]
+        config: PathBuf,
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -135,6 +181,7 @@ async fn run(command: Command) -> ExitCode {
             };
             report(stdio(c).await)
         }
+        Command::Keys { command } => report(keys(command).await),
         Command::Catalog { config, json } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -143,6 +190,80 @@ async fn run(command: Command) -> ExitCode {
             report(catalog(c, json).await)
         }
     }
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use toolgate::auth::apikey;
+    let path = match &command {
+        KeysCommand::Create { config, .. }
+        | KeysCommand::List { config, .. }
+        | KeysCommand::Revoke { config, .. } => config.clone(),
+    };
+    let c = load(&path).map_err(|_| anyhow::anyhow!("the config is not valid"))?;
+    let base = c.source.as_deref().and_then(std::path::Path::parent);
+    let store = toolgate::store::Store::open(&c.storage, base).await?;
+    match command {
+        KeysCommand::Create {
+            principal,
+            tenant,
+            agent,
+            groups,
+            expires,
+            description,
+            json,
+            ..
+        } => {
+            let spec = apikey::KeySpec {
+                principal,
+                tenant,
+                agent,
+                groups,
+                description,
+                expires_at: expires.map(|e| apikey::now() + e.0.as_secs() as i64),
+            };
+            let (record, key) = apikey::create(&store, &spec).await?;
+            if json {
+                let mut v = serde_json::to_value(&record)?;
+                v["key"] = serde_json::Value::String(key);
+                println!("{v}");
+            } else {
+                println!("{key}");
+                eprintln!(
+                    "key {} for {}: store it now, it cannot be shown again",
+                    record.id, record.principal
+                );
+            }
+        }
+        KeysCommand::List { json, .. } => {
+            let keys = apikey::list(&store).await?;
+            let now = apikey::now();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!(
+                    "{:<16}  {:<8}  {:<20}  {:<12}  GROUPS",
+                    "ID", "STATE", "PRINCIPAL", "TENANT"
+                );
+                for k in keys {
+                    println!(
+                        "{:<16}  {:<8}  {:<20}  {:<12}  {}",
+                        k.id,
+                        k.state(now),
+                        k.principal,
+                        k.tenant.as_deref().unwrap_or("-"),
+                        k.groups.join(",")
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id, .. } => {
+            if !apikey::revoke(&store, &id).await? {
+                anyhow::bail!("no key {id}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
@@ -157,9 +278,13 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    if !listen.ip().is_loopback() && !config.allow_unauthenticated_network {
+    let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
+    if !listen.ip().is_loopback()
+        && auth.allows_anonymous()
+        && !config.allow_unauthenticated_network
+    {
         anyhow::bail!(
-            "refusing to listen on {listen}: no authentication is configured, so anyone on the network could call every tool; listen on 127.0.0.1, or set allow_unauthenticated_network: true if that is really meant"
+            "refusing to listen on {listen}: callers without credentials are served (no `auth`, or `auth.anonymous`), so anyone on the network could call every tool; listen on 127.0.0.1, configure `auth`, or set allow_unauthenticated_network: true if that is really meant"
         );
     }
     // Bind first so a taken port fails fast, before any server is started.
@@ -168,6 +293,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     // With port 0 the system picks one: report the address actually bound.
     let listen = listener.local_addr().unwrap_or(listen);
+    // The default resource URL names the port actually bound.
+    let auth =
+        if listen != config.listen && config.auth.as_ref().is_none_or(|a| a.resource.is_none()) {
+            Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?)
+        } else {
+            auth
+        };
     let gw = Gateway::start(config);
     gw.wait_started().await?;
     log_statuses(&gw);
@@ -175,6 +307,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stop = gw.stop.clone();
     let server = tokio::spawn(toolgate::downstream::http::serve(
         gw.clone(),
+        auth,
         listener,
         stop.clone(),
     ));

@@ -5,6 +5,7 @@
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
@@ -13,7 +14,7 @@ use crate::jsonrpc::{self, ErrorObject, Kind, LEGACY_VERSIONS, Message, code};
 use crate::sse::format_event;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,6 +35,7 @@ type Reject = Box<Response>;
 #[derive(Clone)]
 struct AppState {
     gw: Arc<Gateway>,
+    auth: Arc<Authenticator>,
     loopback: bool,
     keep_alive: Duration,
     allowed_origins: Arc<Vec<String>>,
@@ -42,23 +44,41 @@ struct AppState {
 
 /// One 2024-11-05 SSE connection: its stream exists before `initialize` makes a session.
 struct LegacyConn {
+    /// The principal that opened the stream: only it may post to it.
+    owner: String,
     stream: Arc<EventStream>,
     session: Mutex<Option<Arc<Session>>>,
 }
 
-pub fn router(gw: Arc<Gateway>, listen: SocketAddr) -> Router {
+pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) -> Router {
     let state = AppState {
+        auth,
         loopback: listen.ip().is_loopback(),
         keep_alive: gw.config.sse_keep_alive.0,
         allowed_origins: Arc::new(gw.config.allowed_origins.clone()),
         legacy: Arc::default(),
         gw: gw.clone(),
     };
-    Router::new()
+    // Every MCP route needs a principal; the metadata and health routes do not.
+    let mcp = Router::new()
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .route("/sse", get(legacy_sse))
         .route("/message", post(legacy_message))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(mcp)
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(resource_metadata),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard_origin,
@@ -70,13 +90,79 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr) -> Router {
 /// Serve until `stop` is cancelled.
 pub async fn serve(
     gw: Arc<Gateway>,
+    auth: Arc<Authenticator>,
     listener: tokio::net::TcpListener,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    axum::serve(listener, router(gw, addr))
+    axum::serve(listener, router(gw, addr, auth))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
+}
+
+/// Who is calling, before anything else happens: a request without a valid
+/// credential never reaches a session, the catalog or an upstream.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state
+        .auth
+        .authenticate(req.headers(), req.uri().query())
+        .await
+    {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::info!(code = e.code, reason = %e.message, path = %req.uri().path(), "request not authenticated");
+            auth_error(&state.auth, &e)
+        }
+    }
+}
+
+fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
+    let mut body =
+        serde_json::json!({ "error": if e.code.is_empty() { "unauthorized" } else { e.code } });
+    body["error_description"] = Value::String(e.message.clone());
+    let mut resp = (
+        e.status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        && let Ok(v) = HeaderValue::from_str(&auth.challenge(e))
+    {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// RFC 9728 protected-resource metadata, at the well-known root and at its
+/// path-suffixed form for the MCP endpoint (`…/oauth-protected-resource/mcp`).
+async fn resource_metadata(State(state): State<AppState>, req: Request) -> Response {
+    let suffix = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/oauth-protected-resource")
+        .unwrap_or("");
+    let resource_path = url::Url::parse(&state.auth.resource)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    if !suffix.is_empty() && suffix != resource_path && suffix != "/sse" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        state.auth.metadata().to_string(),
+    )
+        .into_response()
 }
 
 fn rpc_error(status: StatusCode, id: Option<jsonrpc::Id>, error: ErrorObject) -> Response {
@@ -162,20 +248,36 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
     }
 }
 
-/// The session a request names: 400 without the header, 404 if unknown.
-fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Arc<Session>, Reject> {
+/// The session a request names: 400 without the header, 404 if unknown — or if it
+/// belongs to another principal, so a stolen or guessed id is worth nothing and
+/// does not even confirm that the session exists.
+fn find_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Result<Arc<Session>, Reject> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(Box::new(bad_request(
             "Bad Request: Mcp-Session-Id header is required",
         )));
     };
-    state.gw.sessions.get(id).ok_or_else(|| {
+    let not_found = || {
         Box::new(rpc_error(
             StatusCode::NOT_FOUND,
             None,
             ErrorObject::new(-32001, "Session not found"),
         ))
-    })
+    };
+    let session = state.gw.sessions.get(id).ok_or_else(not_found)?;
+    if session.principal != principal.key() {
+        tracing::warn!(
+            principal = %principal.key(),
+            owner = %session.principal,
+            "refused a session id presented by another principal"
+        );
+        return Err(not_found());
+    }
+    Ok(session)
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), Reject> {
@@ -188,7 +290,12 @@ fn check_version(headers: &HeaderMap) -> Result<(), Reject> {
     }
 }
 
-async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mcp_post(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -229,14 +336,14 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
             && modern_header
             && header_str(&headers, SESSION_HEADER).is_none())
     {
-        return modern_post(&state, &headers, msg).await;
+        return modern_post(&state, &headers, msg, principal).await;
     }
     if msg.method() == "initialize" && msg.kind() == Kind::Request {
         if header_str(&headers, SESSION_HEADER).is_some() {
             return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
         }
         let params = msg.params.clone().unwrap_or(Value::Null);
-        let (session, result) = state.gw.initialize(&params, "anonymous", None);
+        let (session, result) = state.gw.initialize(&params, principal, None);
         let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
         let body = Message::response_value(id, &result).to_json();
         let mut resp = (
@@ -250,7 +357,7 @@ async fn mcp_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         }
         return resp;
     }
-    let session = match find_session(&state, &headers) {
+    let session = match find_session(&state, &headers, &principal) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -298,7 +405,12 @@ fn post_only() -> Response {
 
 /// A 2026-07-28 request: check that headers and body agree, then serve it in one
 /// round, as JSON or as an SSE stream (no event ids: modern streams do not resume).
-async fn modern_post(state: &AppState, headers: &HeaderMap, msg: Message) -> Response {
+async fn modern_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    msg: Message,
+    principal: Arc<Principal>,
+) -> Response {
     if msg.kind() != Kind::Request {
         // No client notifications are defined over HTTP in 2026-07-28; accept and drop.
         return StatusCode::ACCEPTED.into_response();
@@ -329,7 +441,7 @@ async fn modern_post(state: &AppState, headers: &HeaderMap, msg: Message) -> Res
     }
     let cancel = tokio_util::sync::CancellationToken::new();
     let guard = cancel.clone().drop_guard();
-    let stream = state.gw.modern_request(msg, meta, "anonymous", cancel);
+    let stream = state.gw.modern_request(msg, meta, principal, cancel);
     match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             let status = match jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error) {
@@ -361,7 +473,11 @@ async fn modern_post(state: &AppState, headers: &HeaderMap, msg: Message) -> Res
     }
 }
 
-async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn mcp_get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> Response {
     if header_str(&headers, SESSION_HEADER).is_none() {
         return post_only();
     }
@@ -375,7 +491,7 @@ async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response 
             ),
         );
     }
-    let session = match find_session(&state, &headers) {
+    let session = match find_session(&state, &headers, &principal) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -406,11 +522,15 @@ async fn mcp_get(State(state): State<AppState>, headers: HeaderMap) -> Response 
     })
 }
 
-async fn mcp_delete(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn mcp_delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> Response {
     if header_str(&headers, SESSION_HEADER).is_none() {
         return post_only();
     }
-    let session = match find_session(&state, &headers) {
+    let session = match find_session(&state, &headers, &principal) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -539,13 +659,18 @@ impl Drop for LegacyGuard {
     }
 }
 
-async fn legacy_sse(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn legacy_sse(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> Response {
     if !accepts(&headers, "text/event-stream") {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     }
     let bytes: [u8; 16] = rand::random();
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let conn = Arc::new(LegacyConn {
+        owner: principal.key(),
         stream: EventStream::new(0),
         session: Mutex::new(None),
     });
@@ -572,6 +697,7 @@ async fn legacy_sse(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 async fn legacy_message(
     State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
@@ -583,7 +709,14 @@ async fn legacy_message(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(id)
-        .cloned();
+        .cloned()
+        .filter(|c| {
+            let own = c.owner == principal.key();
+            if !own {
+                tracing::warn!(principal = %principal.key(), owner = %c.owner, "refused a session id presented by another principal");
+            }
+            own
+        });
     let Some(conn) = conn else {
         return rpc_error(
             StatusCode::NOT_FOUND,
@@ -606,7 +739,7 @@ async fn legacy_message(
             let (session, result) =
                 state
                     .gw
-                    .initialize(&params, "anonymous", Some(conn.stream.clone()));
+                    .initialize(&params, principal, Some(conn.stream.clone()));
             *conn.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
             let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
             conn.stream.push(&Message::response_value(id, &result));

@@ -216,13 +216,24 @@ impl Gateway {
         }
     }
 
+    /// Who a stdio client is. The transport carries no credentials: the client is
+    /// whoever started toolgate, the configured anonymous user or `local`.
+    pub fn local_principal(&self) -> Arc<crate::auth::Principal> {
+        let anonymous = self.config.auth.as_ref().and_then(|a| a.anonymous.as_ref());
+        let mut p = crate::auth::Principal::anonymous(anonymous.map_or("local", |a| &a.user));
+        if let Some(a) = anonymous {
+            p.groups = a.groups.clone();
+        }
+        Arc::new(p)
+    }
+
     /// Answer `initialize`: negotiate, create the session, describe the merged server.
     /// `standalone` is the stream the transport already has for this client (legacy
     /// SSE, stdio); Streamable HTTP sessions get a new one.
     pub fn initialize(
         self: &Arc<Self>,
         params: &Value,
-        principal: &str,
+        principal: Arc<crate::auth::Principal>,
         standalone: Option<Arc<EventStream>>,
     ) -> (Arc<Session>, Value) {
         let requested = params
@@ -235,7 +246,7 @@ impl Gateway {
             LATEST_LEGACY
         };
         let session = Session::new(
-            principal.to_owned(),
+            principal,
             version.to_owned(),
             params.get("capabilities").cloned().unwrap_or(json!({})),
             params.get("clientInfo").cloned().unwrap_or(json!({})),

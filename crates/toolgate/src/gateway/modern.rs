@@ -14,6 +14,7 @@
 use super::Gateway;
 use super::session::{Ask, Session};
 use super::stream::{EventStream, Next};
+use crate::auth::Principal;
 use crate::catalog::ListKind;
 use crate::jsonrpc::{ErrorObject, Id, Kind, LEGACY_VERSIONS, Message, code, to_raw};
 use crate::seal::Sealer;
@@ -384,11 +385,11 @@ impl Gateway {
         self: &Arc<Self>,
         msg: Message,
         meta: RequestMeta,
-        principal: &str,
+        principal: Arc<Principal>,
         cancel: CancellationToken,
     ) -> Arc<EventStream> {
         let round = EventStream::new(0);
-        let (gw, out, principal) = (self.clone(), round.clone(), principal.to_owned());
+        let (gw, out) = (self.clone(), round.clone());
         tokio::spawn(async move {
             match gw.modern_serve(msg, meta, &principal, &out, cancel).await {
                 Some(last) => {
@@ -404,7 +405,7 @@ impl Gateway {
         self: &Arc<Self>,
         msg: Message,
         meta: RequestMeta,
-        principal: &str,
+        principal: &Arc<Principal>,
         out: &Arc<EventStream>,
         cancel: CancellationToken,
     ) -> Option<Message> {
@@ -445,7 +446,7 @@ impl Gateway {
                     .filter(|t| t.starts_with(SEAL_PREFIX));
                 let call = match ours {
                     Some(token) => {
-                        let call = match self.mrtr.open(token, principal, &method, &fp) {
+                        let call = match self.mrtr.open(token, &principal.key(), &method, &fp) {
                             Ok(c) => c,
                             Err(e) => return Some(answer(Err(e))),
                         };
@@ -470,11 +471,11 @@ impl Gateway {
         self: &Arc<Self>,
         msg: Message,
         meta: RequestMeta,
-        principal: &str,
+        principal: &Arc<Principal>,
         fingerprint: String,
     ) -> HeldCall {
         let (session, asks) = Session::modern(
-            principal.to_owned(),
+            principal.clone(),
             meta.version,
             meta.capabilities,
             meta.client_info,
@@ -501,7 +502,7 @@ impl Gateway {
             pos: 0,
             asks,
             pending: HashMap::new(),
-            principal: principal.to_owned(),
+            principal: principal.key(),
             method,
             fingerprint,
             expires: 0,
@@ -751,7 +752,7 @@ mod tests {
     async fn request_state_is_bound_to_caller_request_and_time() {
         let mrtr = Mrtr::new(Duration::from_secs(60));
         let (session, asks) = Session::modern(
-            "alice".into(),
+            Arc::new(Principal::anonymous("alice")),
             "2026-07-28".into(),
             json!({}),
             json!({}),

@@ -41,7 +41,10 @@ pub struct Ask {
 pub struct Session {
     pub id: String,
     pub era: Era,
-    /// Who the session belongs to; `anonymous` until authentication is configured.
+    /// Who the session belongs to, as policies see it.
+    pub identity: Arc<crate::auth::Principal>,
+    /// The key of `identity` that scopes what the session owns (task ids,
+    /// `requestState`, per-principal connections).
     pub principal: String,
     pub protocol_version: String,
     pub client_capabilities: Value,
@@ -92,7 +95,7 @@ pub fn level_rank(level: &str) -> Option<u8> {
 
 impl Session {
     pub fn new(
-        principal: String,
+        principal: Arc<crate::auth::Principal>,
         protocol_version: String,
         client_capabilities: Value,
         client_info: Value,
@@ -112,7 +115,7 @@ impl Session {
     /// The context of one modern (2026-07-28) call: never registered as a session.
     /// Returns the receiver of the call's server→client requests.
     pub fn modern(
-        principal: String,
+        principal: Arc<crate::auth::Principal>,
         protocol_version: String,
         client_capabilities: Value,
         client_info: Value,
@@ -136,7 +139,7 @@ impl Session {
 
     fn build(
         era: Era,
-        principal: String,
+        principal: Arc<crate::auth::Principal>,
         protocol_version: String,
         client_capabilities: Value,
         client_info: Value,
@@ -148,7 +151,8 @@ impl Session {
             id: new_session_id(),
             era,
             asks,
-            principal,
+            principal: principal.key(),
+            identity: principal,
             protocol_version,
             client_capabilities,
             client_info,
