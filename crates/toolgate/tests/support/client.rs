@@ -59,6 +59,8 @@ pub struct Options {
     pub protocol_version: String,
     pub capabilities: Value,
     pub handler: Handler,
+    /// Sent as `Authorization: Bearer …` on every HTTP request.
+    pub bearer: Option<String>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
                 "roots": { "listChanged": true },
             }),
             handler: Arc::new(default_handler),
+            bearer: None,
         }
     }
 }
@@ -191,19 +194,26 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn http_client() -> reqwest::Client {
+fn http_client(bearer: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = bearer {
+        let value = format!("Bearer {token}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
         .build()
         .expect("a plain HTTP client builds")
 }
 
 impl Client {
-    fn new(label: String, link: Link, handler: Handler) -> (Arc<Conn>, Self) {
+    fn new(label: String, link: Link, options: &Options) -> (Arc<Conn>, Self) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let handler = options.handler.clone();
         let conn = Arc::new(Conn {
             label,
-            http: http_client(),
+            http: http_client(options.bearer.as_deref()),
             link,
             incoming: tx,
             pending: Mutex::default(),
@@ -231,11 +241,7 @@ impl Client {
             session: Mutex::default(),
             version: Mutex::default(),
         };
-        let (conn, mut client) = Client::new(
-            Transport::StreamableHttp.to_string(),
-            link,
-            options.handler.clone(),
-        );
+        let (conn, mut client) = Client::new(Transport::StreamableHttp.to_string(), link, &options);
         client.handshake(&options).await;
         // The session's own stream: notifications outside any request arrive here.
         let resp = conn
@@ -250,7 +256,7 @@ impl Client {
     /// A legacy HTTP+SSE session with the gateway at `base`.
     pub async fn sse(base: &str, options: Options) -> Client {
         let label = Transport::LegacySse.to_string();
-        let resp = http_client()
+        let resp = http_client(options.bearer.as_deref())
             .get(format!("{base}/sse"))
             .header("accept", "text/event-stream")
             .send()
@@ -273,8 +279,7 @@ impl Client {
             .and_then(|b| b.join(data.trim()))
             .unwrap_or_else(|e| panic!("{label}: bad endpoint {data:?}: {e}"))
             .to_string();
-        let (conn, mut client) =
-            Client::new(label, Link::Sse { endpoint }, options.handler.clone());
+        let (conn, mut client) = Client::new(label, Link::Sse { endpoint }, &options);
         let reader = {
             let conn = conn.clone();
             tokio::spawn(async move {
@@ -306,7 +311,7 @@ impl Client {
             panic!("{label}: no pipes");
         };
         let (lines, mut rx) = mpsc::channel::<String>(64);
-        let (conn, mut client) = Client::new(label, Link::Stdio { lines }, options.handler.clone());
+        let (conn, mut client) = Client::new(label, Link::Stdio { lines }, &options);
         client.child = Some(child);
         client.stderr = Some(stderr);
         let writer = tokio::spawn(async move {

@@ -1,0 +1,491 @@
+//! Authentication at the HTTP edge, through the real `toolgate` binary: API keys issued with
+//! `toolgate keys`, the attack catalog (each case refused with the right status and nothing
+//! reaching the upstream), sessions bound to their principal, RFC 9728 metadata, and the rule
+//! that anonymous callers are served on loopback only.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::{Client, Gateway, Options, first_text, raw_mcp, run_toolgate, within};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stdio fixture behind a shell that copies every line the gateway sends it to `log`, so a
+/// test can tell exactly which requests reached the upstream.
+fn logged_fixture(log: &Path) -> Value {
+    let script = format!(
+        "tee -a '{}' | exec '{}' stdio",
+        log.display(),
+        support::fixture_bin().display()
+    );
+    json!({ "command": "/bin/sh", "args": ["-c", script], "isolation": "shared" })
+}
+
+/// The `tools/call`s that reached the upstream, but for those sent while a key was still valid
+/// (text `after revoke`: served until the revocation took effect).
+fn calls_seen(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["method"] == "tools/call")
+        .filter(|m| m["params"]["arguments"]["text"] != "after revoke")
+        .collect()
+}
+
+struct Setup {
+    gw: Gateway,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn gateway_with_keys() -> Setup {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let log = dir.path().join("upstream.log");
+    let config = json!({
+        "auth": { "api_keys": {}, "scopes_supported": ["mcp:tools"] },
+        "servers": { "fx": logged_fixture(&log) },
+    });
+    let gw = Gateway::serve(config).await;
+    Setup { gw, log, _dir: dir }
+}
+
+/// `toolgate keys create` on the gateway's config; returns the key.
+async fn create_key(config: &Path, args: &[&str]) -> String {
+    let config = config.to_str().expect("a UTF-8 path");
+    let mut all = vec!["keys", "create", "--config", config];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_toolgate(&all, CLI_TIMEOUT).await;
+    assert_eq!(code, Some(0), "keys create failed: {err}");
+    let key = out.trim().to_owned();
+    assert!(key.starts_with("tgk_"), "not a key: {out}");
+    assert!(err.contains("cannot be shown again"), "{err}");
+    key
+}
+
+fn key_id(key: &str) -> &str {
+    key.split('_').nth(1).expect("tgk_ID_SECRET")
+}
+
+/// One raw request with headers; returns status, headers and body.
+async fn raw(
+    base: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = within(Duration::from_secs(10), "a raw request", req.send())
+        .await
+        .expect("the gateway answers");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+fn call_body(key: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "fx__echo", "arguments": {"text": key}}})
+    .to_string()
+}
+
+fn with_bearer(key: &str) -> Options {
+    Options {
+        bearer: Some(key.to_owned()),
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn api_key_attack_catalog_is_refused_before_any_upstream() {
+    within(TEST_TIMEOUT, "the API key attack catalog", async {
+        let s = gateway_with_keys().await;
+        let base = s.gw.base.clone();
+        let alice = create_key(&s.gw.config.path, &["--principal", "alice"]).await;
+        let bob = create_key(&s.gw.config.path, &["--principal", "bob"]).await;
+        let metadata =
+            format!("resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\"");
+
+        // No credential: a bare challenge pointing at the metadata, with the scopes.
+        let (status, headers, _) = raw(
+            &base,
+            Method::POST,
+            "/mcp",
+            &[],
+            Some(support::initialize_body()),
+        )
+        .await;
+        assert_eq!(status, 401);
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        assert!(challenge.contains(&metadata), "{challenge}");
+        assert!(challenge.contains("scope=\"mcp:tools\""), "{challenge}");
+        assert!(
+            !challenge.contains("error="),
+            "no error code without a token: {challenge}"
+        );
+
+        let wrong_secret = format!("tgk_{}_{}", key_id(&alice), "A".repeat(43));
+        let cases: Vec<(&str, Vec<(&str, String)>, &str, u16)> = vec![
+            (
+                "garbage bearer",
+                vec![("authorization", "Bearer garbage".into())],
+                "/mcp",
+                401,
+            ),
+            (
+                "malformed key",
+                vec![("authorization", "Bearer tgk_0123456789abcdef_short".into())],
+                "/mcp",
+                401,
+            ),
+            (
+                "right id, wrong secret",
+                vec![("authorization", format!("Bearer {wrong_secret}"))],
+                "/mcp",
+                401,
+            ),
+            (
+                "Basic scheme",
+                vec![("authorization", format!("Basic {alice}"))],
+                "/mcp",
+                400,
+            ),
+            (
+                "key in the query string",
+                vec![],
+                "/mcp?access_token=KEY",
+                400,
+            ),
+            (
+                "api_key in the query string",
+                vec![],
+                "/mcp?api_key=KEY",
+                400,
+            ),
+            ("legacy SSE without a key", vec![], "/sse", 401),
+            (
+                "legacy message without a key",
+                vec![],
+                "/message?sessionId=x",
+                401,
+            ),
+        ];
+        for (what, headers, path, expected) in cases {
+            let path = path.replace("KEY", &alice);
+            let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let method = if path.starts_with("/sse") {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            let (status, resp_headers, body) =
+                raw(&base, method, &path, &hs, Some(call_body(what))).await;
+            assert_eq!(status, expected, "{what}: {body}");
+            if expected == 401 && !hs.is_empty() {
+                let c = resp_headers["www-authenticate"].to_str().unwrap();
+                assert!(c.contains("error=\"invalid_token\""), "{what}: {c}");
+            }
+            // The credential is never echoed back.
+            assert!(!body.contains(&alice[8..]), "{what} echoed the key: {body}");
+        }
+
+        // An expired key and a revoked key.
+        let expired = create_key(
+            &s.gw.config.path,
+            &["--principal", "carol", "--expires", "0s"],
+        )
+        .await;
+        let (status, _, body) = raw(
+            &base,
+            Method::POST,
+            "/mcp",
+            &[("authorization", &format!("Bearer {expired}"))],
+            Some(support::initialize_body()),
+        )
+        .await;
+        assert_eq!((status, body.contains("expired")), (401, true), "{body}");
+        let revoked = create_key(&s.gw.config.path, &["--principal", "dave"]).await;
+        let ok = Client::http(&base, with_bearer(&revoked)).await;
+        let cfg = s.gw.config.path.to_str().unwrap();
+        let (code, out, err) = run_toolgate(
+            &["keys", "revoke", "--config", cfg, key_id(&revoked)],
+            CLI_TIMEOUT,
+        )
+        .await;
+        assert_eq!(code, Some(0), "{out}{err}");
+        // Revocation reaches the running gateway within its cache window.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _) = raw_mcp(
+                &base,
+                Method::POST,
+                ok.session_id().as_deref(),
+                &[("authorization", &format!("Bearer {revoked}"))],
+                call_body("after revoke"),
+            )
+            .await;
+            if status == 401 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a revoked key kept working");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Another principal's session id: refused as if it did not exist.
+        let a = Client::http(&base, with_bearer(&alice)).await;
+        let alice_session = a.session_id().expect("a session id");
+        let (status, body) = raw_mcp(
+            &base,
+            Method::POST,
+            Some(&alice_session),
+            &[("authorization", &format!("Bearer {bob}"))],
+            call_body("hijack"),
+        )
+        .await;
+        assert_eq!(status, 404, "bob used alice's session: {body}");
+        let (status, _) = raw_mcp(
+            &base,
+            Method::GET,
+            Some(&alice_session),
+            &[("authorization", &format!("Bearer {bob}"))],
+            "",
+        )
+        .await;
+        assert_eq!(status, 404, "bob read alice's stream");
+
+        // Nothing above reached the upstream; a real call does (so the log can tell).
+        assert!(
+            calls_seen(&s.log).is_empty(),
+            "refused requests reached the upstream: {:?}",
+            calls_seen(&s.log)
+        );
+        let result = a.call_tool("fx__echo", json!({"text": "hello"})).await;
+        assert_eq!(first_text(&result), "hello");
+        let seen = calls_seen(&s.log);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        // The caller's key never travels upstream.
+        let upstream = std::fs::read_to_string(&s.log).unwrap_or_default();
+        for key in [&alice, &bob, &revoked] {
+            assert!(
+                !upstream.contains(key_id(key)),
+                "a key reached the upstream"
+            );
+        }
+        // Nor into the gateway's log.
+        let log = s.gw.stderr();
+        for key in [&alice, &bob, &revoked, &expired] {
+            assert!(!log.contains(&key[21..]), "a key secret was logged");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_are_listed_without_secrets_and_revoked_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("toolgate.yaml");
+    std::fs::write(
+        &config,
+        "auth:\n  api_keys: {}\nstorage: sqlite://state/keys.db\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let key = create_key(
+        &config,
+        &[
+            "--principal",
+            "svc-reports",
+            "--tenant",
+            "acme",
+            "--group",
+            "readers",
+            "--group",
+            "ops",
+            "--expires",
+            "30d",
+        ],
+    )
+    .await;
+    let cfg = config.to_str().unwrap();
+    let (code, out, err) =
+        run_toolgate(&["keys", "list", "--config", cfg, "--json"], CLI_TIMEOUT).await;
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed[0]["id"], key_id(&key));
+    assert_eq!(listed[0]["principal"], "svc-reports");
+    assert_eq!(listed[0]["tenant"], "acme");
+    assert_eq!(listed[0]["groups"], json!(["readers", "ops"]));
+    assert!(
+        listed[0]["expires_at"].as_i64().unwrap()
+            > listed[0]["created_at"].as_i64().unwrap() + 29 * 86400
+    );
+    assert!(!out.contains(&key[21..]), "a secret was listed");
+    let (code, _, _) = run_toolgate(
+        &["keys", "revoke", "--config", cfg, key_id(&key)],
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    let (_, table, _) = run_toolgate(&["keys", "list", "--config", cfg], CLI_TIMEOUT).await;
+    assert!(table.contains("revoked"), "{table}");
+    let (code, _, err) = run_toolgate(
+        &["keys", "revoke", "--config", cfg, "0000000000000000"],
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no key"), "{err}");
+    assert!(
+        dir.path().join("state/keys.db").exists(),
+        "storage is relative to the config"
+    );
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_names_the_resource_clients_use() {
+    let config = json!({
+        "auth": {
+            "resource": "https://gw.example.com/mcp",
+            "authorization_servers": ["https://login.example.com"],
+            "scopes_supported": ["mcp:tools", "mcp:admin"],
+            "api_keys": {},
+        },
+        "allowed_origins": [],
+    });
+    let gw = Gateway::serve(config).await;
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let (status, _, body) = raw(&gw.base, Method::GET, path, &[], None).await;
+        assert_eq!(status, 200, "{path}");
+        let doc: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(doc["resource"], "https://gw.example.com/mcp");
+        assert_eq!(
+            doc["authorization_servers"],
+            json!(["https://login.example.com"])
+        );
+        assert_eq!(doc["scopes_supported"], json!(["mcp:tools", "mcp:admin"]));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+    let (status, _, _) = raw(
+        &gw.base,
+        Method::GET,
+        "/.well-known/oauth-protected-resource/other",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // The challenge points at the path-suffixed document of the configured resource.
+    let (_, headers, _) = raw(
+        &gw.base,
+        Method::POST,
+        "/mcp",
+        &[],
+        Some(support::initialize_body()),
+    )
+    .await;
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains(
+            "resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\""
+        ),
+        "{challenge}"
+    );
+}
+
+/// `toolgate serve` on `listen`: its exit code and stderr if it stops within `wait`, or `None`
+/// if it is still serving then (it is killed).
+async fn serve_briefly(
+    config: &str,
+    listen: &str,
+    wait: Duration,
+) -> Option<(Option<i32>, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("toolgate.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = tokio::process::Command::new(support::toolgate_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--listen", listen])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("toolgate starts");
+    match tokio::time::timeout(wait, child.wait()).await {
+        Ok(status) => {
+            let mut err = String::new();
+            use tokio::io::AsyncReadExt as _;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+            Some((status.ok().and_then(|s| s.code()), err))
+        }
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn anonymous_callers_are_served_on_loopback_only() {
+    // No auth at all, or explicit anonymous access: refused on a network address.
+    for config in ["servers: {}\n", "auth:\n  anonymous: {user: me}\n"] {
+        let (code, err) = serve_briefly(config, "0.0.0.0:0", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("served anonymous callers on 0.0.0.0 with {config:?}"));
+        assert_eq!(code, Some(1));
+        assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
+    }
+    // With credentials required, a network address is fine.
+    let served = serve_briefly(
+        "auth:\n  api_keys: {}\n",
+        "0.0.0.0:0",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        served.is_none(),
+        "refused to serve with authentication configured: {served:?}"
+    );
+}
+
+#[tokio::test]
+async fn explicit_anonymous_access_serves_the_configured_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("upstream.log");
+    let config = json!({
+        "auth": { "anonymous": { "user": "me" }, "api_keys": {} },
+        "servers": { "fx": logged_fixture(&log) },
+    });
+    let gw = Gateway::serve(config).await;
+    // No credential: the anonymous user. A bad credential is still refused, never downgraded.
+    let c = Client::http(&gw.base, Options::default()).await;
+    let result = c.call_tool("fx__echo", json!({"text": "hi"})).await;
+    assert_eq!(first_text(&result), "hi");
+    let (status, _) = raw_mcp(
+        &gw.base,
+        Method::POST,
+        None,
+        &[(
+            "authorization",
+            "Bearer tgk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
+        support::initialize_body(),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
