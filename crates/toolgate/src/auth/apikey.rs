@@ -192,10 +192,13 @@ pub async fn revoke(store: &Store, id: &str) -> anyhow::Result<bool> {
     Ok(find(store, id).await?.is_some())
 }
 
+/// When a key id was looked up, and what was found.
+type Cached = (Instant, Option<Arc<KeyRecord>>);
+
 /// Checks presented keys against the store.
 pub struct ApiKeys {
     store: Store,
-    cache: Mutex<HashMap<String, (Instant, Option<Arc<KeyRecord>>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl ApiKeys {
