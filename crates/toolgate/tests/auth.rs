@@ -140,7 +140,8 @@ async fn api_key_attack_catalog_is_refused_before_any_upstream() {
         );
 
         let wrong_secret = format!("tgk_{}_{}", key_id(&alice), "A".repeat(43));
-        let cases: Vec<(&str, Vec<(&str, String)>, &str, u16)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str, u16);
+        let cases: Vec<Case> = vec![
             (
                 "garbage bearer",
                 vec![("authorization", "Bearer garbage".into())],
