@@ -6,6 +6,8 @@
 //! it — the anonymous local user. The caller's credential stays here: nothing of it
 //! is forwarded to an upstream server.
 
+pub mod metadata;
+
 use http::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
