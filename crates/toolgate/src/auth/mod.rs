@@ -5,8 +5,19 @@
 //! resource server), a client certificate, or — only when the operator configured
 //! it — the anonymous local user. The caller's credential stays here: nothing of it
 //! is forwarded to an upstream server.
+//!
+//! `jwt.rs` verifies bearer tokens against trusted issuers, `jwks.rs` keeps each
+//! issuer's signing keys, `claims.rs` turns verified claims into a principal, and
+//! `metadata.rs` builds the RFC 9728 document that tells clients where to get tokens.
+//! This file owns what they share: [`Principal`], [`AuthError`] and the
+//! `WWW-Authenticate` challenge.
 
+mod claims;
+mod jwks;
+pub mod jwt;
 pub mod metadata;
+
+pub use jwks::JwksError;
 
 use http::StatusCode;
 use serde::Serialize;
