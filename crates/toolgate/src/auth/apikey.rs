@@ -6,7 +6,7 @@
 //! are cached for a moment so a revocation takes effect within [`CACHE_TTL`] on
 //! every replica without a store round trip per request.
 
-use super::{AuthError, AuthMethod, Principal};
+use super::{AuthError, AuthMethod, Principal, TokenRejection};
 use crate::store::Store;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -216,7 +216,7 @@ impl ApiKeys {
     }
 
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
-        let invalid = || AuthError::invalid_token("invalid API key");
+        let invalid = || AuthError::InvalidToken(TokenRejection::InvalidApiKey);
         let (id, secret) = parse(presented).ok_or_else(invalid)?;
         let record = self.lookup(id).await?.ok_or_else(invalid)?;
         if !same(&record.hash, &digest(secret)) {
@@ -224,8 +224,8 @@ impl ApiKeys {
         }
         match record.state(now()) {
             "active" => {}
-            "revoked" => return Err(AuthError::invalid_token("API key revoked")),
-            _ => return Err(AuthError::invalid_token("API key expired")),
+            "revoked" => return Err(AuthError::InvalidToken(TokenRejection::Revoked)),
+            _ => return Err(AuthError::InvalidToken(TokenRejection::Expired)),
         }
         let mut attrs = serde_json::Map::new();
         attrs.insert("key_id".into(), record.id.clone().into());
@@ -248,7 +248,7 @@ impl ApiKeys {
         }
         let found = find(&self.store, id).await.map_err(|e| {
             tracing::error!(error = %e, "API key lookup failed");
-            AuthError::unavailable()
+            AuthError::Unavailable
         })?;
         let found = found.map(Arc::new);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -303,7 +303,7 @@ mod tests {
         let wrong = format!("{KEY_PREFIX}{}_{}", rec.id, "A".repeat(43));
         for bad in [wrong.as_str(), "tgk_nope", "Bearer x", ""] {
             let e = keys.authenticate(bad).await.unwrap_err();
-            assert_eq!(e.code, "invalid_token", "{bad}");
+            assert_eq!(e.code(), "invalid_token", "{bad}");
         }
 
         assert!(revoke(&store, &rec.id).await.unwrap());
@@ -313,7 +313,7 @@ mod tests {
             .authenticate(&key)
             .await
             .unwrap_err();
-        assert!(e.message.contains("revoked"), "{}", e.message);
+        assert!(e.to_string().contains("revoked"), "{e}");
         let listed = list(&store).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].state(now()), "revoked");
@@ -329,7 +329,7 @@ mod tests {
         };
         let (_, key) = create(&store, &spec).await.unwrap();
         let e = ApiKeys::new(store).authenticate(&key).await.unwrap_err();
-        assert!(e.message.contains("expired"), "{}", e.message);
+        assert!(e.to_string().contains("expired"), "{e}");
     }
 
     /// The same statements against the machine's PostgreSQL.

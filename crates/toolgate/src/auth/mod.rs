@@ -5,15 +5,29 @@
 //! resource server), a client certificate, or — only when the operator configured
 //! it — the anonymous local user. The caller's credential stays here: nothing of it
 //! is forwarded to an upstream server.
+//!
+//! `jwt.rs` verifies bearer tokens against trusted issuers, `jwks.rs` keeps each
+//! issuer's signing keys, `claims.rs` turns verified claims into a principal, and
+//! `metadata.rs` builds the RFC 9728 document that tells clients where to get tokens,
+//! `apikey.rs` issues and checks API keys. This file owns what they share:
+//! [`Principal`], [`AuthError`], the `WWW-Authenticate` challenge, and the
+//! [`Authenticator`] that picks the method for each request.
 
 pub mod apikey;
+mod claims;
+mod jwks;
+pub mod jwt;
+pub mod metadata;
+
+pub use jwks::JwksError;
 
 use crate::config::{AuthConfig, Config};
 use crate::store::Store;
 use apikey::ApiKeys;
-use axum::http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -77,72 +91,203 @@ impl Principal {
     }
 }
 
-/// Why a request was not authenticated: a stable code, a message safe to show the
-/// caller (never the credential itself), and the HTTP status it maps to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuthError {
-    pub status: StatusCode,
-    /// RFC 6750 error code: `invalid_request`, `invalid_token`,
-    /// `insufficient_scope`; or `unavailable` when a store or issuer cannot be
-    /// reached.
-    pub code: &'static str,
-    pub message: String,
-    /// Scopes that would have been enough (`insufficient_scope`).
-    pub scope: Option<String>,
+/// The token of an `Authorization: Bearer TOKEN` header value (the scheme is
+/// case-insensitive); `None` for any other scheme or an empty token.
+pub fn bearer_token(header_value: &str) -> Option<&str> {
+    let (scheme, token) = header_value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Why a request's credential was not accepted.
+///
+/// Every message is safe to send to the client: none repeats the credential, a
+/// claim value, or key material — only fixed text and claim names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The request carries no credential at all.
+    #[error("this endpoint needs a bearer token: send `Authorization: Bearer TOKEN`")]
+    MissingToken,
+    /// The token is malformed, forged, expired, or not meant for this gateway.
+    #[error("{0}")]
+    InvalidToken(TokenRejection),
+    /// The token is valid but lacks scopes the gateway requires.
+    #[error("the token lacks a required scope; it needs: {}", .required.join(" "))]
+    InsufficientScope { required: Vec<String> },
+    /// The token's issuer is trusted, but its signing keys have never been fetched
+    /// successfully, so no token of it can be checked yet.
+    #[error(
+        "the token cannot be checked now: its issuer's signing keys are unavailable; retry later"
+    )]
+    KeysUnavailable,
+    /// Credentials cannot be checked right now (the key store is unreachable).
+    #[error("credentials cannot be checked right now; retry later")]
+    Unavailable,
+    /// Credentials sent the wrong way (in the URL, or under another scheme).
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+}
+
+/// What exactly is wrong with a rejected token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Not three base64url segments of JSON.
+    Malformed,
+    TooLarge,
+    /// No configured issuer has the token's `iss`.
+    UntrustedIssuer,
+    /// The header's `alg` is not in the issuer's list (`none` and HMAC never are).
+    AlgorithmNotAccepted,
+    /// The header lists `crit` extensions, which toolgate does not implement.
+    CriticalHeader,
+    /// The issuer does not publish the key the token names, even after a refetch.
+    UnknownKey,
+    /// The token names no `kid` and the issuer publishes several keys.
+    AmbiguousKey,
+    /// The named key's type or `alg` does not fit the token's `alg`.
+    KeyMismatch,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongAudience,
+    /// A claim toolgate needs is absent (the name comes from config or the spec,
+    /// never from the token).
+    MissingClaim(String),
+    /// A claim has the wrong JSON type.
+    BadClaim(String),
+    /// An API key toolgate did not issue, or whose secret is wrong.
+    InvalidApiKey,
+    /// An API key that was revoked.
+    Revoked,
+}
+
+impl fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenRejection::Malformed => f.write_str("the token is not a well-formed JWT"),
+            TokenRejection::TooLarge => f.write_str("the token is too large"),
+            TokenRejection::UntrustedIssuer => {
+                f.write_str("the token's issuer is not trusted here")
+            }
+            TokenRejection::AlgorithmNotAccepted => {
+                f.write_str("the token's signature algorithm is not accepted for its issuer")
+            }
+            TokenRejection::CriticalHeader => f.write_str(
+                "the token uses header extensions (`crit`) this gateway does not support",
+            ),
+            TokenRejection::UnknownKey => {
+                f.write_str("the token is signed with a key its issuer does not publish")
+            }
+            TokenRejection::AmbiguousKey => {
+                f.write_str("the token names no key (`kid`) and its issuer publishes several")
+            }
+            TokenRejection::KeyMismatch => {
+                f.write_str("the token's algorithm does not fit the key it names")
+            }
+            TokenRejection::BadSignature => f.write_str("the token's signature does not verify"),
+            TokenRejection::Expired => f.write_str("the token has expired"),
+            TokenRejection::NotYetValid => f.write_str("the token is not valid yet (`nbf`)"),
+            TokenRejection::IssuedInFuture => {
+                f.write_str("the token was issued in the future (`iat`)")
+            }
+            TokenRejection::WrongAudience => {
+                f.write_str("the token is not meant for this resource (`aud`)")
+            }
+            TokenRejection::MissingClaim(c) => write!(f, "the token lacks the `{c}` claim"),
+            TokenRejection::BadClaim(c) => write!(f, "the token's `{c}` claim has the wrong type"),
+            TokenRejection::InvalidApiKey => f.write_str("the API key is not valid"),
+            TokenRejection::Revoked => f.write_str("the API key has been revoked"),
+        }
+    }
+}
+
+impl From<TokenRejection> for AuthError {
+    fn from(r: TokenRejection) -> Self {
+        AuthError::InvalidToken(r)
+    }
 }
 
 impl AuthError {
-    /// No credential at all: a bare challenge, no error code (RFC 6750 §3.1).
-    pub fn missing() -> AuthError {
-        AuthError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "",
-            message: "authentication required".into(),
-            scope: None,
+    /// A stable code for clients and logs: `missing_token`, `invalid_token`,
+    /// `insufficient_scope` (RFC 6750) or `temporarily_unavailable`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::InsufficientScope { .. } => "insufficient_scope",
+            AuthError::KeysUnavailable | AuthError::Unavailable => "temporarily_unavailable",
+            AuthError::InvalidRequest(_) => "invalid_request",
         }
     }
-    pub fn invalid_token(message: impl Into<String>) -> AuthError {
-        AuthError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "invalid_token",
-            message: message.into(),
-            scope: None,
+
+    /// The HTTP status to answer with: 401 so the client (re)authenticates, 403
+    /// when more scopes would help, 503 when the fault is the issuer's, not the
+    /// token's.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            AuthError::KeysUnavailable | AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
-    pub fn invalid_request(message: impl Into<String>) -> AuthError {
-        AuthError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_request",
-            message: message.into(),
-            scope: None,
+
+    /// The `WWW-Authenticate` value for this error (RFC 6750 §3, RFC 9728 §5.1):
+    /// `Bearer resource_metadata="…", scope="…"`, plus `error` and
+    /// `error_description` for an invalid token or insufficient scope. A request
+    /// without credentials gets no error code, as RFC 6750 asks. For
+    /// `insufficient_scope` the scopes the token lacked are added to `scope`.
+    pub fn www_authenticate(&self, resource_metadata_url: &str, scope: &str) -> String {
+        let mut scopes: Vec<&str> = scope.split_whitespace().collect();
+        if let AuthError::InsufficientScope { required } = self {
+            for s in required {
+                if !scopes.contains(&s.as_str()) {
+                    scopes.push(s);
+                }
+            }
         }
-    }
-    pub fn insufficient_scope(required: &[String]) -> AuthError {
-        AuthError {
-            status: StatusCode::FORBIDDEN,
-            code: "insufficient_scope",
-            message: format!("this endpoint needs the scope(s): {}", required.join(" ")),
-            scope: Some(required.join(" ")),
+        let mut challenge = format!(
+            "Bearer resource_metadata=\"{}\"",
+            quoted(resource_metadata_url)
+        );
+        if !scopes.is_empty() {
+            challenge.push_str(&format!(", scope=\"{}\"", quoted(&scopes.join(" "))));
         }
-    }
-    pub fn unavailable() -> AuthError {
-        AuthError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message: "credentials cannot be checked right now; try again".into(),
-            scope: None,
+        if matches!(
+            self,
+            AuthError::InvalidToken(_) | AuthError::InsufficientScope { .. }
+        ) {
+            challenge.push_str(&format!(
+                ", error=\"{}\", error_description=\"{}\"",
+                self.code(),
+                quoted(&self.to_string())
+            ));
         }
+        challenge
     }
+}
+
+/// Keeps only the characters RFC 6750 allows inside its quoted parameters
+/// (printable ASCII without `"` and `\`), so nothing can break out of the header.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .filter(|c| matches!(c, ' '..='~') && *c != '"' && *c != '\\')
+        .collect()
 }
 
 /// Query parameters that carry credentials in the wild; toolgate refuses them,
 /// since URLs end up in logs, histories and `Referer` headers.
 const QUERY_CREDENTIALS: [&str; 5] = ["access_token", "token", "api_key", "apikey", "key"];
 
-/// Turns a request's credentials into a principal.
+/// Turns a request's credentials into a principal: an API key (ours, by its
+/// prefix, or in its own header), else a JWT from a trusted issuer, else — only if
+/// configured — the anonymous user. A credential that fails is refused; it never
+/// falls back to anonymous.
 pub struct Authenticator {
     anonymous: Option<Arc<Principal>>,
     api_keys: Option<(ApiKeys, String)>,
+    jwt: Option<jwt::JwtVerifier>,
     /// The URL clients use for the MCP endpoint.
     pub resource: String,
     /// Where the protected-resource metadata for `resource` is published.
@@ -163,17 +308,9 @@ impl Authenticator {
             ..AuthConfig::default()
         };
         let auth = config.auth.as_ref().unwrap_or(&none);
-        let resource = auth
-            .resource
-            .clone()
-            .unwrap_or_else(|| format!("http://{listen}/mcp"));
-        let url = url::Url::parse(&resource)
-            .map_err(|e| anyhow::anyhow!("auth.resource `{resource}` is not a URL: {e}"))?;
-        let path = url.path().trim_end_matches('/');
-        let metadata_url = format!(
-            "{}/.well-known/oauth-protected-resource{path}",
-            url.origin().ascii_serialization()
-        );
+        let resource = metadata::resource_url(auth, listen);
+        let metadata_url = metadata::resource_metadata_url(&resource)
+            .ok_or_else(|| anyhow::anyhow!("auth.resource `{resource}` is not an http(s) URL"))?;
         let api_keys = match &auth.api_keys {
             Some(k) => {
                 let base = config.source.as_deref().and_then(std::path::Path::parent);
@@ -182,28 +319,35 @@ impl Authenticator {
             }
             None => None,
         };
+        let jwt = if auth.jwt.is_empty() {
+            None
+        } else {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            let verifier = jwt::JwtVerifier::new(&auth.jwt, &resource, http)
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+            // An issuer that cannot be reached now is reported, not fatal: its
+            // tokens are refused with 503 until its keys arrive.
+            if let Err(e) = verifier.refresh_now().await {
+                tracing::warn!(error = %e, "cannot fetch an issuer's signing keys yet");
+            }
+            verifier.start_refresh();
+            Some(verifier)
+        };
         let anonymous = auth.anonymous.as_ref().map(|a| {
             let mut p = Principal::anonymous(&a.user);
             p.groups = a.groups.clone();
             Arc::new(p)
         });
-        let scopes = auth.scopes_supported.join(" ");
-        let mut metadata = json!({
-            "resource": resource,
-            "authorization_servers": auth.authorization_servers,
-            "bearer_methods_supported": ["header"],
-            "resource_name": "toolgate",
-        });
-        if !auth.scopes_supported.is_empty() {
-            metadata["scopes_supported"] = json!(auth.scopes_supported);
-        }
         Ok(Authenticator {
             anonymous,
             api_keys,
+            jwt,
+            scopes: metadata::advertised_scopes(auth).join(" "),
+            metadata: metadata::protected_resource_metadata(auth, &resource),
             resource,
             metadata_url,
-            scopes,
-            metadata,
         })
     }
 
@@ -227,26 +371,14 @@ impl Authenticator {
             && url::form_urlencoded::parse(q.as_bytes())
                 .any(|(k, _)| QUERY_CREDENTIALS.contains(&k.to_ascii_lowercase().as_str()))
         {
-            return Err(AuthError::invalid_request(
+            return Err(AuthError::InvalidRequest(
                 "credentials in the URL query are refused; send them in the Authorization header",
             ));
         }
         let bearer = match headers.get(http::header::AUTHORIZATION) {
-            Some(v) => {
-                let v = v
-                    .to_str()
-                    .map_err(|_| AuthError::invalid_request("malformed Authorization header"))?;
-                match v.split_once(' ') {
-                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                        Some(token.trim())
-                    }
-                    _ => {
-                        return Err(AuthError::invalid_request(
-                            "the Authorization header must use the Bearer scheme",
-                        ));
-                    }
-                }
-            }
+            Some(v) => Some(v.to_str().ok().and_then(bearer_token).ok_or(
+                AuthError::InvalidRequest("the Authorization header must be `Bearer TOKEN`"),
+            )?),
             None => None,
         };
         if let Some((keys, header)) = &self.api_keys {
@@ -259,27 +391,81 @@ impl Authenticator {
                 return keys.authenticate(key.trim()).await.map(Arc::new);
             }
         }
-        if bearer.is_some() {
-            return Err(AuthError::invalid_token(
-                "the bearer token is not valid here",
-            ));
+        if let Some(token) = bearer {
+            return match &self.jwt {
+                Some(v) => v.verify(token).await.map(Arc::new),
+                None => Err(AuthError::InvalidToken(TokenRejection::Malformed)),
+            };
         }
-        self.anonymous.clone().ok_or_else(AuthError::missing)
+        self.anonymous.clone().ok_or(AuthError::MissingToken)
     }
 
-    /// The `WWW-Authenticate` challenge for a failed authentication (RFC 6750,
-    /// with the RFC 9728 `resource_metadata` pointer).
+    /// The `WWW-Authenticate` challenge for a failed authentication.
     pub fn challenge(&self, e: &AuthError) -> String {
-        let mut c = format!("Bearer resource_metadata=\"{}\"", self.metadata_url);
-        let scope = e.scope.as_deref().unwrap_or(&self.scopes);
-        if !scope.is_empty() {
-            c.push_str(&format!(", scope=\"{scope}\""));
+        e.www_authenticate(&self.metadata_url, &self.scopes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc_6750_and_9728() {
+        let meta = "https://gw.example.com/.well-known/oauth-protected-resource/mcp";
+        assert_eq!(
+            AuthError::MissingToken.www_authenticate(meta, "mcp"),
+            format!(r#"Bearer resource_metadata="{meta}", scope="mcp""#)
+        );
+        assert_eq!(
+            AuthError::InvalidToken(TokenRejection::Expired).www_authenticate(meta, ""),
+            format!(
+                r#"Bearer resource_metadata="{meta}", error="invalid_token", error_description="the token has expired""#
+            )
+        );
+        let scope = AuthError::InsufficientScope {
+            required: vec!["mcp".into(), "tools:call".into()],
+        };
+        assert_eq!(
+            scope.www_authenticate(meta, "mcp files:read"),
+            format!(
+                r#"Bearer resource_metadata="{meta}", scope="mcp files:read tools:call", error="insufficient_scope", error_description="the token lacks a required scope; it needs: mcp tools:call""#
+            )
+        );
+        // Nothing can break out of a quoted parameter.
+        let odd = AuthError::MissingToken.www_authenticate("https://x/\"y\\z\r\n", "a\"b");
+        assert_eq!(
+            odd,
+            r#"Bearer resource_metadata="https://x/yz", scope="ab""#
+        );
+    }
+
+    #[test]
+    fn error_messages_never_echo_the_token() {
+        let all = [
+            AuthError::MissingToken,
+            AuthError::KeysUnavailable,
+            AuthError::InvalidToken(TokenRejection::Malformed),
+            AuthError::InvalidToken(TokenRejection::BadSignature),
+            AuthError::InvalidToken(TokenRejection::MissingClaim("sub".into())),
+        ];
+        for e in all {
+            let text = e.to_string();
+            assert!(!text.contains("eyJ"), "{text}");
+            assert!(!e.code().is_empty());
         }
-        if !e.code.is_empty() && e.code != "unavailable" {
-            c.push_str(&format!(", error=\"{}\"", e.code));
-            let description = e.message.replace(['"', '\\'], "'");
-            c.push_str(&format!(", error_description=\"{description}\""));
-        }
-        c
+        assert_eq!(
+            AuthError::InvalidToken(TokenRejection::Expired).status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_are_taken_from_the_header_value() {
+        assert_eq!(bearer_token("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic dXNlcjpwdw=="), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
     }
 }

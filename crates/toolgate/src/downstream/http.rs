@@ -117,23 +117,21 @@ async fn authenticate(
             next.run(req).await
         }
         Err(e) => {
-            tracing::info!(code = e.code, reason = %e.message, path = %req.uri().path(), "request not authenticated");
+            tracing::info!(code = e.code(), reason = %e, path = %req.uri().path(), "request not authenticated");
             auth_error(&state.auth, &e)
         }
     }
 }
 
 fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
-    let mut body =
-        serde_json::json!({ "error": if e.code.is_empty() { "unauthorized" } else { e.code } });
-    body["error_description"] = Value::String(e.message.clone());
+    let body = serde_json::json!({ "error": e.code(), "error_description": e.to_string() });
     let mut resp = (
-        e.status,
+        e.status(),
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
         .into_response();
-    if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    if matches!(e.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
         && let Ok(v) = HeaderValue::from_str(&auth.challenge(e))
     {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
