@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the official MCP conformance suite's server scenarios against an endpoint.
 #
-#   tests/interop/conformance.sh [--next] [--spec-version V | --requirements V] [--scenario NAME]
-#                                URL OUTDIR [EXPECTED_FAILURES_YML]
+#   tests/interop/conformance.sh [--next] [--spec-version V | --requirements V]
+#                                [--scenario NAME]... [--force] URL OUTDIR [EXPECTED_FAILURES_YML]
 #
 # URL is a Streamable HTTP endpoint (http://127.0.0.1:PORT/mcp). Results go to OUTDIR: one
 # server-<scenario>-<time>/checks.json per scenario (earlier ones there are removed first) and
@@ -22,7 +22,13 @@
 #                          The suite also runs the scenarios it does not score for V
 #                          (extensions, pending); their lines say `not scored (why)` and they
 #                          are counted apart, as they do not change the suite's verdict.
-#   --scenario NAME        run this one scenario instead of a suite
+#   --scenario NAME        run this scenario instead of a suite; repeat it for several, one
+#                          suite run each. A NAME with `*` picks every server scenario the
+#                          suite lists that matches it (`--scenario 'tasks-*'`)
+#   --force                run the named scenarios even where the suite says they do not apply
+#                          at the spec version: extension scenarios (the Tasks extension's
+#                          `tasks-*`) are on no spec timeline, so they need it. Run this way
+#                          they are scored like any other scenario
 #
 # Environment:
 #   TOOLGATE_NODE                 Node >= 22 (default: .peers/bin/node from scripts/setup-peers)
@@ -31,16 +37,18 @@
 #   TOOLGATE_CONFORMANCE_SUITE_JS run this dist/index.js, whatever --next says
 #   TOOLGATE_CONFORMANCE_SUITE    all (default), active or pending
 #   TOOLGATE_CONFORMANCE_SCENARIO run this one scenario instead of a suite (as --scenario)
-#   TOOLGATE_CONFORMANCE_TIMEOUT  seconds before the whole run is stopped (default 300)
+#   TOOLGATE_CONFORMANCE_TIMEOUT  seconds before one suite run is stopped (default 300)
 set -euo pipefail
 
 die() { printf 'conformance.sh: %s\n' "$*" >&2; exit 2; }
-usage="usage: tests/interop/conformance.sh [--next] [--spec-version V | --requirements V] [--scenario NAME] URL OUTDIR [EXPECTED_FAILURES_YML]"
+usage="usage: tests/interop/conformance.sh [--next] [--spec-version V | --requirements V] [--scenario NAME]... [--force] URL OUTDIR [EXPECTED_FAILURES_YML]"
 
 NEXT=0
 SPEC_VERSION=""
 REQUIREMENTS=""
-SCENARIO="${TOOLGATE_CONFORMANCE_SCENARIO:-}"
+FORCE=0
+SCENARIOS=()
+[[ -n "${TOOLGATE_CONFORMANCE_SCENARIO:-}" ]] && SCENARIOS+=("$TOOLGATE_CONFORMANCE_SCENARIO")
 positional=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -49,8 +57,9 @@ while [[ $# -gt 0 ]]; do
         --spec-version=*) SPEC_VERSION="${1#*=}"; shift ;;
         --requirements) [[ $# -ge 2 ]] || die "$usage"; REQUIREMENTS="$2"; shift 2 ;;
         --requirements=*) REQUIREMENTS="${1#*=}"; shift ;;
-        --scenario) [[ $# -ge 2 ]] || die "$usage"; SCENARIO="$2"; shift 2 ;;
-        --scenario=*) SCENARIO="${1#*=}"; shift ;;
+        --scenario) [[ $# -ge 2 ]] || die "$usage"; SCENARIOS+=("$2"); shift 2 ;;
+        --scenario=*) SCENARIOS+=("${1#*=}"); shift ;;
+        --force) FORCE=1; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; positional+=("$@"); break ;;
         -*) die "unknown option $1; $usage" ;;
@@ -62,7 +71,8 @@ URL="${positional[0]}"
 OUTDIR="${positional[1]}"
 BASELINE="${positional[2]:-}"
 [[ -n "$SPEC_VERSION" && -n "$REQUIREMENTS" ]] && die "--spec-version and --requirements exclude each other"
-[[ -n "$SCENARIO" && -n "$REQUIREMENTS" ]] && die "--requirements runs a fixed set of scenarios; use --spec-version with --scenario"
+[[ ${#SCENARIOS[@]} -gt 0 && -n "$REQUIREMENTS" ]] && die "--requirements runs a fixed set of scenarios; use --spec-version with --scenario"
+[[ $FORCE -eq 1 && ${#SCENARIOS[@]} -eq 0 ]] && die "--force applies to named scenarios; add --scenario"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PEERS="$ROOT/.peers"
@@ -94,24 +104,58 @@ mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 rm -rf "$OUTDIR"/server-*/ "$OUTDIR/console.log"
 
-args=(server --url "$URL" -o "$OUTDIR")
+# Patterns name every matching scenario the suite lists (in its order).
+if [[ "${SCENARIOS[*]}" == *"*"* ]]; then
+    listed=$("$NODE" "$CONFORMANCE" list --server | sed -n 's/^ *- \([^ ]*\).*/\1/p')
+    picked=()
+    for pattern in "${SCENARIOS[@]}"; do
+        if [[ "$pattern" != *"*"* ]]; then picked+=("$pattern"); continue; fi
+        matched=0
+        for name in $listed; do
+            # Unquoted on purpose: the pattern is a glob.
+            # shellcheck disable=SC2053
+            if [[ "$name" == $pattern ]]; then picked+=("$name"); matched=1; fi
+        done
+        [[ $matched -eq 1 ]] || die "no server scenario of conformance $SUITE_VERSION matches $pattern"
+    done
+    SCENARIOS=("${picked[@]}")
+fi
+
+common=(server --url "$URL" -o "$OUTDIR")
+[[ -n "$BASELINE" ]] && common+=(--expected-failures "$BASELINE")
 if [[ -n "$REQUIREMENTS" ]]; then
-    args+=(--requirements "$REQUIREMENTS")
     what="requirements $REQUIREMENTS"
-elif [[ -n "$SCENARIO" ]]; then
-    args+=(--spec-version "$SPEC_VERSION" --scenario "$SCENARIO")
-    what="$SCENARIO at spec $SPEC_VERSION"
+elif [[ ${#SCENARIOS[@]} -gt 0 ]]; then
+    what="${SCENARIOS[*]} at spec $SPEC_VERSION"
+    [[ $FORCE -eq 1 ]] && what="$what, forced"
 else
-    args+=(--spec-version "$SPEC_VERSION" --suite "$SUITE")
     what="suite $SUITE at spec $SPEC_VERSION"
 fi
-[[ -n "$BASELINE" ]] && args+=(--expected-failures "$BASELINE")
+
+# One suite run; its output is added to console.log. Returns the suite's exit code.
+run_suite() {
+    local rc=0
+    timeout --kill-after=10 "$TIMEOUT" "$NODE" "$CONFORMANCE" "${common[@]}" "$@" >>"$OUTDIR/console.log" 2>&1 || rc=$?
+    if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+        echo "conformance: a suite run did not finish within ${TIMEOUT}s (TOOLGATE_CONFORMANCE_TIMEOUT)" >&2
+    fi
+    return "$rc"
+}
 
 echo "conformance: $SUITE_VERSION against $URL ($what); results in $OUTDIR"
 status=0
-timeout --kill-after=10 "$TIMEOUT" "$NODE" "$CONFORMANCE" "${args[@]}" >"$OUTDIR/console.log" 2>&1 || status=$?
-if [[ $status -eq 124 || $status -eq 137 ]]; then
-    echo "conformance: the suite did not finish within ${TIMEOUT}s (TOOLGATE_CONFORMANCE_TIMEOUT)" >&2
+if [[ -n "$REQUIREMENTS" ]]; then
+    run_suite --requirements "$REQUIREMENTS" || status=$?
+elif [[ ${#SCENARIOS[@]} -gt 0 ]]; then
+    force=()
+    [[ $FORCE -eq 1 ]] && force=(--force)
+    for scenario in "${SCENARIOS[@]}"; do
+        rc=0
+        run_suite --spec-version "$SPEC_VERSION" --scenario "$scenario" "${force[@]}" || rc=$?
+        [[ $status -eq 0 ]] && status=$rc
+    done
+else
+    run_suite --spec-version "$SPEC_VERSION" --suite "$SUITE" || status=$?
 fi
 
 # One line per scenario from the checks.json files, in the order the scenarios ran.
@@ -184,6 +228,8 @@ if (notScored.size) {
 }
 EOF
 
+# A scenario the suite refused to run at this spec version leaves no results: say so, and how.
+sed -n 's/\x1b\[[0-9;]*m//g; s/^SKIPPED: /conformance: skipped: /p' "$OUTDIR/console.log" >&2
 if [[ -n "$BASELINE" ]]; then
     # The suite's own verdict against the baseline (unexpected failures, stale entries).
     sed -n '/Expected failures (in baseline)\|Unexpected failures\|Stale baseline\|Baseline check passed/,$p' "$OUTDIR/console.log" \

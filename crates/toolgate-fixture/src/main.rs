@@ -17,6 +17,7 @@ mod prompts;
 mod resources;
 mod server;
 mod sse;
+mod tasks;
 mod tools;
 mod unknown_fields;
 

@@ -39,7 +39,7 @@ pub fn is_modern(cx: &RequestContext<RoleServer>) -> bool {
 }
 
 /// At most this many rounds before a call gives up (a client that never answers what is asked).
-const MAX_ROUNDS: usize = 10;
+pub(crate) const MAX_ROUNDS: usize = 10;
 
 pub const ELICITATION: &str = "test_input_required_result_elicitation";
 pub const SAMPLING: &str = "test_input_required_result_sampling";
@@ -289,7 +289,10 @@ fn declared(capabilities: &ClientCapabilities, capability: &str) -> bool {
 }
 
 /// A server MUST NOT rely on a capability the client did not declare: -32021 instead.
-fn require_capability(capabilities: &ClientCapabilities, request: &Value) -> Result<(), ErrorData> {
+pub(crate) fn require_capability(
+    capabilities: &ClientCapabilities,
+    request: &Value,
+) -> Result<(), ErrorData> {
     let method = request["method"].as_str().unwrap_or_default();
     match capability_for(method) {
         Some(capability) if !declared(capabilities, capability) => {
@@ -340,14 +343,14 @@ async fn ask_legacy_client(
 // Input requests and reading their answers.
 // ---------------------------------------------------------------------------------------------
 
-fn elicit_request(message: &str, schema: Value) -> Value {
+pub(crate) fn elicit_request(message: &str, schema: Value) -> Value {
     json!({
         "method": "elicitation/create",
         "params": { "mode": "form", "message": message, "requestedSchema": schema },
     })
 }
 
-fn one_string_schema(property: &str) -> Value {
+pub(crate) fn one_string_schema(property: &str) -> Value {
     json!({
         "type": "object",
         "properties": { property: { "type": "string" } },
@@ -369,7 +372,7 @@ fn roots_request() -> Value {
     json!({ "method": "roots/list", "params": {} })
 }
 
-fn asks(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
+pub(crate) fn asks(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
     entries
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -378,7 +381,7 @@ fn asks(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String,
 
 /// The answer under `key`, if the client gave one. An answer that is not a JSON object is a
 /// protocol error (-32602), not a reason to ask again.
-fn answer<'a>(round: &'a Round, key: &str) -> Result<Option<&'a JsonObject>, ErrorData> {
+pub(crate) fn answer<'a>(round: &'a Round, key: &str) -> Result<Option<&'a JsonObject>, ErrorData> {
     match round.responses.and_then(|r| r.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(object)) => Ok(Some(object)),
@@ -390,7 +393,10 @@ fn answer<'a>(round: &'a Round, key: &str) -> Result<Option<&'a JsonObject>, Err
 }
 
 /// What the user did with an elicitation: `Ok(content)` when accepted, `Err(action)` otherwise.
-fn elicited(key: &str, answer: &JsonObject) -> Result<Result<JsonObject, String>, ErrorData> {
+pub(crate) fn elicited(
+    key: &str,
+    answer: &JsonObject,
+) -> Result<Result<JsonObject, String>, ErrorData> {
     match answer.get("action").and_then(Value::as_str) {
         Some("accept") => Ok(Ok(answer
             .get("content")
@@ -446,7 +452,7 @@ fn listed_roots(key: &str, answer: &JsonObject) -> Result<Vec<String>, ErrorData
         .collect())
 }
 
-fn outcome_text(elicitation: Result<JsonObject, String>, field: &str) -> String {
+pub(crate) fn outcome_text(elicitation: Result<JsonObject, String>, field: &str) -> String {
     match elicitation {
         Ok(content) => content
             .get(field)
@@ -456,7 +462,7 @@ fn outcome_text(elicitation: Result<JsonObject, String>, field: &str) -> String 
     }
 }
 
-fn text(text: impl Into<String>) -> CallToolResult {
+pub(crate) fn text(text: impl Into<String>) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(text)])
 }
 

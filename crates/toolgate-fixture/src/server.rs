@@ -12,15 +12,17 @@ use std::{
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-        GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
-        InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-        ListToolsResult, LoggingLevel, PaginatedRequestParams, ProtocolVersion,
-        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-        ServerNotification, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
-        Tool, UnsubscribeRequestParams,
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams,
+        CompleteResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+        Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+        PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig, ServerNotification, SetLevelRequestParams,
+        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+        UpdateTaskParams,
     },
     service::{RequestContext, SubscriptionContext, SubscriptionSendError},
+    task_manager::TaskManager,
 };
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -28,7 +30,7 @@ use tokio::sync::broadcast;
 use crate::{
     http::Reconnects,
     mrtr::{self, StateSeal},
-    prompts, resources, tools,
+    prompts, resources, tasks, tools,
 };
 
 /// The protocol revisions this fixture implements, oldest first: the legacy era (sessions,
@@ -64,7 +66,6 @@ impl Eras {
 }
 
 /// What the command line chose, and the tool catalogue built from it once; shared by every session.
-#[derive(Debug)]
 pub struct FixtureConfig {
     pub name: String,
     pub extra_tools: usize,
@@ -79,6 +80,9 @@ pub struct FixtureConfig {
     /// What 2026-07-28 requests share in place of a session (they have none): the cancelled
     /// `sleep` count and the watched resource's touches.
     pub sessionless: Arc<SessionState>,
+    /// Tasks of the `io.modelcontextprotocol/tasks` extension. Process-wide: a task outlives the
+    /// request that created it, and 2026-07-28 requests have no session to keep it in.
+    pub tasks: TaskManager,
 }
 
 impl FixtureConfig {
@@ -92,6 +96,7 @@ impl FixtureConfig {
             seal: StateSeal::default(),
             changes: Changes::default(),
             sessionless: Arc::default(),
+            tasks: TaskManager::new(),
         }
     }
 }
@@ -271,8 +276,9 @@ fn legacy_capabilities() -> ServerCapabilities {
 }
 
 /// What `server/discover` advertises (2026-07-28): the same, plus the list changes that
-/// `test_trigger_tool_change` and `test_trigger_prompt_change` make. rmcp also intersects a
-/// `subscriptions/listen` filter with these.
+/// `test_trigger_tool_change` and `test_trigger_prompt_change` make, and the Tasks extension
+/// (`tasks.rs`). rmcp also intersects a `subscriptions/listen` filter with these, and answers
+/// `tasks/*` with -32601 unless the extension is here.
 fn capabilities() -> ServerCapabilities {
     let wire = json!({
         "tools": { "listChanged": true },
@@ -280,6 +286,7 @@ fn capabilities() -> ServerCapabilities {
         "prompts": { "listChanged": true },
         "logging": {},
         "completions": {},
+        "extensions": { rmcp::model::TASKS_EXTENSION_ID: {} },
     });
     serde_json::from_value(wire).expect("the fixture's capabilities are valid ServerCapabilities")
 }
@@ -394,10 +401,43 @@ impl ServerHandler for Fixture {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(response) = tasks::call_tool(self, &request, &cx).await {
+            return response;
+        }
         if let Some(response) = mrtr::call_tool(self, &request, &cx).await {
             return response;
         }
         tools::call(self, request, cx).await.map(Into::into)
+    }
+
+    // rmcp answers -32021 before these run when the request did not declare the extension.
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.config
+            .tasks
+            .get_task(&request.task_id)
+            .map(GetTaskResult::new)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.config
+            .tasks
+            .update_task(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.config.tasks.cancel_task(&request.task_id)
     }
 
     async fn list_resources(

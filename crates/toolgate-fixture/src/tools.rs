@@ -205,6 +205,7 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
     wire.extend(
         crate::mrtr::tool_definitions()
             .into_iter()
+            .chain(crate::tasks::tool_definitions())
             .map(|(name, description, schema)| tool(name, description, schema)),
     );
     if fault_tools {

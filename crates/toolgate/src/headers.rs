@@ -49,6 +49,17 @@ fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ErrorObject
     first.map(|v| decode_value(name, v)).transpose()
 }
 
+/// The params member a method's `Mcp-Name` header mirrors (SEP-2243; SEP-2663
+/// adds the task methods, so a router can send a task's requests where it lives).
+fn named_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
+        _ => None,
+    }
+}
+
 /// `MCP-Protocol-Version` must be present and equal the body's version.
 pub fn check_version(headers: &HeaderMap, body_version: &str) -> Result<(), ErrorObject> {
     let Some(version) = header(headers, "mcp-protocol-version")? else {
@@ -82,16 +93,8 @@ pub fn check(
             msg.method()
         )));
     }
-    let named = match msg.method() {
-        "tools/call" | "prompts/get" => msg.param("name"),
-        "resources/read" => msg.param("uri"),
-        _ => None,
-    };
-    if matches!(
-        msg.method(),
-        "tools/call" | "prompts/get" | "resources/read"
-    ) {
-        let body = named.and_then(Value::as_str).unwrap_or("");
+    if let Some(field) = named_field(msg.method()) {
+        let body = msg.param(field).and_then(Value::as_str).unwrap_or("");
         match header(headers, "mcp-name")? {
             None => return Err(mismatch("the Mcp-Name header is missing".into())),
             Some(h) if h != body => {
@@ -153,11 +156,7 @@ pub fn mirror(
     tool: Option<&ParamHeaders>,
 ) -> Vec<(String, String)> {
     let mut out = vec![("mcp-method".to_owned(), method.to_owned())];
-    let name = match method {
-        "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
-        "resources/read" => params.and_then(|p| p.get("uri")),
-        _ => None,
-    };
+    let name = named_field(method).and_then(|field| params?.get(field));
     if let Some(n) = name.and_then(Value::as_str) {
         out.push(("mcp-name".to_owned(), encode_value(n)));
     }
@@ -321,6 +320,33 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(encode_value("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=");
+    }
+
+    #[test]
+    fn task_requests_mirror_their_task_id() {
+        let params = json!({"taskId": "task-7", "inputResponses": {}});
+        assert_eq!(
+            mirror("tasks/update", Some(&params), None),
+            [
+                ("mcp-method".to_owned(), "tasks/update".to_owned()),
+                ("mcp-name".to_owned(), "task-7".to_owned()),
+            ]
+        );
+        let get = Message::request(Id::Num(1), "tasks/get", Some(params));
+        let base = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tasks/get"),
+        ];
+        let with_name = |name: &'static str| {
+            let mut h = base.to_vec();
+            h.push(("mcp-name", name));
+            headers(&h)
+        };
+        assert!(check(&with_name("task-7"), &get, "2026-07-28", None).is_ok());
+        for bad in [with_name("task-8"), headers(&base)] {
+            let e = check(&bad, &get, "2026-07-28", None).unwrap_err();
+            assert_eq!(e.code, HEADER_MISMATCH);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! MCP 2026-07-28 clients on the wire, through the real binary, in front of the
 //! legacy-era fixture: discovery, header/body validation, cacheable results,
 //! MRTR bridged to a legacy server's mid-call requests, sealed `requestState`,
-//! progress, cancellation by closing the stream, and `subscriptions/listen`.
+//! progress, cancellation by closing the stream, and `subscriptions/listen`;
+//! and, in front of two modern-era fixtures, the Tasks extension's sealed ids.
 
 mod support;
 
@@ -74,8 +75,14 @@ impl Modern {
         let name = params
             .get("name")
             .or_else(|| params.get("uri"))
+            .or_else(|| params.get("taskId"))
             .and_then(Value::as_str);
-        if let (Some(n), "tools/call" | "prompts/get" | "resources/read") = (name, method) {
+        if let (
+            Some(n),
+            "tools/call" | "prompts/get" | "resources/read" | "tasks/get" | "tasks/update"
+            | "tasks/cancel",
+        ) = (name, method)
+        {
             req = req.header("mcp-name", n);
         }
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -718,4 +725,147 @@ async fn a_modern_client_over_stdio_needs_no_initialize() {
             .is_some_and(|t| t.contains("stdio-user")),
         "{second}"
     );
+}
+
+const TASKS: &str = "io.modelcontextprotocol/tasks";
+
+/// `tasks/get` until the task settles; returns the last answer.
+async fn settled(c: &Modern, id: &str) -> Value {
+    within(Duration::from_secs(20), "the task settling", async {
+        for n in 1000.. {
+            let got = c.call(n, "tasks/get", json!({ "taskId": id })).await;
+            let status = got.last["result"]["status"].as_str().unwrap_or_default();
+            if ["completed", "failed", "cancelled"].contains(&status) {
+                return got.last["result"].clone();
+            }
+            assert!(
+                got.last.get("error").is_none(),
+                "tasks/get failed: {}",
+                got.last
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        unreachable!()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tasks_of_two_servers_keep_apart_and_ids_cannot_be_forged() {
+    // One server over Streamable HTTP (task requests carry Mcp-Name upstream), one over stdio.
+    let http = support::FixtureServer::http(&[]).await;
+    let gw = Gateway::serve(json!({
+        "servers": { "a": http.entry(), "b": stdio_server(&[]) },
+    }))
+    .await;
+    let c = Modern::new(&gw, json!({ "extensions": { TASKS: {} } }));
+    let discovered = c.call(1, "server/discover", json!({})).await;
+    assert!(
+        discovered.last["result"]["capabilities"]["extensions"][TASKS].is_object(),
+        "{}",
+        discovered.last
+    );
+
+    // A short task on each server and a long one on b.
+    let create = |id: i64, server: &'static str, seconds: f64| {
+        let c = &c;
+        async move {
+            let created = c
+                .call(
+                    id,
+                    "tools/call",
+                    json!({"name": format!("{server}__slow_compute"),
+                        "arguments": {"seconds": seconds, "label": server}}),
+                )
+                .await;
+            let result = &created.last["result"];
+            assert_eq!(result["resultType"], "task", "{}", created.last);
+            let task = result["taskId"].as_str().expect("a taskId").to_owned();
+            assert!(
+                task.starts_with("tgt1."),
+                "the server's own id leaked: {task}"
+            );
+            task
+        }
+    };
+    let a = create(2, "a", 0.2).await;
+    let b = create(3, "b", 0.2).await;
+    let long = create(4, "b", 60.0).await;
+    assert!(a != b && b != long && a != long);
+
+    // Each id reaches the server that made the task: the other one does not know it.
+    for (id, server) in [(&a, "a"), (&b, "b")] {
+        let done = settled(&c, id).await;
+        assert_eq!(
+            done["taskId"],
+            *id.as_str(),
+            "answered under the client's id"
+        );
+        assert_eq!(done["status"], "completed", "{done}");
+        let text = done["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.starts_with(&format!("{server}:")), "{done}");
+    }
+    let ack = c.call(5, "tasks/cancel", json!({ "taskId": long })).await;
+    assert_eq!(
+        ack.last["result"],
+        json!({"resultType": "complete"}),
+        "{}",
+        ack.last
+    );
+    assert_eq!(settled(&c, &long).await["status"], "cancelled");
+
+    // Ids the gateway did not hand out are unknown tasks, whatever they name.
+    let (payload, tag) = a
+        .strip_prefix("tgt1.")
+        .and_then(|t| t.split_once('.'))
+        .expect("tgt1.<payload>.<tag>");
+    let mut other_tag = tag.to_owned().into_bytes();
+    other_tag[0] = if other_tag[0] == b'A' { b'B' } else { b'A' };
+    let other_tag = String::from_utf8(other_tag).expect("ascii");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut named: Value =
+        serde_json::from_slice(&b64.decode(payload).expect("base64url")).expect("JSON");
+    named["s"] = json!("b");
+    let moved = format!("tgt1.{}.{tag}", b64.encode(named.to_string()));
+    for (n, forged) in [
+        format!("tgt1.{payload}.{other_tag}"),
+        moved,
+        "task-1".to_owned(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = c
+            .call(10 + n as i64, "tasks/get", json!({ "taskId": forged }))
+            .await;
+        assert_eq!(got.last["error"]["code"], -32602, "{forged}: {}", got.last);
+        assert!(
+            got.last["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Unknown task")),
+            "{}",
+            got.last
+        );
+    }
+
+    // A client that did not declare the extension is told so before any id is read.
+    let plain = Modern::new(&gw, json!({}));
+    let refused = plain.call(20, "tasks/get", json!({ "taskId": a })).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.last["error"]["code"], -32021, "{}", refused.last);
+    assert!(refused.last["error"]["data"]["requiredCapabilities"]["extensions"][TASKS].is_object());
+    // The Mcp-Name header must name the task the body names.
+    let mismatch = c
+        .send(c.request_with(
+            json!(21),
+            "tasks/get",
+            json!({ "taskId": a }),
+            &[("mcp-name", b.as_str())],
+        ))
+        .await;
+    assert_eq!(mismatch.status, 400);
+    assert_eq!(mismatch.last["error"]["code"], -32020, "{}", mismatch.last);
 }

@@ -228,6 +228,24 @@ fn conformance_2026(url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
         .collect()
 }
 
+/// The pre-release suite's ten `tasks-*` scenarios (the Tasks extension, SEP-2663),
+/// forced: on no spec timeline, they are otherwise run only unscored.
+fn conformance_tasks(url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
+    peer(
+        "TOOLGATE_CONFORMANCE_NEXT",
+        "npm-next/node_modules/@modelcontextprotocol/conformance/dist/index.js",
+    );
+    let flags = [
+        "--next",
+        "--spec-version",
+        "2026-07-28",
+        "--scenario",
+        "tasks-*",
+        "--force",
+    ];
+    run_conformance(&flags, url, out_dir)
+}
+
 fn run_conformance(flags: &[&str], url: &str, out_dir: &Path) -> BTreeMap<String, bool> {
     let out = Command::new(repo_root().join("tests/interop/conformance.sh"))
         .args(flags)
@@ -376,6 +394,67 @@ fn conformance_2026_passes_through_the_gateway_wherever_it_passes_directly() {
         let lost: Vec<_> = direct
             .keys()
             .filter(|s| !through.contains_key(*s))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "passing directly but not through the gateway (fixture over {label}): {lost:?}"
+        );
+    }
+}
+
+#[test]
+fn tasks_extension_passes_through_the_gateway_wherever_it_passes_directly() {
+    let fixture = support::fixture_bin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_fx, fx_port) = fixture_server("http");
+    let direct = conformance_tasks(
+        &format!("http://127.0.0.1:{fx_port}/mcp"),
+        &dir.path().join("direct"),
+    );
+    assert_eq!(
+        direct.len(),
+        10,
+        "not every tasks-* scenario ran: {direct:?}"
+    );
+    // What the fixture is there for; tasks-status-notifications checks nothing yet.
+    for scenario in [
+        "tasks-lifecycle",
+        "tasks-dispatch-and-envelope",
+        "tasks-capability-negotiation",
+        "tasks-mrtr-input",
+        "tasks-mrtr-composition",
+    ] {
+        assert_eq!(
+            direct.get(scenario),
+            Some(&true),
+            "the fixture fails {scenario} directly: {direct:?}"
+        );
+    }
+    for (label, server) in [
+        (
+            "stdio",
+            format!("command: {}\n    args: [stdio]", fixture.display()),
+        ),
+        (
+            "streamable-http",
+            format!("url: http://127.0.0.1:{fx_port}/mcp"),
+        ),
+    ] {
+        let config = write_config(
+            dir.path(),
+            &format!("{label}-tasks.yaml"),
+            &format!("prefix_mode: never\nservers:\n  fixture:\n    {server}\n"),
+        );
+        let port = support::free_port();
+        let _gw = gateway(&config, port);
+        let through = conformance_tasks(
+            &format!("http://127.0.0.1:{port}/mcp"),
+            &dir.path().join(format!("{label}-tasks")),
+        );
+        let lost: Vec<_> = direct
+            .iter()
+            .filter(|(s, passed)| **passed && through.get(*s) != Some(&true))
+            .map(|(s, _)| s)
             .collect();
         assert!(
             lost.is_empty(),

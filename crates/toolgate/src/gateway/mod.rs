@@ -302,6 +302,19 @@ impl Gateway {
         caps
     }
 
+    /// Does a server offer the 2026-07-28 Tasks extension (which `capabilities`
+    /// then offers too)?
+    pub(crate) fn offers_tasks_extension(&self) -> bool {
+        self.servers.iter().any(|s| {
+            s.info().is_some_and(|i| {
+                i.capabilities
+                    .get("extensions")
+                    .and_then(|e| e.get(tasks::EXTENSION))
+                    .is_some()
+            })
+        })
+    }
+
     fn instructions(&self) -> Option<String> {
         let parts: Vec<String> = self
             .servers

@@ -429,6 +429,15 @@ impl Gateway {
             | "tasks/get"
             | "tasks/update"
             | "tasks/cancel" => {
+                if method.starts_with("tasks/")
+                    && let Err(e) = super::tasks::require_extension(
+                        self.offers_tasks_extension(),
+                        &method,
+                        &meta.capabilities,
+                    )
+                {
+                    return Some(answer(Err(e)));
+                }
                 let round = Round {
                     id: id.clone(),
                     out: out.clone(),

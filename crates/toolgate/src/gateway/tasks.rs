@@ -7,6 +7,7 @@
 //! is worthless to anyone who did not create the task: a forged, altered or
 //! foreign id is answered exactly like an unknown one.
 
+use super::modern::modern_code::MISSING_CAPABILITY;
 use crate::jsonrpc::{ErrorObject, code};
 use crate::seal::Sealer;
 use base64::Engine as _;
@@ -14,6 +15,38 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 const PREFIX: &str = "tgt1.";
+
+/// The 2026-07-28 Tasks extension, as it is named in capability maps.
+pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
+/// May a modern request use `tasks/get|update|cancel`? Not if no server behind
+/// the gateway offers the extension: the methods then do not exist (-32601).
+/// Not if the request did not declare the extension: SEP-2663 wants -32021
+/// naming it, before the id is even looked at, as the server itself would answer.
+pub fn require_extension(
+    offered: bool,
+    method: &str,
+    client_capabilities: &Value,
+) -> Result<(), ErrorObject> {
+    if !offered {
+        return Err(ErrorObject::new(
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        ));
+    }
+    if client_capabilities
+        .get("extensions")
+        .and_then(|e| e.get(EXTENSION))
+        .is_none()
+    {
+        return Err(ErrorObject::new(
+            MISSING_CAPABILITY,
+            format!("{method} needs the client capability extensions.{EXTENSION}"),
+        )
+        .with_data(json!({ "requiredCapabilities": { "extensions": { EXTENSION: {} } } })));
+    }
+    Ok(())
+}
 
 pub struct TaskIds {
     sealer: Sealer,
@@ -129,5 +162,16 @@ mod tests {
             shown
         );
         assert_eq!(ids.open(&shown, "alice").unwrap().1, "task-9");
+    }
+
+    #[test]
+    fn task_methods_need_the_extension_offered_and_declared() {
+        let declared = json!({ "extensions": { EXTENSION: {} } });
+        assert!(require_extension(true, "tasks/get", &declared).is_ok());
+        let e = require_extension(true, "tasks/cancel", &json!({ "sampling": {} })).unwrap_err();
+        assert_eq!(e.code, MISSING_CAPABILITY);
+        assert_eq!(e.data.unwrap()["requiredCapabilities"], declared);
+        let e = require_extension(false, "tasks/get", &declared).unwrap_err();
+        assert_eq!(e.code, code::METHOD_NOT_FOUND);
     }
 }
