@@ -1,7 +1,8 @@
 //! Authentication at the HTTP edge, through the real `toolgate` binary: API keys issued with
-//! `toolgate keys`, the attack catalog (each case refused with the right status and nothing
-//! reaching the upstream), sessions bound to their principal, RFC 9728 metadata, and the rule
-//! that anonymous callers are served on loopback only.
+//! `toolgate keys`, JWTs signed with test keys and published by a JWKS endpoint the test
+//! serves, the attack catalog (each case refused with the right status and nothing reaching the
+//! upstream), sessions bound to their principal, RFC 9728 metadata, and the rule that anonymous
+//! callers are served on loopback only.
 
 mod support;
 
@@ -489,4 +490,180 @@ async fn explicit_anonymous_access_serves_the_configured_user() {
     )
     .await;
     assert_eq!(status, 401);
+}
+
+mod jwt {
+    use super::*;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    const ISS: &str = "https://login.test";
+    const RESOURCE: &str = "https://gw.test/mcp";
+
+    struct Issuer {
+        kid: &'static str,
+        key: EncodingKey,
+        jwks_url: String,
+        /// The public point, for the HMAC confusion attack.
+        public: Vec<u8>,
+        _server: tokio::task::JoinHandle<()>,
+    }
+
+    /// An ES256 key and a JWKS endpoint on loopback publishing its public half.
+    async fn issuer() -> Issuer {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "kid": "k1", "crv": "P-256", "alg": "ES256", "use": "sig",
+            "x": b64(&point[1..33]), "y": b64(&point[33..]),
+        }]});
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Issuer {
+            kid: "k1",
+            key: EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref()),
+            jwks_url: format!("http://127.0.0.1:{port}/jwks"),
+            public: point,
+            _server: server,
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn claims(sub: &str) -> Value {
+        json!({
+            "iss": ISS, "aud": RESOURCE, "sub": sub, "azp": "ide-agent",
+            "exp": now() + 600, "iat": now(), "scope": "mcp:tools",
+            "tid": "acme", "roles": ["finance"],
+        })
+    }
+
+    fn sign(issuer: &Issuer, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(issuer.kid.into());
+        encode(&header, claims, &issuer.key).unwrap()
+    }
+
+    fn unsigned(header: Value, claims: &Value) -> String {
+        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.", b64(&header), b64(claims))
+    }
+
+    #[tokio::test]
+    async fn jwt_attack_catalog_is_refused_before_any_upstream() {
+        within(TEST_TIMEOUT, "the JWT attack catalog", async {
+            let iss = issuer().await;
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("upstream.log");
+            let config = json!({
+                "auth": {
+                    "resource": RESOURCE,
+                    "jwt": [{
+                        "issuer": ISS, "jwks_url": iss.jwks_url,
+                        "required_scopes": ["mcp:tools"],
+                        "claims": { "tenant": "tid", "groups": "roles" },
+                    }],
+                },
+                "servers": { "fx": logged_fixture(&log) },
+            });
+            let gw = Gateway::serve(config).await;
+            let base = gw.base.clone();
+
+            // An honest token works, and its claims make the principal.
+            let good = sign(&iss, &claims("alice"));
+            let c = Client::http(&base, with_bearer(&good)).await;
+            let result = c.call_tool("fx__echo", json!({"text": "signed"})).await;
+            assert_eq!(first_text(&result), "signed");
+            assert_eq!(calls_seen(&log).len(), 1);
+
+            let mut expired = claims("alice");
+            expired["exp"] = json!(now() - 3600);
+            let mut early = claims("alice");
+            early["nbf"] = json!(now() + 3600);
+            let mut wrong_iss = claims("alice");
+            wrong_iss["iss"] = json!("https://evil.test");
+            let mut wrong_aud = claims("alice");
+            wrong_aud["aud"] = json!("https://other.test/mcp");
+            let mut no_scope = claims("alice");
+            no_scope["scope"] = json!("profile");
+            let mut unknown_kid = Header::new(Algorithm::ES256);
+            unknown_kid.kid = Some("k-unknown".into());
+            let unknown_kid = encode(&unknown_kid, &claims("alice"), &iss.key).unwrap();
+            let mut hs = Header::new(Algorithm::HS256);
+            hs.kid = Some(iss.kid.into());
+            let confused = encode(&hs, &claims("alice"), &EncodingKey::from_secret(&iss.public)).unwrap();
+            let tampered = {
+                let mut parts: Vec<String> = good.split('.').map(String::from).collect();
+                let mut c = claims("alice");
+                c["sub"] = json!("root");
+                parts[1] = URL_SAFE_NO_PAD.encode(c.to_string());
+                parts.join(".")
+            };
+            let none = unsigned(json!({"alg": "none", "typ": "JWT", "kid": iss.kid}), &claims("alice"));
+            let cases: Vec<(&str, String, u16)> = vec![
+                ("expired", sign(&iss, &expired), 401),
+                ("not yet valid", sign(&iss, &early), 401),
+                ("wrong iss", sign(&iss, &wrong_iss), 401),
+                ("wrong aud", sign(&iss, &wrong_aud), 401),
+                ("unknown kid", unknown_kid, 401),
+                ("alg none", none, 401),
+                ("HS256 with the public key", confused, 401),
+                ("tampered payload", tampered, 401),
+                ("malformed", "not.a.jwt".into(), 401),
+                ("missing scope", sign(&iss, &no_scope), 403),
+            ];
+            for (what, token, expected) in cases {
+                let auth = format!("Bearer {token}");
+                let (status, headers, body) = raw(&base, Method::POST, "/mcp", &[("authorization", &auth)], Some(call_body(what))).await;
+                assert_eq!(status, expected, "{what}: {body}");
+                let challenge = headers["www-authenticate"].to_str().unwrap();
+                let code = if expected == 403 { "insufficient_scope" } else { "invalid_token" };
+                assert!(challenge.contains(&format!("error=\"{code}\"")), "{what}: {challenge}");
+                assert!(challenge.contains("resource_metadata=\"https://gw.test/.well-known/oauth-protected-resource/mcp\""), "{what}: {challenge}");
+                if expected == 403 {
+                    assert!(challenge.contains("scope=\"mcp:tools\""), "{challenge}");
+                }
+                // A session id of alice's does not help either.
+                let (status, _) = raw_mcp(&base, Method::POST, c.session_id().as_deref(), &[("authorization", &auth)], call_body(what)).await;
+                assert_eq!(status, expected, "{what} with a session id");
+            }
+            let (status, _, _) = raw(&base, Method::POST, &format!("/mcp?access_token={good}"), &[], Some(call_body("query"))).await;
+            assert_eq!(status, 400, "a token in the query string");
+
+            // The same user with another valid token keeps the session; another user cannot.
+            let again = sign(&iss, &claims("alice"));
+            let (status, _) = raw_mcp(&base, Method::POST, c.session_id().as_deref(), &[("authorization", &format!("Bearer {again}"))], call_body("again")).await;
+            assert_eq!(status, 200);
+            let mallory = sign(&iss, &claims("mallory"));
+            let (status, _) = raw_mcp(&base, Method::POST, c.session_id().as_deref(), &[("authorization", &format!("Bearer {mallory}"))], call_body("hijack")).await;
+            assert_eq!(status, 404);
+
+            let seen: Vec<Value> = calls_seen(&log);
+            let texts: Vec<&Value> = seen.iter().map(|m| &m["params"]["arguments"]["text"]).collect();
+            assert_eq!(texts, [&json!("signed"), &json!("again")], "refused calls reached the upstream");
+            // The caller's token is never passed through.
+            let upstream = std::fs::read_to_string(&log).unwrap();
+            assert!(!upstream.contains(&good[..40]), "the bearer token reached the upstream");
+            assert!(!gw.stderr().contains(&good[good.len() - 40..]), "a token was logged");
+        })
+        .await;
+    }
 }
