@@ -2,7 +2,8 @@
 //! legacy-era fixture: discovery, header/body validation, cacheable results,
 //! MRTR bridged to a legacy server's mid-call requests, sealed `requestState`,
 //! progress, cancellation by closing the stream, and `subscriptions/listen`;
-//! and, in front of two modern-era fixtures, the Tasks extension's sealed ids.
+//! and, in front of two modern-era fixtures, the Tasks extension's sealed ids, which
+//! only the principal that created a task can use.
 
 mod support;
 
@@ -43,6 +44,18 @@ impl Modern {
             url: gw.mcp_url(),
             capabilities,
         }
+    }
+
+    /// The same client presenting `key` as its bearer credential.
+    fn with_bearer(mut self, key: &str) -> Modern {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {key}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("a client");
+        self
     }
 
     /// A request with correct headers and `_meta` merged into `params`.
@@ -868,4 +881,57 @@ async fn tasks_of_two_servers_keep_apart_and_ids_cannot_be_forged() {
         .await;
     assert_eq!(mismatch.status, 400);
     assert_eq!(mismatch.last["error"]["code"], -32020, "{}", mismatch.last);
+}
+
+#[tokio::test]
+async fn a_task_id_is_worthless_to_another_principal() {
+    let gw = Gateway::serve(json!({
+        "auth": { "api_keys": {} },
+        "servers": { "a": stdio_server(&[]) },
+    }))
+    .await;
+    let config = gw.config.path.to_str().expect("a UTF-8 path").to_owned();
+    let key = |who: &'static str| {
+        let config = config.clone();
+        async move {
+            let args = ["keys", "create", "--config", &config, "--principal", who];
+            let (code, out, err) = support::run_toolgate(&args, Duration::from_secs(30)).await;
+            assert_eq!(code, Some(0), "{err}");
+            out.trim().to_owned()
+        }
+    };
+    let caps = json!({ "extensions": { TASKS: {} } });
+    let alice = Modern::new(&gw, caps.clone()).with_bearer(&key("alice").await);
+    let bob = Modern::new(&gw, caps).with_bearer(&key("bob").await);
+
+    let created = alice
+        .call(
+            1,
+            "tools/call",
+            json!({"name": "a__slow_compute", "arguments": {"seconds": 60, "label": "x"}}),
+        )
+        .await;
+    let task = created.last["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task: {}", created.last))
+        .to_owned();
+    // Bob holds the exact id, yet to him it is an unknown task, for every method.
+    for (n, method) in [(2, "tasks/get"), (3, "tasks/cancel")] {
+        let got = bob.call(n, method, json!({ "taskId": task })).await;
+        assert_eq!(got.last["error"]["code"], -32602, "{method}: {}", got.last);
+        let message = got.last["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("Unknown task"), "{method}: {message}");
+    }
+    // Alice's task is untouched by Bob's attempts.
+    let got = alice.call(4, "tasks/get", json!({ "taskId": task })).await;
+    assert_eq!(got.last["result"]["status"], "working", "{}", got.last);
+    let ack = alice
+        .call(5, "tasks/cancel", json!({ "taskId": task }))
+        .await;
+    assert_eq!(
+        ack.last["result"],
+        json!({"resultType": "complete"}),
+        "{}",
+        ack.last
+    );
 }
