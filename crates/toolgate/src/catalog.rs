@@ -260,13 +260,17 @@ impl Catalog {
         }
     }
 
-    /// One page of a merged list, as the JSON text of the result.
+    /// One page of a merged list, as the JSON text of the result. `visible`, when
+    /// given, says per item (by position in [`Catalog::items`]) whether this caller
+    /// may see it; cursors count positions in the whole list, so a page skips what
+    /// the caller may not see and a cursor reveals nothing about it.
     pub fn page(
         &self,
         kind: ListKind,
         cursor: Option<&str>,
         page_size: usize,
         cursors: &Cursors,
+        visible: Option<&[bool]>,
     ) -> Result<String, ErrorObject> {
         let items = self.items(kind);
         let start = match cursor {
@@ -274,24 +278,29 @@ impl Catalog {
             Some(c) => cursors.decode(kind, c)?,
         };
         let start = start.min(items.len());
-        let end = (start + page_size).min(items.len());
+        let shown = |i: usize| visible.is_none_or(|v| v.get(i).copied().unwrap_or(false));
+        let mut chosen = Vec::with_capacity(page_size.min(items.len() - start));
+        let mut end = start;
+        while end < items.len() && chosen.len() < page_size {
+            if shown(end) {
+                chosen.push(&items[end]);
+            }
+            end += 1;
+        }
         let mut out = String::with_capacity(
-            64 + items[start..end]
-                .iter()
-                .map(|i| i.json.get().len() + 1)
-                .sum::<usize>(),
+            64 + chosen.iter().map(|i| i.json.get().len() + 1).sum::<usize>(),
         );
         out.push_str("{\"");
         out.push_str(kind.field());
         out.push_str("\":[");
-        for (n, item) in items[start..end].iter().enumerate() {
+        for (n, item) in chosen.iter().enumerate() {
             if n > 0 {
                 out.push(',');
             }
             out.push_str(item.json.get());
         }
         out.push(']');
-        if end < items.len() {
+        if (end..items.len()).any(shown) {
             out.push_str(",\"nextCursor\":");
             out.push_str(&Value::String(cursors.encode(kind, end)).to_string());
         }
@@ -545,23 +554,60 @@ mod tests {
         let cat = Catalog::build(&config(), &views, 1);
         let cursors = Cursors::new(Sealer::new());
         let p1: Value =
-            serde_json::from_str(&cat.page(ListKind::Tools, None, 2, &cursors).unwrap()).unwrap();
+            serde_json::from_str(&cat.page(ListKind::Tools, None, 2, &cursors, None).unwrap())
+                .unwrap();
         assert_eq!(p1["tools"].as_array().unwrap().len(), 2);
         let next = p1["nextCursor"].as_str().unwrap();
-        let p2: Value =
-            serde_json::from_str(&cat.page(ListKind::Tools, Some(next), 2, &cursors).unwrap())
-                .unwrap();
+        let p2: Value = serde_json::from_str(
+            &cat.page(ListKind::Tools, Some(next), 2, &cursors, None)
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(p2["tools"][0]["name"], "a__t3");
         assert!(p2.get("nextCursor").is_none());
         let forged = next.replacen("0.2", "0.1", 1);
         assert!(
-            cat.page(ListKind::Tools, Some(&forged), 2, &cursors)
+            cat.page(ListKind::Tools, Some(&forged), 2, &cursors, None)
                 .is_err()
         );
         assert!(
-            cat.page(ListKind::Prompts, Some(next), 2, &cursors)
+            cat.page(ListKind::Prompts, Some(next), 2, &cursors, None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn pages_skip_what_the_caller_may_not_see() {
+        let a = lists(&["t1", "t2", "t3", "t4", "t5"], &[]);
+        let none = ItemRules::default();
+        let views = [ServerView {
+            name: "a",
+            prefix: "a",
+            tools: &none,
+            prompts: &none,
+            lists: Some(&a),
+        }];
+        let cat = Catalog::build(&config(), &views, 1);
+        let cursors = Cursors::new(Sealer::new());
+        let visible = [true, false, false, true, false];
+        let page = |cursor: Option<&str>| -> Value {
+            let text = cat
+                .page(ListKind::Tools, cursor, 1, &cursors, Some(&visible))
+                .unwrap();
+            serde_json::from_str(&text).unwrap()
+        };
+        let p1 = page(None);
+        assert_eq!(p1["tools"][0]["name"], "a__t1");
+        let p2 = page(p1["nextCursor"].as_str());
+        assert_eq!(p2["tools"][0]["name"], "a__t4");
+        // Nothing visible is left: no cursor to a page of nothing.
+        assert!(p2.get("nextCursor").is_none(), "{p2}");
+        let all: Value = serde_json::from_str(
+            &cat.page(ListKind::Tools, None, 10, &cursors, Some(&[false; 5]))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(all, json!({"tools": []}));
     }
 
     #[test]

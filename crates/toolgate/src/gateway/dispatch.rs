@@ -92,9 +92,9 @@ impl Gateway {
         let mut params = msg.params.unwrap_or(Value::Null);
         if let Some(kind) = ListKind::from_method(&method) {
             let cursor = params.get("cursor").and_then(Value::as_str);
-            let page = self
-                .catalog()
-                .page(kind, cursor, self.config.page_size, &self.cursors)?;
+            let page =
+                self.catalog()
+                    .page(kind, cursor, self.config.page_size, &self.cursors, None)?;
             return RawValue::from_string(page)
                 .map_err(|e| ErrorObject::new(code::INTERNAL_ERROR, e.to_string()));
         }

@@ -657,7 +657,7 @@ impl Gateway {
     fn modern_list(&self, kind: ListKind, params: &Value) -> Result<Box<RawValue>, ErrorObject> {
         let cursor = params.get("cursor").and_then(Value::as_str);
         let catalog = self.catalog();
-        let page = catalog.page(kind, cursor, self.config.page_size, &self.cursors)?;
+        let page = catalog.page(kind, cursor, self.config.page_size, &self.cursors, None)?;
         // The gateway re-reads lists every catalog TTL, and no server's own hint may
         // be stretched. Until lists are filtered per caller they are the same for
         // everyone: public, unless a server said its lists are private.
