@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod headers;
 pub mod jsonrpc;
 pub mod names;
+pub mod policy;
 pub mod seal;
 pub mod sse;
 pub mod store;

@@ -252,6 +252,10 @@ pub struct ServerConfig {
     pub tools: ItemRules,
     #[serde(default)]
     pub prompts: ItemRules,
+    /// What policies know about this server (`resource.risk == "high"`); its tools,
+    /// prompts and resources inherit these unless `tools.labels` says otherwise.
+    #[serde(default)]
+    pub labels: Labels,
     /// Keep the entry but do not start or expose it (`mcpServers` files use this).
     #[serde(default)]
     pub disabled: bool,
@@ -322,6 +326,47 @@ pub struct ItemRules {
     /// Server name → exposed name (used as is: no prefix is added).
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+    /// Server name → labels of that item for policies, over the server's own
+    /// (`refund: { risk: high }`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, Labels>,
+}
+
+/// Labels that Cedar policies can test: set by the operator here, never by a
+/// server, so unlike a tool's annotations they can be trusted.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    /// Who is responsible for it (`resource.owner`).
+    pub owner: Option<String>,
+    /// Where it runs, e.g. `production` (`resource.environment`).
+    pub environment: Option<String>,
+    /// How much harm a mistaken call can do, e.g. `low` / `high` (`resource.risk`).
+    pub risk: Option<String>,
+    /// Free-form labels (`resource.labels.contains("pii")`).
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+impl Labels {
+    /// These labels over `base`: a value set here wins, `extra` is the union.
+    pub fn over(&self, base: &Labels) -> Labels {
+        let mut extra = base.extra.clone();
+        for l in &self.extra {
+            if !extra.contains(l) {
+                extra.push(l.clone());
+            }
+        }
+        Labels {
+            owner: self.owner.clone().or_else(|| base.owner.clone()),
+            environment: self
+                .environment
+                .clone()
+                .or_else(|| base.environment.clone()),
+            risk: self.risk.clone().or_else(|| base.risk.clone()),
+            extra,
+        }
+    }
 }
 
 impl ServerConfig {

@@ -1,0 +1,480 @@
+//! The Cedar side of a request: the resource (built once per catalog snapshot),
+//! the principal and the context (built per call, the only per-call work).
+
+use super::values::Mapper;
+use crate::auth::{AuthMethod, Principal};
+use crate::config::Labels;
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression,
+};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What kind of item a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Server,
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 4] = [
+        TargetKind::Server,
+        TargetKind::Tool,
+        TargetKind::Prompt,
+        TargetKind::Resource,
+    ];
+
+    pub fn type_name(self) -> &'static str {
+        match self {
+            TargetKind::Server => "Server",
+            TargetKind::Tool => "Tool",
+            TargetKind::Prompt => "Prompt",
+            TargetKind::Resource => "Resource",
+        }
+    }
+
+    pub(crate) fn entity_type(self) -> &'static EntityTypeName {
+        static TYPES: LazyLock<[EntityTypeName; 4]> =
+            LazyLock::new(|| TargetKind::ALL.map(|k| type_name(k.type_name())));
+        &TYPES[self as usize]
+    }
+}
+
+pub(crate) fn type_name(name: &str) -> EntityTypeName {
+    EntityTypeName::from_str(&format!("{}::{name}", super::schema::NAMESPACE))
+        .unwrap_or_else(|e| unreachable!("`{name}` is a valid type name: {e}"))
+}
+
+pub(crate) fn uid(ty: &str, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name(ty), EntityId::new(id))
+}
+
+/// A server as policies see it: its name and the labels from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerRef<'a> {
+    pub name: &'a str,
+    pub labels: &'a Labels,
+}
+
+/// The resource of a request — a server, or a tool, prompt or resource within
+/// one — with its Cedar entities prebuilt. Build these once per catalog
+/// snapshot; a request only borrows one.
+#[derive(Debug, Clone)]
+pub struct Target {
+    kind: TargetKind,
+    uid: EntityUid,
+    server: Option<EntityUid>,
+    entities: Entities,
+}
+
+impl Target {
+    pub fn server(server: ServerRef<'_>) -> Target {
+        let entity = server_entity(server);
+        Target {
+            kind: TargetKind::Server,
+            uid: entity.uid(),
+            server: None,
+            entities: entities([entity]),
+        }
+    }
+
+    /// A tool: `exposed` is the name clients see, `original` the server's own;
+    /// `labels` the tool's entry in `tools.labels`, if any; `annotations` the
+    /// tool's MCP `annotations` object as the server listed it.
+    pub fn tool(
+        server: ServerRef<'_>,
+        exposed: &str,
+        original: &str,
+        labels: Option<&Labels>,
+        annotations: Option<&Value>,
+    ) -> Target {
+        let mut attrs = item_attrs(server, labels);
+        attrs.insert(
+            "name".into(),
+            RestrictedExpression::new_string(exposed.into()),
+        );
+        attrs.insert(
+            "original".into(),
+            RestrictedExpression::new_string(original.into()),
+        );
+        attrs.insert(
+            "untrusted_annotations".into(),
+            annotations_record(annotations),
+        );
+        Target::item(
+            TargetKind::Tool,
+            server,
+            &format!("{}/{original}", server.name),
+            attrs,
+        )
+    }
+
+    pub fn prompt(
+        server: ServerRef<'_>,
+        exposed: &str,
+        original: &str,
+        labels: Option<&Labels>,
+    ) -> Target {
+        let mut attrs = item_attrs(server, labels);
+        attrs.insert(
+            "name".into(),
+            RestrictedExpression::new_string(exposed.into()),
+        );
+        attrs.insert(
+            "original".into(),
+            RestrictedExpression::new_string(original.into()),
+        );
+        Target::item(
+            TargetKind::Prompt,
+            server,
+            &format!("{}/{original}", server.name),
+            attrs,
+        )
+    }
+
+    /// A resource: `uri` as clients see it, `original` as its server knows it.
+    pub fn resource(server: ServerRef<'_>, uri: &str, original: &str) -> Target {
+        let mut attrs = item_attrs(server, None);
+        attrs.insert("uri".into(), RestrictedExpression::new_string(uri.into()));
+        attrs.insert(
+            "original".into(),
+            RestrictedExpression::new_string(original.into()),
+        );
+        Target::item(
+            TargetKind::Resource,
+            server,
+            &format!("{}/{original}", server.name),
+            attrs,
+        )
+    }
+
+    fn item(
+        kind: TargetKind,
+        server: ServerRef<'_>,
+        id: &str,
+        attrs: HashMap<String, RestrictedExpression>,
+    ) -> Target {
+        let server_entity = server_entity(server);
+        let server_uid = server_entity.uid();
+        let uid = uid(kind.type_name(), id);
+        let item = Entity::new(uid.clone(), attrs, HashSet::from([server_uid.clone()]))
+            .unwrap_or_else(|_| Entity::with_uid(uid.clone()));
+        Target {
+            kind,
+            uid,
+            server: Some(server_uid),
+            entities: entities([item, server_entity]),
+        }
+    }
+
+    pub fn kind(&self) -> TargetKind {
+        self.kind
+    }
+
+    /// The Cedar id, e.g. `Toolgate::Tool::"payments/refund"`.
+    pub fn uid(&self) -> &EntityUid {
+        &self.uid
+    }
+
+    /// The owning server's id (none for a server).
+    pub fn server_uid(&self) -> Option<&EntityUid> {
+        self.server.as_ref()
+    }
+
+    pub(crate) fn entities(&self) -> &Entities {
+        &self.entities
+    }
+}
+
+/// A target's entities: the item, its server, and the actions (Cedar needs the
+/// action entities to evaluate `action in Action::"use"`).
+fn entities<const N: usize>(list: [Entity; N]) -> Entities {
+    static ACTIONS: LazyLock<Vec<Entity>> = LazyLock::new(|| {
+        let schema = super::schema::build(&[])
+            .unwrap_or_else(|e| unreachable!("the published schema is valid: {e}"));
+        schema
+            .schema
+            .action_entities()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
+    });
+    // Ids are distinct by construction (actions, a server and an item within it).
+    Entities::from_entities(list.into_iter().chain(ACTIONS.iter().cloned()), None)
+        .unwrap_or_else(|_| Entities::empty())
+}
+
+fn labels_into(attrs: &mut HashMap<String, RestrictedExpression>, labels: &Labels) {
+    for (key, value) in [
+        ("owner", &labels.owner),
+        ("environment", &labels.environment),
+        ("risk", &labels.risk),
+    ] {
+        if let Some(v) = value {
+            attrs.insert(key.into(), RestrictedExpression::new_string(v.clone()));
+        }
+    }
+    attrs.insert(
+        "labels".into(),
+        RestrictedExpression::new_set(
+            labels
+                .extra
+                .iter()
+                .map(|l| RestrictedExpression::new_string(l.clone())),
+        ),
+    );
+}
+
+fn server_entity(server: ServerRef<'_>) -> Entity {
+    let mut attrs = HashMap::new();
+    attrs.insert(
+        "name".into(),
+        RestrictedExpression::new_string(server.name.into()),
+    );
+    labels_into(&mut attrs, server.labels);
+    let uid = uid("Server", server.name);
+    Entity::new(uid.clone(), attrs, HashSet::new()).unwrap_or_else(|_| Entity::with_uid(uid))
+}
+
+fn item_attrs(
+    server: ServerRef<'_>,
+    labels: Option<&Labels>,
+) -> HashMap<String, RestrictedExpression> {
+    let mut attrs = HashMap::new();
+    attrs.insert(
+        "server".into(),
+        RestrictedExpression::new_entity_uid(uid("Server", server.name)),
+    );
+    let effective = labels.map_or_else(|| server.labels.clone(), |l| l.over(server.labels));
+    labels_into(&mut attrs, &effective);
+    attrs
+}
+
+/// MCP tool annotations with the spec's defaults for absent or malformed hints.
+/// The defaults assume the worst, so a server that says nothing gets no benefit.
+fn annotations_record(annotations: Option<&Value>) -> RestrictedExpression {
+    let get = |k: &str| annotations.and_then(|a| a.get(k));
+    let hint = |k: &str, default: bool| {
+        RestrictedExpression::new_bool(get(k).and_then(Value::as_bool).unwrap_or(default))
+    };
+    let mut attrs = vec![
+        ("readOnlyHint".to_owned(), hint("readOnlyHint", false)),
+        ("destructiveHint".to_owned(), hint("destructiveHint", true)),
+        ("idempotentHint".to_owned(), hint("idempotentHint", false)),
+        ("openWorldHint".to_owned(), hint("openWorldHint", true)),
+    ];
+    if let Some(t) = get("title").and_then(Value::as_str) {
+        attrs.push(("title".into(), RestrictedExpression::new_string(t.into())));
+    }
+    RestrictedExpression::new_record(attrs)
+        .unwrap_or_else(|_| RestrictedExpression::new_unknown("annotations"))
+}
+
+/// The principal's entity. Unrepresentable attribute values are recorded in
+/// `mapper`.
+pub(crate) fn principal_entity(p: &Principal, mapper: &mut Mapper) -> Entity {
+    let qualified = |name: &str| match &p.tenant {
+        Some(t) => format!("{t}/{name}"),
+        None => name.to_owned(),
+    };
+    let uid = uid("User", &p.key());
+    let mut parents: HashSet<EntityUid> = p
+        .groups
+        .iter()
+        .map(|g| uid_of("Group", &qualified(g)))
+        .collect();
+    let mut attrs = HashMap::new();
+    attrs.insert(
+        "name".into(),
+        RestrictedExpression::new_string(p.user.clone()),
+    );
+    if let Some(t) = &p.tenant {
+        parents.insert(uid_of("Tenant", t));
+        attrs.insert("tenant".into(), RestrictedExpression::new_string(t.clone()));
+    }
+    if let Some(a) = &p.agent {
+        attrs.insert("agent".into(), RestrictedExpression::new_string(a.clone()));
+    }
+    attrs.insert(
+        "auth_method".into(),
+        RestrictedExpression::new_string(
+            match p.method {
+                AuthMethod::Anonymous => "anonymous",
+                AuthMethod::ApiKey => "api_key",
+                AuthMethod::Jwt => "jwt",
+                AuthMethod::Mtls => "mtls",
+            }
+            .into(),
+        ),
+    );
+    let strings = |v: &[String]| {
+        RestrictedExpression::new_set(
+            v.iter()
+                .map(|s| RestrictedExpression::new_string(s.clone())),
+        )
+    };
+    attrs.insert("scopes".into(), strings(&p.scopes));
+    attrs.insert("groups".into(), strings(&p.groups));
+    let record = mapper.record("principal.attrs", &p.attrs);
+    attrs.insert(
+        "attrs".into(),
+        RestrictedExpression::new_record(record)
+            .unwrap_or_else(|_| RestrictedExpression::new_unknown("principal.attrs")),
+    );
+    Entity::new(uid.clone(), attrs, parents).unwrap_or_else(|_| Entity::with_uid(uid))
+}
+
+fn uid_of(ty: &str, id: &str) -> EntityUid {
+    uid(ty, id)
+}
+
+/// The client's protocol era.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Era {
+    /// 2024-11-05 … 2025-11-25: sessions opened with `initialize`.
+    #[default]
+    Legacy,
+    /// 2026-07-28: stateless requests.
+    Modern,
+}
+
+impl Era {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Era::Legacy => "legacy",
+            Era::Modern => "modern",
+        }
+    }
+}
+
+/// Everything about a call besides who, what and on which item.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    /// The call's arguments (`tools/call` `arguments`, `prompts/get`
+    /// `arguments`, …): an object, or `None`.
+    pub args: Option<&'a Value>,
+    pub source: Option<IpAddr>,
+    /// The endpoint the request arrived on (`/mcp`, `/message`, `stdio`).
+    pub endpoint: &'a str,
+    pub session: Option<&'a str>,
+    pub era: Era,
+    pub time: SystemTime,
+}
+
+impl<'a> CallContext<'a> {
+    /// A context for `endpoint` at the current time, with nothing else known.
+    pub fn now(endpoint: &'a str) -> Self {
+        CallContext {
+            args: None,
+            source: None,
+            endpoint,
+            session: None,
+            era: Era::Legacy,
+            time: SystemTime::now(),
+        }
+    }
+}
+
+/// How `args` enter the Cedar context.
+pub(crate) enum ArgsMode {
+    /// As given (values Cedar cannot show become unknowns).
+    Given,
+    /// Entirely unknown: "for some arguments" (discovery).
+    Unknown,
+}
+
+pub(crate) fn context(c: &CallContext<'_>, args: ArgsMode, mapper: &mut Mapper) -> Context {
+    let secs = c
+        .time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let (date, hour, minute, second, weekday) = civil(secs);
+    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(9);
+    let args = match args {
+        ArgsMode::Unknown => RestrictedExpression::new_unknown("args"),
+        ArgsMode::Given => match c.args {
+            None => RestrictedExpression::new_record(Vec::<(String, RestrictedExpression)>::new())
+                .unwrap_or_else(|_| RestrictedExpression::new_unknown("args")),
+            Some(Value::Object(map)) => {
+                RestrictedExpression::new_record(mapper.record("args", map))
+                    .unwrap_or_else(|_| RestrictedExpression::new_unknown("args"))
+            }
+            Some(_) => {
+                mapper.unrepresentable.push("args: not an object".into());
+                RestrictedExpression::new_unknown("args")
+            }
+        },
+    };
+    pairs.push(("args".into(), args));
+    pairs.push((
+        "time".into(),
+        RestrictedExpression::new_datetime(format!("{date}T{hour:02}:{minute:02}:{second:02}Z")),
+    ));
+    pairs.push(("now".into(), RestrictedExpression::new_long(secs)));
+    pairs.push(("hour".into(), RestrictedExpression::new_long(hour)));
+    pairs.push(("weekday".into(), RestrictedExpression::new_long(weekday)));
+    if let Some(ip) = c.source {
+        pairs.push((
+            "source".into(),
+            RestrictedExpression::new_ip(ip.to_string()),
+        ));
+    }
+    pairs.push((
+        "endpoint".into(),
+        RestrictedExpression::new_string(c.endpoint.into()),
+    ));
+    if let Some(s) = c.session {
+        pairs.push(("session".into(), RestrictedExpression::new_string(s.into())));
+    }
+    pairs.push((
+        "era".into(),
+        RestrictedExpression::new_string(c.era.as_str().into()),
+    ));
+    Context::from_pairs(pairs).unwrap_or_else(|_| Context::empty())
+}
+
+/// Unix seconds → (`YYYY-MM-DD`, hour, minute, second, ISO weekday) in UTC.
+fn civil(secs: i64) -> (String, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a proleptic Gregorian date (era-based: 400-year
+    // cycles of 146,097 days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // 1970-01-01 was a Thursday (ISO 4).
+    let weekday = (days + 3).rem_euclid(7) + 1;
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        weekday,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_time() {
+        assert_eq!(civil(0), ("1970-01-01".into(), 0, 0, 0, 4));
+        // 2026-11-23T10:30:05Z, a Monday.
+        assert_eq!(civil(1_795_429_805), ("2026-11-23".into(), 10, 30, 5, 1));
+        // 2024-02-29T23:59:59Z, a Thursday.
+        assert_eq!(civil(1_709_251_199), ("2024-02-29".into(), 23, 59, 59, 4));
+    }
+}

@@ -1,0 +1,520 @@
+//! Authorization: who may do what, decided by Cedar policies, default deny.
+//!
+//! The dispatcher asks [`Policies::decide`] before every use of an item (a tool
+//! call, a prompt, a resource read) and [`Policies::could_allow`] when it builds
+//! a list, so a client sees only what it could use. Policies are validated
+//! strictly against the published schema (`toolgate.cedarschema`) when loaded,
+//! and a decision fails closed: a policy that errors while it could have
+//! mattered denies (code `policy_error`).
+//!
+//! Per call the work is the principal's entity and the context; the resource's
+//! entities are built once per catalog snapshot ([`Target`]), and only the
+//! policies whose scope could match are evaluated (`slice.rs`).
+//! [`PolicyStore`] holds the current set for hot reload.
+
+pub mod cli;
+mod entities;
+mod load;
+mod schema;
+mod slice;
+mod store;
+mod values;
+
+pub use entities::{CallContext, Era, ServerRef, Target, TargetKind};
+pub use schema::{NAMESPACE, SCHEMA};
+pub use store::{PolicyStore, Reloaded, Watcher};
+
+use crate::auth::Principal;
+use cedar_policy::{Authorizer, Effect, EntityUid, PolicyId, PolicySet, Response};
+use entities::ArgsMode;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use values::Mapper;
+
+/// What a request wants to do. Each applies to one kind of resource (see the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    CallTool,
+    GetPrompt,
+    ReadResource,
+    Subscribe,
+    Complete,
+    ListTools,
+    ListPrompts,
+    ListResources,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::CallTool,
+        Action::GetPrompt,
+        Action::ReadResource,
+        Action::Subscribe,
+        Action::Complete,
+        Action::ListTools,
+        Action::ListPrompts,
+        Action::ListResources,
+    ];
+
+    /// The action's id in policies: `Toolgate::Action::"call_tool"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::CallTool => "call_tool",
+            Action::GetPrompt => "get_prompt",
+            Action::ReadResource => "read_resource",
+            Action::Subscribe => "subscribe",
+            Action::Complete => "complete",
+            Action::ListTools => "list_tools",
+            Action::ListPrompts => "list_prompts",
+            Action::ListResources => "list_resources",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The kinds of resource this action applies to.
+    pub fn resource_kinds(self) -> &'static [TargetKind] {
+        match self {
+            Action::CallTool => &[TargetKind::Tool],
+            Action::GetPrompt => &[TargetKind::Prompt],
+            Action::ReadResource | Action::Subscribe => &[TargetKind::Resource],
+            Action::Complete => &[TargetKind::Prompt, TargetKind::Resource],
+            Action::ListTools | Action::ListPrompts | Action::ListResources => {
+                &[TargetKind::Server]
+            }
+        }
+    }
+
+    pub(crate) fn uid(self) -> &'static EntityUid {
+        static UIDS: LazyLock<Vec<EntityUid>> = LazyLock::new(|| {
+            Action::ALL
+                .iter()
+                .map(|a| entities::uid("Action", a.name()))
+                .collect()
+        });
+        &UIDS[self as usize]
+    }
+
+    fn from_uid(uid: &EntityUid) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.uid() == uid)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One authorization question: may `principal` do `action` on `target`, now,
+/// in this context?
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub principal: &'a Principal,
+    pub action: Action,
+    pub target: &'a Target,
+    pub context: CallContext<'a>,
+}
+
+/// The answer, with its reason. Denials are the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+}
+
+/// Why: a stable code, the policies that decided, and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reason {
+    /// One of [`code`]'s constants.
+    pub code: &'static str,
+    /// Ids of the deciding policies: the permits that allowed, the forbids that
+    /// denied, or the policies that failed.
+    pub policies: Vec<String>,
+    pub message: String,
+}
+
+/// Stable reason codes (they appear in errors to clients and in the audit trail).
+pub mod code {
+    /// A permit matched and no forbid did.
+    pub const ALLOWED: &str = "allowed";
+    /// No permit matched: the default.
+    pub const NO_PERMIT: &str = "no_permit";
+    /// A forbid matched.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A policy that could have mattered could not be evaluated (a type error,
+    /// a missing attribute, an argument Cedar cannot represent): denied.
+    pub const POLICY_ERROR: &str = "policy_error";
+}
+
+impl Reason {
+    /// What a client is told: the code always; the policies and message only
+    /// when the operator chose to reveal them (`policy.reveal_reasons`).
+    pub fn for_client(&self, reveal: bool) -> serde_json::Value {
+        if reveal {
+            serde_json::json!({ "code": self.code, "policies": self.policies, "message": self.message })
+        } else {
+            serde_json::json!({ "code": self.code })
+        }
+    }
+}
+
+/// Why policies could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+/// One thing wrong with a policy file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The policy's id, when the problem is in one policy.
+    pub policy: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    fn at(file: &Path, line: usize, column: usize, message: String) -> Problem {
+        Problem {
+            file: file.to_owned(),
+            line: Some(line),
+            column: Some(column),
+            policy: None,
+            message,
+        }
+    }
+
+    fn in_file(file: &Path, message: String) -> Problem {
+        Problem {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            policy: None,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(p) = &self.policy {
+            write!(f, "policy `{p}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A loaded, validated, sliced policy set. Immutable; reloading builds a new one.
+pub struct Policies {
+    all: PolicySet,
+    slices: slice::Slices,
+    effects: HashMap<PolicyId, Effect>,
+    origins: HashMap<PolicyId, load::Origin>,
+    schema: schema::Effective,
+    warnings: Vec<String>,
+    digest: [u8; 32],
+    generation: u64,
+    authorizer: Authorizer,
+}
+
+impl fmt::Debug for Policies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policies")
+            .field("policies", &self.len())
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What evaluating a request's slices found.
+#[derive(Default)]
+struct Found {
+    permits: Vec<String>,
+    forbids: Vec<String>,
+    errored_permits: Vec<String>,
+    errored_forbids: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Policies {
+    /// Every `*.cedar` file of a directory (with its `*.cedarschema`
+    /// declarations), or one `.cedar` file; parsed and strictly validated.
+    pub fn load(path: &Path) -> Result<Policies, PolicyError> {
+        Ok(Policies::from_loaded(load::load(path)?))
+    }
+
+    /// Policies from text, as if read from `file` (for tests and tools).
+    pub fn from_text(file: &str, text: &str) -> Result<Policies, PolicyError> {
+        Ok(Policies::from_loaded(load::compile(
+            &[(PathBuf::from(file), text.to_owned())],
+            &[],
+        )?))
+    }
+
+    fn from_loaded(l: load::Loaded) -> Policies {
+        let groups = slice::action_groups(&l.schema.schema);
+        let slices = slice::Slices::build(&l.set, &groups);
+        let effects = l
+            .set
+            .policies()
+            .map(|p| (p.id().clone(), p.effect()))
+            .collect();
+        Policies {
+            all: l.set,
+            slices,
+            effects,
+            origins: l.origins,
+            schema: l.schema,
+            warnings: l.warnings,
+            digest: l.digest,
+            generation: 0,
+            authorizer: Authorizer::new(),
+        }
+    }
+
+    /// Number of policies, toolgate's built-in one included.
+    pub fn len(&self) -> usize {
+        self.all.num_of_policies()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Which reload produced this set (0 for the first).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Validator warnings (e.g. a policy that can never apply), located.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The schema in force, with this directory's declarations, as Cedar text.
+    pub fn schema_text(&self) -> Result<String, String> {
+        self.schema.to_cedarschema()
+    }
+
+    /// `file:line` of a policy, for people.
+    pub fn origin(&self, id: &str) -> Option<String> {
+        self.origins
+            .get(&PolicyId::new(id))
+            .map(|o| format!("{}:{}", o.file.display(), o.line))
+    }
+
+    /// Size of the largest slice: the most policies one request can meet.
+    pub fn largest_slice(&self) -> usize {
+        self.slices.largest()
+    }
+
+    /// Decide a request. Default deny; fail closed.
+    pub fn decide(&self, req: &Request<'_>) -> Decision {
+        let mut mapper = Mapper::default();
+        let principal = entities::principal_entity(req.principal, &mut mapper);
+        let context = entities::context(&req.context, ArgsMode::Given, &mut mapper);
+        let Some(found) = self.evaluate(req, principal, context, false) else {
+            return internal_error();
+        };
+        let mut decision = verdict(found);
+        if decision.reason.code == code::POLICY_ERROR && !mapper.unrepresentable.is_empty() {
+            decision.reason.message = format!(
+                "{}; values policies cannot read were given as unknown ({})",
+                decision.reason.message,
+                mapper.unrepresentable.join(", ")
+            );
+        }
+        decision
+    }
+
+    /// Could this principal be allowed this action on this target with *some*
+    /// arguments? `req.context.args` is ignored: the arguments are an unknown,
+    /// and Cedar's partial evaluation leaves every policy that reads them
+    /// undecided. Listed iff no forbid certainly applies (or certainly fails),
+    /// and some permit applies or might, depending on the arguments. It may
+    /// list a tool whose argument conditions no call can meet, and it never
+    /// hides one that some call could use.
+    pub fn could_allow(&self, req: &Request<'_>) -> bool {
+        let mut mapper = Mapper::default();
+        let principal = entities::principal_entity(req.principal, &mut mapper);
+        let context = entities::context(&req.context, ArgsMode::Unknown, &mut mapper);
+        let Some(found) = self.evaluate(req, principal, context, true) else {
+            return false;
+        };
+        found.forbids.is_empty() && found.errored_forbids.is_empty() && !found.permits.is_empty()
+    }
+
+    /// Evaluate a request's slices. With `partial`, permits and forbids that
+    /// depend on unknowns count as "might be satisfied" (in `permits` /
+    /// neither); without, Cedar reports them as errors.
+    fn evaluate(
+        &self,
+        req: &Request<'_>,
+        principal: cedar_policy::Entity,
+        context: cedar_policy::Context,
+        partial: bool,
+    ) -> Option<Found> {
+        let target = req.target;
+        let slices =
+            self.slices
+                .for_request(req.action, target.kind(), target.uid(), target.server_uid());
+        let mut found = Found::default();
+        if slices.iter().all(Option::is_none) {
+            return Some(found);
+        }
+        let entities = target
+            .entities()
+            .clone()
+            .add_entities([principal.clone()], None)
+            .ok()?;
+        let request = cedar_policy::Request::new(
+            principal.uid(),
+            req.action.uid().clone(),
+            target.uid().clone(),
+            context,
+            None,
+        )
+        .ok()?;
+        for set in slices.into_iter().flatten() {
+            if partial {
+                self.partial_into(&request, set, &entities, &mut found);
+            } else {
+                let response = self.authorizer.is_authorized(&request, set, &entities);
+                self.response_into(&response, &mut found);
+            }
+        }
+        Some(found)
+    }
+
+    fn response_into(&self, r: &Response, found: &mut Found) {
+        for id in r.diagnostics().reason() {
+            match self.effects.get(id) {
+                Some(Effect::Forbid) => found.forbids.push(id.to_string()),
+                _ => found.permits.push(id.to_string()),
+            }
+        }
+        for e in r.diagnostics().errors() {
+            let id = match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id(),
+            };
+            match self.effects.get(id) {
+                Some(Effect::Permit) => found.errored_permits.push(id.to_string()),
+                // An error in a policy of unknown effect is treated as a forbid's.
+                _ => found.errored_forbids.push(id.to_string()),
+            }
+            found.errors.push(load::chain(e));
+        }
+    }
+
+    fn partial_into(
+        &self,
+        request: &cedar_policy::Request,
+        set: &PolicySet,
+        entities: &cedar_policy::Entities,
+        found: &mut Found,
+    ) {
+        let r = self
+            .authorizer
+            .is_authorized_partial(request, set, entities);
+        for p in r.definitely_satisfied() {
+            match p.effect() {
+                Effect::Forbid => found.forbids.push(p.id().to_string()),
+                Effect::Permit => found.permits.push(p.id().to_string()),
+            }
+        }
+        for id in r.definitely_errored() {
+            match self.effects.get(id) {
+                Some(Effect::Permit) => found.errored_permits.push(id.to_string()),
+                _ => found.errored_forbids.push(id.to_string()),
+            }
+        }
+        // A residual permit might be satisfied by some arguments: it counts. A
+        // residual forbid might not apply to some arguments: it does not hide.
+        for p in r.nontrivial_residuals() {
+            if p.effect() == Effect::Permit {
+                found.permits.push(p.id().to_string());
+            }
+        }
+    }
+}
+
+/// Combine what the slices found into a decision, the way Cedar combines one
+/// set, with one difference: an error in a policy that could have changed the
+/// outcome denies instead of being skipped.
+fn verdict(f: Found) -> Decision {
+    let deny = |code: &'static str, policies: Vec<String>, message: String| Decision {
+        allowed: false,
+        reason: Reason {
+            code,
+            policies,
+            message,
+        },
+    };
+    if !f.forbids.is_empty() {
+        let message = format!("forbidden by {}", f.forbids.join(", "));
+        return deny(code::FORBIDDEN, f.forbids, message);
+    }
+    if !f.errored_forbids.is_empty() {
+        // Skipping a forbid that failed would let the call through on exactly
+        // the input the forbid was written against (`"amount": "5000"`).
+        let message = format!(
+            "a forbid policy could not be evaluated, so the call is denied: {}",
+            f.errors.join("; ")
+        );
+        return deny(code::POLICY_ERROR, f.errored_forbids, message);
+    }
+    if !f.permits.is_empty() {
+        let message = format!("permitted by {}", f.permits.join(", "));
+        return Decision {
+            allowed: true,
+            reason: Reason {
+                code: code::ALLOWED,
+                policies: f.permits,
+                message,
+            },
+        };
+    }
+    if !f.errored_permits.is_empty() {
+        let message = format!(
+            "no permit applied, and a permit that might have could not be evaluated: {}",
+            f.errors.join("; ")
+        );
+        return deny(code::POLICY_ERROR, f.errored_permits, message);
+    }
+    deny(code::NO_PERMIT, Vec::new(), "no policy permits this".into())
+}
+
+fn internal_error() -> Decision {
+    Decision {
+        allowed: false,
+        reason: Reason {
+            code: code::POLICY_ERROR,
+            policies: Vec::new(),
+            message: "the request could not be put to the policies".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
