@@ -181,6 +181,16 @@ impl Catalog {
         }
     }
 
+    /// Where an item is in its list (what [`Catalog::page`]'s `visible` indexes).
+    pub fn position(&self, kind: ListKind, exposed: &str) -> Option<usize> {
+        match kind {
+            ListKind::Tools => self.tool_index.get(exposed).copied(),
+            ListKind::Prompts => self.prompt_index.get(exposed).copied(),
+            ListKind::Resources => self.resource_index.get(exposed).copied(),
+            ListKind::Templates => self.templates.iter().position(|t| t.exposed == exposed),
+        }
+    }
+
     pub fn tool(&self, exposed: &str) -> Option<&Item> {
         self.tool_index.get(exposed).map(|&i| &self.tools[i])
     }

@@ -154,6 +154,12 @@ async fn run(command: Command) -> ExitCode {
         }
         Command::Check { config } => match load(&config) {
             Ok(c) => {
+                if let Some(path) = c.policy_path()
+                    && let Err(e) = toolgate::policy::PolicyStore::open(&path)
+                {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
                 let n = c.enabled_servers().count();
                 println!(
                     "{}: ok ({n} server{})",

@@ -15,25 +15,13 @@ use support::{Client, Gateway, Options, first_text, raw_mcp, run_toolgate, withi
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A stdio fixture behind a shell that copies every line the gateway sends it to `log`, so a
-/// test can tell exactly which requests reached the upstream.
-fn logged_fixture(log: &Path) -> Value {
-    let script = format!(
-        "tee -a '{}' | exec '{}' stdio",
-        log.display(),
-        support::fixture_bin().display()
-    );
-    json!({ "command": "/bin/sh", "args": ["-c", script], "isolation": "shared" })
-}
+use support::logged_stdio_fixture as logged_fixture;
 
 /// The `tools/call`s that reached the upstream, but for those sent while a key was still valid
 /// (text `after revoke`: served until the revocation took effect).
 fn calls_seen(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["method"] == "tools/call")
+    support::upstream_calls(log)
+        .into_iter()
         .filter(|m| m["params"]["arguments"]["text"] != "after revoke")
         .collect()
 }

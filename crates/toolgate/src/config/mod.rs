@@ -385,6 +385,17 @@ impl ServerConfig {
 }
 
 impl Config {
+    /// Where `policy.path` points, relative paths taken from the config file's
+    /// directory.
+    pub fn policy_path(&self) -> Option<PathBuf> {
+        let p = &self.policy.as_ref()?.path;
+        let base = self.source.as_deref().and_then(std::path::Path::parent);
+        Some(match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.clone(),
+        })
+    }
+
     /// Servers that are not disabled, in file order.
     pub fn enabled_servers(&self) -> impl Iterator<Item = (&str, &ServerConfig)> {
         self.servers

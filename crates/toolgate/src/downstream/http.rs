@@ -341,7 +341,7 @@ async fn mcp_post(
             return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
         }
         let params = msg.params.clone().unwrap_or(Value::Null);
-        let (session, result) = state.gw.initialize(&params, principal, None);
+        let (session, result) = state.gw.initialize(&params, principal, "/mcp", None);
         let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
         let body = Message::response_value(id, &result).to_json();
         let mut resp = (
@@ -439,7 +439,9 @@ async fn modern_post(
     }
     let cancel = tokio_util::sync::CancellationToken::new();
     let guard = cancel.clone().drop_guard();
-    let stream = state.gw.modern_request(msg, meta, principal, cancel);
+    let stream = state
+        .gw
+        .modern_request(msg, meta, principal, "/mcp", cancel);
     match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             let status = match jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error) {
@@ -737,7 +739,7 @@ async fn legacy_message(
             let (session, result) =
                 state
                     .gw
-                    .initialize(&params, principal, Some(conn.stream.clone()));
+                    .initialize(&params, principal, "/sse", Some(conn.stream.clone()));
             *conn.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
             let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
             conn.stream.push(&Message::response_value(id, &result));

@@ -10,6 +10,7 @@ use super::{Gateway, Upstream};
 use crate::catalog::{Catalog, ListKind};
 use crate::config::Isolation;
 use crate::jsonrpc::{ErrorObject, Id, Kind, Message, code, empty_object, to_raw};
+use crate::policy::Action;
 use crate::upstream::{Connection, ServerEvent, UpstreamError};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -92,9 +93,15 @@ impl Gateway {
         let mut params = msg.params.unwrap_or(Value::Null);
         if let Some(kind) = ListKind::from_method(&method) {
             let cursor = params.get("cursor").and_then(Value::as_str);
-            let page =
-                self.catalog()
-                    .page(kind, cursor, self.config.page_size, &self.cursors, None)?;
+            let cat = self.catalog();
+            let view = self.view(session, &cat);
+            let page = cat.page(
+                kind,
+                cursor,
+                self.config.page_size,
+                &self.cursors,
+                view.as_deref().map(|v| v.of(kind)),
+            )?;
             return RawValue::from_string(page)
                 .map_err(|e| ErrorObject::new(code::INTERNAL_ERROR, e.to_string()));
         }
@@ -106,20 +113,27 @@ impl Gateway {
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid_params("params.name must be a string"))?;
-                let (item, what) = if method == "tools/call" {
-                    (cat.tool(name), "tool")
+                let (kind, action, what) = if method == "tools/call" {
+                    (ListKind::Tools, Action::CallTool, "tool")
                 } else {
-                    (cat.prompt(name), "prompt")
+                    (ListKind::Prompts, Action::GetPrompt, "prompt")
                 };
-                // Hidden and unknown items get the same answer: a hidden item does not exist.
-                let Some(item) = item else {
-                    let msg = if what == "tool" {
-                        format!("Unknown tool: {name}")
-                    } else {
-                        format!("Unknown prompt: {name}")
-                    };
-                    return Err(invalid_params(msg));
+                // Hidden, unknown and forbidden-to-this-caller items get the same
+                // answer: for this caller the item does not exist.
+                let unknown = || invalid_params(format!("Unknown {what}: {name}"));
+                let Some(index) = cat.position(kind, name) else {
+                    return Err(unknown());
                 };
+                let item = &cat.items(kind)[index];
+                self.authorize_item(
+                    session,
+                    &cat,
+                    action,
+                    kind,
+                    index,
+                    params.get("arguments"),
+                    unknown,
+                )?;
                 params["name"] = Value::String(item.original.clone());
                 let server = item.server;
                 self.forward(session, server, &method, params, out, &cat)
@@ -132,6 +146,16 @@ impl Gateway {
                     .ok_or_else(|| invalid_params("params.uri must be a string"))?
                     .to_owned();
                 let (server, original) = self.route_uri(session, &cat, &uri)?;
+                let action = if method == "resources/read" {
+                    Action::ReadResource
+                } else {
+                    Action::Subscribe
+                };
+                if method != "resources/unsubscribe" {
+                    self.authorize_uri(session, &cat, action, server, &uri, &original, || {
+                        not_found(&uri)
+                    })?;
+                }
                 params["uri"] = Value::String(original.clone());
                 // A modern server has no subscribe methods: the gateway watches the
                 // resource on its listen stream and tells subscribed sessions.
@@ -168,15 +192,34 @@ impl Gateway {
                 let server = match reference.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => {
                         let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
-                        let item = cat
-                            .prompt(name)
-                            .ok_or_else(|| invalid_params(format!("Unknown prompt: {name}")))?;
+                        let unknown = || invalid_params(format!("Unknown prompt: {name}"));
+                        let index = cat.position(ListKind::Prompts, name).ok_or_else(unknown)?;
+                        let item = &cat.prompts[index];
+                        let args = params.get("argument");
+                        self.authorize_item(
+                            session,
+                            &cat,
+                            Action::Complete,
+                            ListKind::Prompts,
+                            index,
+                            args,
+                            unknown,
+                        )?;
                         params["ref"]["name"] = Value::String(item.original.clone());
                         item.server
                     }
                     Some("ref/resource") => {
                         let uri = reference.get("uri").and_then(Value::as_str).unwrap_or("");
                         let (server, original) = self.route_uri(session, &cat, uri)?;
+                        self.authorize_uri(
+                            session,
+                            &cat,
+                            Action::Complete,
+                            server,
+                            uri,
+                            &original,
+                            || not_found(uri),
+                        )?;
                         params["ref"]["uri"] = Value::String(original);
                         server
                     }
@@ -258,11 +301,7 @@ impl Gateway {
         });
         match (owners.next(), owners.next()) {
             (Some(only), None) => Ok((only.idx, uri.to_owned())),
-            _ => Err(ErrorObject::new(
-                code::RESOURCE_NOT_FOUND,
-                format!("Resource not found: {uri}"),
-            )
-            .with_data(json!({ "uri": uri }))),
+            _ => Err(not_found(uri)),
         }
     }
 
@@ -866,4 +905,13 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
             ServerEvent::Closed(_) => session.upstreams.prune(),
         }
     }
+}
+
+/// A resource that does not exist (for this caller).
+fn not_found(uri: &str) -> ErrorObject {
+    ErrorObject::new(
+        code::RESOURCE_NOT_FOUND,
+        format!("Resource not found: {uri}"),
+    )
+    .with_data(json!({ "uri": uri }))
 }

@@ -6,6 +6,7 @@
 //! relays everything the server sends back. The order of work for a call is visible
 //! in `dispatch.rs`.
 
+pub(crate) mod authz;
 mod dispatch;
 mod listen;
 pub mod modern;
@@ -45,6 +46,11 @@ pub struct Gateway {
     pub(crate) listeners: listen::Listeners,
     /// Task ids as clients see them.
     pub(crate) task_ids: tasks::TaskIds,
+    /// Who may see and use what.
+    pub(crate) authz: authz::Authz,
+    /// Why the policies could not be loaded (the gateway then denies everything
+    /// and `wait_started` fails).
+    policy_error: Option<String>,
 }
 
 /// toolgate's own `Implementation` description.
@@ -57,10 +63,11 @@ pub(crate) fn server_info() -> Value {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("required server '{server}' is unavailable: {reason}")]
-pub struct StartError {
-    pub server: String,
-    pub reason: String,
+pub enum StartError {
+    #[error("required server '{server}' is unavailable: {reason}")]
+    Server { server: String, reason: String },
+    #[error("policies cannot be loaded: {0}")]
+    Policy(String),
 }
 
 impl Gateway {
@@ -68,6 +75,10 @@ impl Gateway {
     /// to wait for each server's first connection attempt.
     pub fn start(config: Config) -> Arc<Gateway> {
         let config = Arc::new(config);
+        let (authz, policy_error) = match authz::Authz::new(&config) {
+            Ok(a) => (a, None),
+            Err(e) => (authz::Authz::deny_all(), Some(e)),
+        };
         let servers = config
             .enabled_servers()
             .enumerate()
@@ -84,6 +95,8 @@ impl Gateway {
             mrtr: modern::Mrtr::new(config.input_required_ttl.0),
             listeners: listen::Listeners::default(),
             task_ids: tasks::TaskIds::new(),
+            authz,
+            policy_error,
         });
         let (tx, mut rx) = mpsc::channel(256);
         for up in &gw.servers {
@@ -123,13 +136,16 @@ impl Gateway {
     /// Wait until every server has been tried once. Fails if a `failure: closed`
     /// server could not be reached: the gateway must not serve half-configured.
     pub async fn wait_started(&self) -> Result<(), StartError> {
+        if let Some(e) = &self.policy_error {
+            return Err(StartError::Policy(e.clone()));
+        }
         futures::future::join_all(self.servers.iter().map(|s| s.wait_attempted())).await;
         self.rebuild_catalog();
         for s in &self.servers {
             if s.cfg.failure == FailureMode::Closed
                 && let Status::Down { reason } = s.status()
             {
-                return Err(StartError {
+                return Err(StartError::Server {
                     server: s.name.to_string(),
                     reason,
                 });
@@ -234,6 +250,7 @@ impl Gateway {
         self: &Arc<Self>,
         params: &Value,
         principal: Arc<crate::auth::Principal>,
+        endpoint: &str,
         standalone: Option<Arc<EventStream>>,
     ) -> (Arc<Session>, Value) {
         let requested = params
@@ -247,6 +264,7 @@ impl Gateway {
         };
         let session = Session::new(
             principal,
+            endpoint.into(),
             version.to_owned(),
             params.get("capabilities").cloned().unwrap_or(json!({})),
             params.get("clientInfo").cloned().unwrap_or(json!({})),

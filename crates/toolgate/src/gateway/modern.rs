@@ -386,12 +386,17 @@ impl Gateway {
         msg: Message,
         meta: RequestMeta,
         principal: Arc<Principal>,
+        endpoint: &str,
         cancel: CancellationToken,
     ) -> Arc<EventStream> {
+        let endpoint: Arc<str> = endpoint.into();
         let round = EventStream::new(0);
         let (gw, out) = (self.clone(), round.clone());
         tokio::spawn(async move {
-            match gw.modern_serve(msg, meta, &principal, &out, cancel).await {
+            match gw
+                .modern_serve(msg, meta, &principal, &endpoint, &out, cancel)
+                .await
+            {
                 Some(last) => {
                     out.finish(&last);
                 }
@@ -406,6 +411,7 @@ impl Gateway {
         msg: Message,
         meta: RequestMeta,
         principal: &Arc<Principal>,
+        endpoint: &Arc<str>,
         out: &Arc<EventStream>,
         cancel: CancellationToken,
     ) -> Option<Message> {
@@ -417,7 +423,13 @@ impl Gateway {
         };
         let method = msg.method().to_owned();
         if let Some(kind) = ListKind::from_method(&method) {
-            return Some(answer(self.modern_list(kind, &params)));
+            let origin = super::authz::Origin {
+                principal,
+                endpoint,
+                session: None,
+                era: crate::policy::Era::Modern,
+            };
+            return Some(answer(self.modern_list(kind, &params, &origin)));
         }
         match method.as_str() {
             "server/discover" => Some(answer(Ok(to_raw(&self.discover_result())))),
@@ -461,7 +473,7 @@ impl Gateway {
                         };
                         answer_held(call, params.get("inputResponses"))
                     }
-                    None => self.start_call(msg, meta, principal, fp),
+                    None => self.start_call(msg, meta, principal, endpoint, fp),
                 };
                 self.drive(call, round, cancel).await
             }
@@ -481,10 +493,12 @@ impl Gateway {
         msg: Message,
         meta: RequestMeta,
         principal: &Arc<Principal>,
+        endpoint: &Arc<str>,
         fingerprint: String,
     ) -> HeldCall {
         let (session, asks) = Session::modern(
             principal.clone(),
+            endpoint.clone(),
             meta.version,
             meta.capabilities,
             meta.client_info,
@@ -654,16 +668,33 @@ impl Gateway {
         Message::response_value(round.id.clone(), &result)
     }
 
-    fn modern_list(&self, kind: ListKind, params: &Value) -> Result<Box<RawValue>, ErrorObject> {
+    fn modern_list(
+        &self,
+        kind: ListKind,
+        params: &Value,
+        origin: &super::authz::Origin<'_>,
+    ) -> Result<Box<RawValue>, ErrorObject> {
         let cursor = params.get("cursor").and_then(Value::as_str);
         let catalog = self.catalog();
-        let page = catalog.page(kind, cursor, self.config.page_size, &self.cursors, None)?;
+        let view = self.view_for(origin, &catalog);
+        let page = catalog.page(
+            kind,
+            cursor,
+            self.config.page_size,
+            &self.cursors,
+            view.as_deref().map(|v| v.of(kind)),
+        )?;
         // The gateway re-reads lists every catalog TTL, and no server's own hint may
-        // be stretched. Until lists are filtered per caller they are the same for
-        // everyone: public, unless a server said its lists are private.
+        // be stretched. A list filtered by policy is this caller's alone: private.
+        // Otherwise it is the same for everyone: public, unless a server said its
+        // lists are private.
         let own = self.config.catalog_ttl.0.as_millis() as u64;
         let ttl_ms = catalog.ttl_ms.map_or(own, |t| t.min(own));
-        let scope = if catalog.private { "private" } else { "public" };
+        let scope = if catalog.private || view.is_some() {
+            "private"
+        } else {
+            "public"
+        };
         let head =
             format!("{{\"resultType\":\"complete\",\"ttlMs\":{ttl_ms},\"cacheScope\":\"{scope}\",");
         let text = if page.len() > 2 {
@@ -762,6 +793,7 @@ mod tests {
         let mrtr = Mrtr::new(Duration::from_secs(60));
         let (session, asks) = Session::modern(
             Arc::new(Principal::anonymous("alice")),
+            "/mcp".into(),
             "2026-07-28".into(),
             json!({}),
             json!({}),

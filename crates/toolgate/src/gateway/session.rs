@@ -46,6 +46,8 @@ pub struct Session {
     /// The key of `identity` that scopes what the session owns (task ids,
     /// `requestState`, per-principal connections).
     pub principal: String,
+    /// The endpoint the client came through (`/mcp`, `/sse`, `stdio`), for policies.
+    pub endpoint: Arc<str>,
     pub protocol_version: String,
     pub client_capabilities: Value,
     pub client_info: Value,
@@ -96,6 +98,7 @@ pub fn level_rank(level: &str) -> Option<u8> {
 impl Session {
     pub fn new(
         principal: Arc<crate::auth::Principal>,
+        endpoint: Arc<str>,
         protocol_version: String,
         client_capabilities: Value,
         client_info: Value,
@@ -104,6 +107,7 @@ impl Session {
         Session::build(
             Era::Legacy,
             principal,
+            endpoint,
             protocol_version,
             client_capabilities,
             client_info,
@@ -116,6 +120,7 @@ impl Session {
     /// Returns the receiver of the call's server→client requests.
     pub fn modern(
         principal: Arc<crate::auth::Principal>,
+        endpoint: Arc<str>,
         protocol_version: String,
         client_capabilities: Value,
         client_info: Value,
@@ -125,6 +130,7 @@ impl Session {
         let s = Session::build(
             Era::Modern,
             principal,
+            endpoint,
             protocol_version,
             client_capabilities,
             client_info,
@@ -140,6 +146,7 @@ impl Session {
     fn build(
         era: Era,
         principal: Arc<crate::auth::Principal>,
+        endpoint: Arc<str>,
         protocol_version: String,
         client_capabilities: Value,
         client_info: Value,
@@ -153,6 +160,7 @@ impl Session {
             asks,
             principal: principal.key(),
             identity: principal,
+            endpoint,
             protocol_version,
             client_capabilities,
             client_info,

@@ -100,6 +100,27 @@ pub fn stdio_server(args: &[&str]) -> Value {
     json!({ "command": fixture_bin(), "args": all })
 }
 
+/// A shared stdio fixture behind a shell that copies every line the gateway sends it to `log`,
+/// so a test can tell exactly which requests reached the upstream.
+pub fn logged_stdio_fixture(log: &Path) -> Value {
+    let script = format!(
+        "tee -a '{}' | exec '{}' stdio",
+        log.display(),
+        fixture_bin().display()
+    );
+    json!({ "command": "/bin/sh", "args": ["-c", script], "isolation": "shared" })
+}
+
+/// The `tools/call` requests a [`logged_stdio_fixture`] received.
+pub fn upstream_calls(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["method"] == "tools/call")
+        .collect()
+}
+
 /// The fixture serving HTTP (Streamable or legacy SSE) on a free port; killed when dropped.
 pub struct FixtureServer {
     pub url: String,
