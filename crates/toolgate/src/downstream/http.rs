@@ -5,7 +5,7 @@
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AuthError, Authenticator, ClientCert, Principal};
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
@@ -107,9 +107,12 @@ async fn authenticate(
     mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Present only on HTTPS connections whose client sent a certificate that
+    // chains to `tls.client_ca`.
+    let cert = req.extensions().get::<ClientCert>().cloned();
     match state
         .auth
-        .authenticate(req.headers(), req.uri().query())
+        .authenticate(req.headers(), req.uri().query(), cert.as_ref())
         .await
     {
         Ok(principal) => {
