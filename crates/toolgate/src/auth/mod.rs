@@ -320,7 +320,7 @@ impl Authenticator {
             ..AuthConfig::default()
         };
         let auth = config.auth.as_ref().unwrap_or(&none);
-        let resource = metadata::resource_url(auth, listen);
+        let resource = metadata::resource_url(auth, listen, config.tls.is_some());
         let metadata_url = metadata::resource_metadata_url(&resource)
             .ok_or_else(|| anyhow::anyhow!("auth.resource `{resource}` is not an http(s) URL"))?;
         let api_keys = match &auth.api_keys {
