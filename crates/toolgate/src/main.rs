@@ -293,6 +293,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "refusing to listen on {listen}: callers without credentials are served (no `auth`, or `auth.anonymous`), so anyone on the network could call every tool; listen on 127.0.0.1, configure `auth`, or set allow_unauthenticated_network: true if that is really meant"
         );
     }
+    // Certificates are read before anything starts: a gateway that cannot
+    // present its certificate must not come up at all.
+    let tls = toolgate::downstream::tls::Tls::from_config(&config)?;
     // Bind first so a taken port fails fast, before any server is started.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -309,12 +312,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let gw = Gateway::start(config);
     gw.wait_started().await?;
     log_statuses(&gw);
-    tracing::info!("MCP at http://{listen}/mcp (legacy SSE at http://{listen}/sse)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("MCP at {scheme}://{listen}/mcp (legacy SSE at {scheme}://{listen}/sse)");
+    if let Some(t) = &tls {
+        tracing::info!(
+            client_certificates = t.asks_for_client_certs(),
+            "serving HTTPS only"
+        );
+    }
     let stop = gw.stop.clone();
     let server = tokio::spawn(toolgate::downstream::http::serve(
         gw.clone(),
         auth,
         listener,
+        tls,
         stop.clone(),
     ));
     shutdown_signal().await;

@@ -45,7 +45,7 @@ async fn start(yaml: &str) -> (Arc<Gateway>, Arc<Session>) {
         "capabilities": {},
         "clientInfo": { "name": "recovery-test", "version": "1" }
     });
-    let (session, _) = gw.initialize(&init, gw.local_principal(), None);
+    let (session, _) = gw.initialize(&init, gw.local_principal(), "/mcp", None);
     (gw, session)
 }
 
@@ -126,8 +126,11 @@ async fn a_required_server_that_is_down_stops_the_start_and_says_why() {
         .wait_started()
         .await
         .expect_err("a required server is down");
-    assert_eq!(err.server, "gone");
-    assert!(err.reason.contains("refused"), "{}", err.reason);
+    let toolgate::gateway::StartError::Server { server, reason } = err else {
+        panic!("not a server failure: {err}");
+    };
+    assert_eq!(server, "gone");
+    assert!(reason.contains("refused"), "{reason}");
     gw.shutdown().await;
 }
 

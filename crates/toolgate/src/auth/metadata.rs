@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 use url::Url;
 
 /// The URL clients use for the MCP endpoint: `auth.resource`, or
-/// `http://{listen}/mcp`. It is the audience tokens must name.
-pub fn resource_url(auth: &AuthConfig, listen: SocketAddr) -> String {
+/// `http://{listen}/mcp` (`https://` when the listener speaks TLS). It is the
+/// audience tokens must name.
+pub fn resource_url(auth: &AuthConfig, listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     auth.resource
         .clone()
-        .unwrap_or_else(|| format!("http://{listen}/mcp"))
+        .unwrap_or_else(|| format!("{scheme}://{listen}/mcp"))
 }
 
 /// Where the metadata of `resource` lives (RFC 9728 §3.1): the well-known path is
@@ -116,15 +118,19 @@ mod tests {
     fn resource_defaults_to_the_listen_address() {
         let auth = AuthConfig::default();
         assert_eq!(
-            resource_url(&auth, "127.0.0.1:9000".parse().unwrap()),
+            resource_url(&auth, "127.0.0.1:9000".parse().unwrap(), false),
             "http://127.0.0.1:9000/mcp"
+        );
+        assert_eq!(
+            resource_url(&auth, "127.0.0.1:9000".parse().unwrap(), true),
+            "https://127.0.0.1:9000/mcp"
         );
         let auth = AuthConfig {
             resource: Some("https://gw.example.com/mcp".into()),
             ..AuthConfig::default()
         };
         assert_eq!(
-            resource_url(&auth, "127.0.0.1:9000".parse().unwrap()),
+            resource_url(&auth, "127.0.0.1:9000".parse().unwrap(), false),
             "https://gw.example.com/mcp"
         );
     }

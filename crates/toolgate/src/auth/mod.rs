@@ -9,7 +9,7 @@
 //! `jwt.rs` verifies bearer tokens against trusted issuers, `jwks.rs` keeps each
 //! issuer's signing keys, `claims.rs` turns verified claims into a principal, and
 //! `metadata.rs` builds the RFC 9728 document that tells clients where to get tokens,
-//! `apikey.rs` issues and checks API keys. This file owns what they share:
+//! `apikey.rs` issues and checks API keys, `mtls.rs` reads client certificates. This file owns what they share:
 //! [`Principal`], [`AuthError`], the `WWW-Authenticate` challenge, and the
 //! [`Authenticator`] that picks the method for each request.
 
@@ -18,8 +18,10 @@ mod claims;
 mod jwks;
 pub mod jwt;
 pub mod metadata;
+pub mod mtls;
 
 pub use jwks::JwksError;
+pub use mtls::{CertRejection, ClientCert};
 
 use crate::config::{AuthConfig, Config};
 use crate::store::Store;
@@ -126,6 +128,10 @@ pub enum AuthError {
     /// Credentials sent the wrong way (in the URL, or under another scheme).
     #[error("{0}")]
     InvalidRequest(&'static str),
+    /// A client certificate that chains to the trusted CA but does not name a
+    /// caller the way `auth.mtls` asks.
+    #[error("{0}")]
+    InvalidCertificate(CertRejection),
 }
 
 /// What exactly is wrong with a rejected token.
@@ -210,11 +216,13 @@ impl From<TokenRejection> for AuthError {
 
 impl AuthError {
     /// A stable code for clients and logs: `missing_token`, `invalid_token`,
-    /// `insufficient_scope` (RFC 6750) or `temporarily_unavailable`.
+    /// `insufficient_scope` (RFC 6750), `invalid_client_certificate`,
+    /// `invalid_request` or `temporarily_unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::MissingToken => "missing_token",
             AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::InvalidCertificate(_) => "invalid_client_certificate",
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::KeysUnavailable | AuthError::Unavailable => "temporarily_unavailable",
             AuthError::InvalidRequest(_) => "invalid_request",
@@ -226,7 +234,9 @@ impl AuthError {
     /// token's.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::InvalidCertificate(_) => StatusCode::UNAUTHORIZED,
             AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             AuthError::KeysUnavailable | AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -281,13 +291,15 @@ fn quoted(text: &str) -> String {
 const QUERY_CREDENTIALS: [&str; 5] = ["access_token", "token", "api_key", "apikey", "key"];
 
 /// Turns a request's credentials into a principal: an API key (ours, by its
-/// prefix, or in its own header), else a JWT from a trusted issuer, else — only if
-/// configured — the anonymous user. A credential that fails is refused; it never
-/// falls back to anonymous.
+/// prefix, or in its own header), else a JWT from a trusted issuer, else the
+/// client certificate of the TLS connection, else — only if configured — the
+/// anonymous user. A credential that fails is refused; it never falls back to
+/// another method or to anonymous.
 pub struct Authenticator {
     anonymous: Option<Arc<Principal>>,
     api_keys: Option<(ApiKeys, String)>,
     jwt: Option<jwt::JwtVerifier>,
+    mtls: Option<mtls::CertMapper>,
     /// The URL clients use for the MCP endpoint.
     pub resource: String,
     /// Where the protected-resource metadata for `resource` is published.
@@ -308,7 +320,7 @@ impl Authenticator {
             ..AuthConfig::default()
         };
         let auth = config.auth.as_ref().unwrap_or(&none);
-        let resource = metadata::resource_url(auth, listen);
+        let resource = metadata::resource_url(auth, listen, config.tls.is_some());
         let metadata_url = metadata::resource_metadata_url(&resource)
             .ok_or_else(|| anyhow::anyhow!("auth.resource `{resource}` is not an http(s) URL"))?;
         let api_keys = match &auth.api_keys {
@@ -344,6 +356,7 @@ impl Authenticator {
             anonymous,
             api_keys,
             jwt,
+            mtls: auth.mtls.clone().map(mtls::CertMapper::new),
             scopes: metadata::advertised_scopes(auth).join(" "),
             metadata: metadata::protected_resource_metadata(auth, &resource),
             resource,
@@ -361,11 +374,15 @@ impl Authenticator {
         &self.metadata
     }
 
-    /// Who is calling. Credentials in the query string are refused outright.
+    /// Who is calling: `headers` and `query` are the request's, `client_cert`
+    /// the verified certificate of its TLS connection, if any. Credentials in the
+    /// query string are refused outright. A bearer token or API key the caller
+    /// sends explicitly wins over the connection's certificate.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        client_cert: Option<&ClientCert>,
     ) -> Result<Arc<Principal>, AuthError> {
         if let Some(q) = query
             && url::form_urlencoded::parse(q.as_bytes())
@@ -396,6 +413,9 @@ impl Authenticator {
                 Some(v) => v.verify(token).await.map(Arc::new),
                 None => Err(AuthError::InvalidToken(TokenRejection::Malformed)),
             };
+        }
+        if let (Some(mapper), Some(cert)) = (&self.mtls, client_cert) {
+            return mapper.principal(cert).map(Arc::new);
         }
         self.anonymous.clone().ok_or(AuthError::MissingToken)
     }

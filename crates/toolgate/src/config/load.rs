@@ -3,7 +3,7 @@
 //! Every error names the file, the line (when the parser knows it) and the key path,
 //! so `toolgate check` and `toolgate serve` point at the exact spot to fix.
 
-use super::{Config, ServerConfig, TransportKind};
+use super::{Config, ServerConfig, TenantSource, TransportKind};
 use std::fmt;
 use std::path::Path;
 
@@ -86,7 +86,48 @@ pub fn load_str(text: &str, file: &str, json: bool) -> Result<Config, ConfigErro
     if config.page_size == 0 {
         return Err(err("page_size".into(), "must be at least 1".into()));
     }
+    validate_tls(&config).map_err(|(k, m)| err(k, m))?;
     Ok(config)
+}
+
+/// Client certificates need both halves: a CA to verify them (`tls.client_ca`)
+/// and a mapping to a principal (`auth.mtls`). Either alone is refused rather
+/// than half-applied: a CA without a mapping would verify certificates that
+/// authenticate nobody, a mapping without a CA would never see a certificate.
+fn validate_tls(config: &Config) -> Result<(), KeyedError> {
+    let mtls = config.auth.as_ref().and_then(|a| a.mtls.as_ref());
+    let client_ca = config.tls.as_ref().and_then(|t| t.client_ca.as_ref());
+    if let Some(tls) = &config.tls {
+        for (field, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if path.as_os_str().is_empty() {
+                return Err((format!("tls.{field}"), "must name a PEM file".into()));
+            }
+        }
+        if tls.client_auth.is_some() && client_ca.is_none() {
+            return Err((
+                "tls.client_auth".into(),
+                "needs `client_ca`, the CA client certificates must chain to".into(),
+            ));
+        }
+    }
+    match (mtls, client_ca) {
+        (Some(_), None) => Err((
+            "auth.mtls".into(),
+            "needs `tls.client_ca`: without a CA no client certificate is verified".into(),
+        )),
+        (None, Some(_)) => Err((
+            "tls.client_ca".into(),
+            "verified client certificates need `auth.mtls` to say who they name (`mtls: {}` uses the subject CN)".into(),
+        )),
+        (Some(m), Some(_)) => match &m.tenant {
+            Some(TenantSource::Fixed(t)) if t.trim().is_empty() => Err((
+                "auth.mtls.tenant.fixed".into(),
+                "must not be empty".into(),
+            )),
+            _ => Ok(()),
+        },
+        (None, None) => Ok(()),
+    }
 }
 
 fn parse_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
@@ -362,6 +403,73 @@ servers:
         assert!(text.starts_with("bad.yaml:4:"), "{text}");
         assert!(text.contains("servers.files"), "{text}");
         assert!(text.contains("comand"), "{text}");
+    }
+
+    #[test]
+    fn tls_and_mtls_are_read_and_checked_together() {
+        let c = load_str(
+            r#"
+tls:
+  cert: certs/server.pem
+  key: certs/server.key
+  client_ca: certs/ca.pem
+  client_auth: required
+  reload: 5s
+auth:
+  mtls:
+    user: san_email
+    tenant: { field: subject_o }
+    groups: subject_ou
+"#,
+            "t.yaml",
+            false,
+        )
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth, Some(crate::config::ClientAuth::Required));
+        assert_eq!(tls.reload.0.as_secs(), 5);
+        let m = c.auth.as_ref().unwrap().mtls.as_ref().unwrap();
+        assert_eq!(m.user, crate::config::CertField::SanEmail);
+        assert_eq!(
+            m.tenant,
+            Some(TenantSource::Field(crate::config::CertField::SubjectO))
+        );
+        let c = load_str(
+            "tls: {cert: a, key: b, client_ca: c}\nauth: {mtls: {tenant: {fixed: acme}}}\n",
+            "t.yaml",
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().reload.0.as_secs(), 30);
+        let m = c.auth.unwrap().mtls.unwrap();
+        assert_eq!(m.user, crate::config::CertField::SubjectCn);
+        assert_eq!(m.tenant, Some(TenantSource::Fixed("acme".into())));
+
+        for (text, key) in [
+            ("tls: {cert: a, key: b, client_ca: c}\n", "tls.client_ca"),
+            ("tls: {cert: a, key: b}\nauth: {mtls: {}}\n", "auth.mtls"),
+            ("auth: {mtls: {}}\n", "auth.mtls"),
+            (
+                "tls: {cert: a, key: b, client_auth: required}\n",
+                "tls.client_auth",
+            ),
+            (
+                "tls: {cert: a, key: b, client_ca: c}\nauth: {mtls: {tenant: {fixed: ' '}}}\n",
+                "auth.mtls.tenant.fixed",
+            ),
+        ] {
+            let e = load_str(text, "t.yaml", false).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        let e = load_str("tls: {cert: a, key: b, ca: c}\n", "t.yaml", false).unwrap_err();
+        assert!(e.to_string().contains("ca"), "{e}");
+        let e = load_str(
+            "tls: {cert: a, key: b, client_ca: c}\nauth: {mtls: {user: subject_x}}\n",
+            "t.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("subject_x"), "{e}");
     }
 
     #[test]

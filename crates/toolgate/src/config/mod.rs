@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The JSON Schema of the config file, generated from these types.
@@ -30,6 +30,9 @@ pub struct Config {
     /// Address of the MCP listener (`/mcp`, and the legacy `/sse` + `/message`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve HTTPS (only) on `listen`, optionally asking clients for certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// When tool and prompt names get the server prefix.
     #[serde(default)]
     pub prefix_mode: PrefixMode,
@@ -112,6 +115,93 @@ pub struct AuthConfig {
     /// JWT bearer tokens from these issuers.
     #[serde(default)]
     pub jwt: Vec<JwtIssuerConfig>,
+    /// Client certificates verified against `tls.client_ca`, and how one names
+    /// the principal. Needs `tls.client_ca`; `mtls: {}` takes the user from the
+    /// subject's common name.
+    pub mtls: Option<MtlsConfig>,
+}
+
+/// TLS on the MCP listener: with it, `serve` speaks HTTPS only (HTTP/2 and
+/// HTTP/1.1, by ALPN). Paths are relative to this file. The files are re-read
+/// every `reload`: a changed, valid certificate and key (or client CA) replace
+/// the served ones for new connections without a restart, while a broken
+/// replacement is logged and the old one keeps serving.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, its own certificate first.
+    pub cert: PathBuf,
+    /// PEM file with the private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CA certificates client certificates must chain to.
+    /// With it, clients are asked for a certificate and `auth.mtls` must say how
+    /// one becomes a principal.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client must present a certificate to connect at all (only with
+    /// `client_ca`; default `optional`).
+    pub client_auth: Option<ClientAuth>,
+    /// How often the certificate, key and client CA files are checked for
+    /// changes.
+    #[serde(default = "default_tls_reload")]
+    pub reload: Seconds,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A client may connect without one and authenticate otherwise (an API key,
+    /// a JWT, or as the anonymous user if configured); one it presents must
+    /// chain to `client_ca`.
+    #[default]
+    Optional,
+    /// The TLS handshake fails without a certificate that chains to `client_ca`.
+    Required,
+}
+
+/// How a verified client certificate becomes the principal. A certificate that
+/// lacks the field `user` (or a field `tenant`) names is refused with 401; a
+/// bearer token or API key sent on the same connection takes precedence over the
+/// certificate.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// The field whose (first) value is the user.
+    #[serde(default = "default_mtls_user")]
+    pub user: CertField,
+    /// Where the tenant comes from; none by default.
+    pub tenant: Option<TenantSource>,
+    /// A field whose every value becomes a group (e.g. `subject_ou`); none by
+    /// default. A certificate without it simply has no groups.
+    pub groups: Option<CertField>,
+}
+
+/// A field of a client certificate.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CertField {
+    /// The subject's common name (CN).
+    SubjectCn,
+    /// The subject's organization (O).
+    SubjectO,
+    /// The subject's organizational units (OU).
+    SubjectOu,
+    /// An e-mail address in the subject alternative names.
+    SanEmail,
+    /// A URI in the subject alternative names (e.g. a SPIFFE id).
+    SanUri,
+    /// A DNS name in the subject alternative names.
+    SanDns,
+}
+
+/// Where a client certificate's tenant comes from.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TenantSource {
+    /// The (first) value of this certificate field, e.g. `{field: subject_o}`.
+    Field(CertField),
+    /// The same tenant for every certificate, e.g. `{fixed: acme}`.
+    Fixed(String),
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -396,6 +486,15 @@ impl Config {
         })
     }
 
+    /// A path written in this file: relative paths are taken from the file's
+    /// directory (the working directory for a config without a file).
+    pub fn path_from_file(&self, path: &Path) -> PathBuf {
+        match self.source.as_deref().and_then(Path::parent) {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
     /// Servers that are not disabled, in file order.
     pub fn enabled_servers(&self) -> impl Iterator<Item = (&str, &ServerConfig)> {
         self.servers
@@ -407,6 +506,12 @@ impl Config {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_tls_reload() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn default_mtls_user() -> CertField {
+    CertField::SubjectCn
 }
 fn default_storage() -> String {
     "sqlite://toolgate.db".into()

@@ -5,7 +5,8 @@
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use super::tls::Tls;
+use crate::auth::{AuthError, Authenticator, ClientCert, Principal};
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
@@ -87,17 +88,25 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
         .with_state(state)
 }
 
-/// Serve until `stop` is cancelled.
+/// Serve until `stop` is cancelled: HTTPS only when `tls` is given (see
+/// `downstream::tls`), plain HTTP otherwise.
 pub async fn serve(
     gw: Arc<Gateway>,
     auth: Arc<Authenticator>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<Tls>>,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    axum::serve(listener, router(gw, addr, auth))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let app = router(gw, addr, auth);
+    match tls {
+        Some(tls) => super::tls::serve(app, listener, tls, stop).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    }
 }
 
 /// Who is calling, before anything else happens: a request without a valid
@@ -107,9 +116,12 @@ async fn authenticate(
     mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Present only on HTTPS connections whose client sent a certificate that
+    // chains to `tls.client_ca`.
+    let cert = req.extensions().get::<ClientCert>().cloned();
     match state
         .auth
-        .authenticate(req.headers(), req.uri().query())
+        .authenticate(req.headers(), req.uri().query(), cert.as_ref())
         .await
     {
         Ok(principal) => {

@@ -1,6 +1,7 @@
 //! Transports clients use to reach the gateway: HTTP (Streamable HTTP and the
-//! legacy HTTP+SSE) and stdio. Each turns its wire format into messages for the
-//! gateway core and nothing else.
+//! legacy HTTP+SSE, optionally over TLS) and stdio. Each turns its wire format
+//! into messages for the gateway core and nothing else.
 
 pub mod http;
 pub mod stdio;
+pub mod tls;

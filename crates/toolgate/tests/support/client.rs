@@ -53,6 +53,9 @@ impl fmt::Display for Transport {
 /// Answers a server→client request: `Ok(result)` or `Err(error object)`.
 pub type Handler = Arc<dyn Fn(&str, &Value) -> Result<Value, Value> + Send + Sync>;
 
+/// Adds to the HTTP client's setup, e.g. the roots and identity of a TLS client.
+pub type HttpSetup = Arc<dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync>;
+
 /// What a test client declares and how it answers the server.
 #[derive(Clone)]
 pub struct Options {
@@ -61,6 +64,8 @@ pub struct Options {
     pub handler: Handler,
     /// Sent as `Authorization: Bearer …` on every HTTP request.
     pub bearer: Option<String>,
+    /// Applied to the HTTP client before it is built.
+    pub http: Option<HttpSetup>,
 }
 
 impl Default for Options {
@@ -74,6 +79,7 @@ impl Default for Options {
             }),
             handler: Arc::new(default_handler),
             bearer: None,
+            http: None,
         }
     }
 }
@@ -194,17 +200,20 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn http_client(bearer: Option<&str>) -> reqwest::Client {
+fn http_client(options: &Options) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = bearer {
+    if let Some(token) = &options.bearer {
         let value = format!("Bearer {token}").parse().expect("a header value");
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .default_headers(headers)
-        .build()
-        .expect("a plain HTTP client builds")
+        .default_headers(headers);
+    let builder = match &options.http {
+        Some(setup) => setup(builder),
+        None => builder,
+    };
+    builder.build().expect("the HTTP client builds")
 }
 
 impl Client {
@@ -213,7 +222,7 @@ impl Client {
         let handler = options.handler.clone();
         let conn = Arc::new(Conn {
             label,
-            http: http_client(options.bearer.as_deref()),
+            http: http_client(options),
             link,
             incoming: tx,
             pending: Mutex::default(),
@@ -256,7 +265,7 @@ impl Client {
     /// A legacy HTTP+SSE session with the gateway at `base`.
     pub async fn sse(base: &str, options: Options) -> Client {
         let label = Transport::LegacySse.to_string();
-        let resp = http_client(options.bearer.as_deref())
+        let resp = http_client(&options)
             .get(format!("{base}/sse"))
             .header("accept", "text/event-stream")
             .send()
