@@ -18,11 +18,13 @@ mod load;
 mod schema;
 mod slice;
 mod store;
+mod targets;
 mod values;
 
 pub use entities::{CallContext, Era, ServerRef, Target, TargetKind};
 pub use schema::{NAMESPACE, SCHEMA};
 pub use store::{PolicyStore, Reloaded, Watcher};
+pub use targets::CatalogTargets;
 
 use crate::auth::Principal;
 use cedar_policy::{Authorizer, Effect, EntityUid, PolicyId, PolicySet, Response};
