@@ -1,4 +1,4 @@
-//! The `toolgate` command line: serve, stdio, check, catalog.
+//! The `toolgate` command line: serve, stdio, check, catalog, policy.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -60,6 +60,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Cedar policies: check them, print their schema, explain a decision.
+    Policy {
+        #[command(subcommand)]
+        command: toolgate::policy::cli::PolicyCommand,
     },
 }
 
@@ -188,6 +193,7 @@ async fn run(command: Command) -> ExitCode {
             report(stdio(c).await)
         }
         Command::Keys { command } => report(keys(command).await),
+        Command::Policy { command } => toolgate::policy::cli::run(command),
         Command::Catalog { config, json } => {
             let c = match load(&config) {
                 Ok(c) => c,

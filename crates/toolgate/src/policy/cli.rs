@@ -112,7 +112,7 @@ pub fn check(path: &Path) -> Result<String, String> {
     // The built-in policy is not the user's.
     let n = p.len() - 1;
     out.push_str(&format!(
-        "{}: ok ({n} polic{}, at most {} evaluated per request)\n",
+        "{}: ok ({n} polic{}; the largest slice a request meets holds {})\n",
         path.display(),
         if n == 1 { "y" } else { "ies" },
         p.largest_slice()

@@ -180,10 +180,7 @@ pub(crate) fn compile(
     if let Err(e) = set.add(builtin) {
         problems.push(Problem::in_file(Path::new(BUILTIN_ID), e.to_string()));
     }
-    if !problems.is_empty() {
-        return Err(PolicyError::Invalid { problems });
-    }
-
+    // Validate what did parse, so that one run reports every problem.
     let validator = Validator::new(schema.schema.clone());
     // Cedar reports one error per resource type a policy may apply to; the
     // first at each place is enough.

@@ -18,11 +18,13 @@ mod load;
 mod schema;
 mod slice;
 mod store;
+mod targets;
 mod values;
 
 pub use entities::{CallContext, Era, ServerRef, Target, TargetKind};
 pub use schema::{NAMESPACE, SCHEMA};
 pub use store::{PolicyStore, Reloaded, Watcher};
+pub use targets::CatalogTargets;
 
 use crate::auth::Principal;
 use cedar_policy::{Authorizer, Effect, EntityUid, PolicyId, PolicySet, Response};
@@ -272,6 +274,19 @@ impl Policies {
         )?))
     }
 
+    /// Policies from (file name, text) pairs, with `*.cedarschema`
+    /// declarations given the same way: what [`Policies::load`] does after
+    /// reading the files.
+    pub fn compile(
+        policy_files: &[(PathBuf, String)],
+        declarations: &[(PathBuf, String)],
+    ) -> Result<Policies, PolicyError> {
+        Ok(Policies::from_loaded(load::compile(
+            policy_files,
+            declarations,
+        )?))
+    }
+
     fn from_loaded(l: load::Loaded) -> Policies {
         let groups = slice::action_groups(&l.schema.schema);
         let slices = slice::Slices::build(&l.set, &groups);
@@ -331,6 +346,9 @@ impl Policies {
 
     /// Decide a request. Default deny; fail closed.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
+        if self.slices_for(req).iter().all(Option::is_none) {
+            return verdict(Found::default());
+        }
         let mut mapper = Mapper::default();
         let principal = entities::principal_entity(req.principal, &mut mapper);
         let context = entities::context(&req.context, ArgsMode::Given, &mut mapper);
@@ -348,6 +366,33 @@ impl Policies {
         decision
     }
 
+    /// [`Policies::decide`] without slicing: the whole set in one Cedar
+    /// evaluation. The baseline of the benchmark and of the slicing test.
+    #[doc(hidden)]
+    pub fn decide_unsliced(&self, req: &Request<'_>) -> Decision {
+        let mut mapper = Mapper::default();
+        let principal = entities::principal_entity(req.principal, &mut mapper);
+        let context = entities::context(&req.context, ArgsMode::Given, &mut mapper);
+        let Some(entities) = request_entities(req, &principal) else {
+            return internal_error();
+        };
+        let Ok(request) = cedar_policy::Request::new(
+            principal.uid(),
+            req.action.uid().clone(),
+            req.target.uid().clone(),
+            context,
+            None,
+        ) else {
+            return internal_error();
+        };
+        let r = self
+            .authorizer
+            .is_authorized(&request, &self.all, &entities);
+        let mut found = Found::default();
+        self.response_into(&r, &mut found);
+        verdict(found)
+    }
+
     /// Could this principal be allowed this action on this target with *some*
     /// arguments? `req.context.args` is ignored: the arguments are an unknown,
     /// and Cedar's partial evaluation leaves every policy that reads them
@@ -356,6 +401,9 @@ impl Policies {
     /// list a tool whose argument conditions no call can meet, and it never
     /// hides one that some call could use.
     pub fn could_allow(&self, req: &Request<'_>) -> bool {
+        if self.slices_for(req).iter().all(Option::is_none) {
+            return false;
+        }
         let mut mapper = Mapper::default();
         let principal = entities::principal_entity(req.principal, &mut mapper);
         let context = entities::context(&req.context, ArgsMode::Unknown, &mut mapper);
@@ -376,18 +424,12 @@ impl Policies {
         partial: bool,
     ) -> Option<Found> {
         let target = req.target;
-        let slices =
-            self.slices
-                .for_request(req.action, target.kind(), target.uid(), target.server_uid());
+        let slices = self.slices_for(req);
         let mut found = Found::default();
         if slices.iter().all(Option::is_none) {
             return Some(found);
         }
-        let entities = target
-            .entities()
-            .clone()
-            .add_entities([principal.clone()], None)
-            .ok()?;
+        let entities = request_entities(req, &principal)?;
         let request = cedar_policy::Request::new(
             principal.uid(),
             req.action.uid().clone(),
@@ -405,6 +447,12 @@ impl Policies {
             }
         }
         Some(found)
+    }
+
+    fn slices_for(&self, req: &Request<'_>) -> [Option<&PolicySet>; 2] {
+        let t = req.target;
+        self.slices
+            .for_request(req.action, t.kind(), t.uid(), t.server_uid())
     }
 
     fn response_into(&self, r: &Response, found: &mut Found) {
@@ -459,10 +507,37 @@ impl Policies {
     }
 }
 
+/// The target's prebuilt entities with the principal and the action added.
+fn request_entities(
+    req: &Request<'_>,
+    principal: &cedar_policy::Entity,
+) -> Option<cedar_policy::Entities> {
+    req.target
+        .entities()
+        .clone()
+        .add_entities(
+            [
+                principal.clone(),
+                entities::action_entity(req.action).clone(),
+            ],
+            None,
+        )
+        .ok()
+}
+
 /// Combine what the slices found into a decision, the way Cedar combines one
 /// set, with one difference: an error in a policy that could have changed the
 /// outcome denies instead of being skipped.
-fn verdict(f: Found) -> Decision {
+fn verdict(mut f: Found) -> Decision {
+    for list in [
+        &mut f.permits,
+        &mut f.forbids,
+        &mut f.errored_permits,
+        &mut f.errored_forbids,
+    ] {
+        list.sort();
+        list.dedup();
+    }
     let deny = |code: &'static str, policies: Vec<String>, message: String| Decision {
         allowed: false,
         reason: Reason {
