@@ -350,8 +350,33 @@ impl Policies {
             return verdict(Found::default());
         }
         let mut mapper = Mapper::default();
-        let principal = entities::principal_entity(req.principal, &mut mapper);
-        let context = entities::context(&req.context, ArgsMode::Given, &mut mapper);
+        // Values of another type than declared become unknowns (deny, never a
+        // comparison that silently fails to match).
+        let mut principal_fixed = None;
+        if let Some((attrs, notes)) = self.schema.conform("Attrs", &req.principal.attrs) {
+            let mut p = req.principal.clone();
+            p.attrs = attrs;
+            principal_fixed = Some(p);
+            mapper.unrepresentable.extend(notes);
+        }
+        let args_fixed = match req.context.args {
+            Some(serde_json::Value::Object(map)) => {
+                self.schema.conform("Args", map).map(|(a, notes)| {
+                    mapper.unrepresentable.extend(notes);
+                    serde_json::Value::Object(a)
+                })
+            }
+            _ => None,
+        };
+        let mut ctx = req.context;
+        if let Some(a) = &args_fixed {
+            ctx.args = Some(a);
+        }
+        let principal = entities::principal_entity(
+            principal_fixed.as_ref().unwrap_or(req.principal),
+            &mut mapper,
+        );
+        let context = entities::context(&ctx, ArgsMode::Given, &mut mapper);
         let Some(found) = self.evaluate(req, principal, context, false) else {
             return internal_error();
         };

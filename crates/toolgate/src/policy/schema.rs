@@ -38,6 +38,84 @@ impl Effective {
     }
 }
 
+impl Effective {
+    /// `values` (a call's arguments, `Args`; or a principal's attributes, `Attrs`)
+    /// with every value whose JSON type differs from the declared one replaced by
+    /// null, which policies see as unknown — so a policy that reads it denies
+    /// instead of comparing, say, a number with the string it forbids. `None` when
+    /// every value fits (the common case: nothing is copied). The second part
+    /// names what was replaced.
+    pub fn conform(
+        &self,
+        common: &str,
+        values: &Map<String, Value>,
+    ) -> Option<(Map<String, Value>, Vec<String>)> {
+        let types = &self.json[NAMESPACE]["commonTypes"];
+        let attrs = types.get(common)?.get("attributes")?.as_object()?;
+        let misfits: Vec<&String> = values
+            .iter()
+            .filter(|(k, v)| attrs.get(*k).is_some_and(|ty| !fits(v, ty, types, 0)))
+            .map(|(k, _)| k)
+            .collect();
+        if misfits.is_empty() {
+            return None;
+        }
+        let mut fixed = values.clone();
+        let mut notes = Vec::with_capacity(misfits.len());
+        for k in misfits {
+            fixed.insert(k.clone(), Value::Null);
+            notes.push(format!(
+                "{}.{k}: not of its declared type",
+                common.to_lowercase()
+            ));
+        }
+        Some((fixed, notes))
+    }
+}
+
+/// Whether a JSON value has the Cedar type `ty` (schema JSON form). Types this
+/// cannot judge (entities, extensions) are left to Cedar.
+fn fits(v: &Value, ty: &Value, common: &Value, depth: usize) -> bool {
+    if depth > 16 {
+        return false;
+    }
+    let kind = ty.get("type").and_then(Value::as_str).unwrap_or("");
+    let name = ty
+        .get("name")
+        .and_then(Value::as_str)
+        .map(|n| n.trim_start_matches("__cedar::"));
+    let primitive = match (kind, name) {
+        ("EntityOrCommon", Some(n)) => n,
+        (k, _) => k,
+    };
+    match primitive {
+        // An integral float is that integer (as the value mapping reads it).
+        "Long" => {
+            v.is_i64()
+                || v.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < i64::MAX as f64)
+        }
+        "String" => v.is_string(),
+        "Bool" | "Boolean" => v.is_boolean(),
+        "Set" => v.as_array().is_some_and(|items| {
+            let element = ty.get("element").unwrap_or(&Value::Null);
+            items.iter().all(|i| fits(i, element, common, depth + 1))
+        }),
+        "Record" => v.as_object().is_some_and(|map| {
+            let attrs = ty.get("attributes").and_then(Value::as_object);
+            map.iter().all(|(k, item)| {
+                attrs
+                    .and_then(|a| a.get(k))
+                    .is_none_or(|t| fits(item, t, common, depth + 1))
+            })
+        }),
+        other => match common.get(other) {
+            Some(declared) => fits(v, declared, common, depth + 1),
+            None => true,
+        },
+    }
+}
+
 /// The published schema with the declarations of these `.cedarschema` files
 /// (path, text).
 pub(crate) fn build(declarations: &[(PathBuf, String)]) -> Result<Effective, PolicyError> {

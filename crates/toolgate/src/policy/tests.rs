@@ -174,6 +174,53 @@ fn a_forbid_cannot_be_bypassed_by_a_value_of_another_type() {
 }
 
 #[test]
+fn an_equality_forbid_cannot_be_bypassed_by_a_value_of_another_type() {
+    // `==` between different types is simply false in Cedar, not an error: without
+    // the declared types, `["/etc/passwd"]` would slip past this forbid.
+    let p = policies(
+        r#"
+        @id("files") permit (principal, action == Toolgate::Action::"call_tool", resource in Toolgate::Server::"files");
+        @id("no-passwd") forbid (principal, action == Toolgate::Action::"call_tool", resource in Toolgate::Server::"files")
+        when { context.args has path && context.args.path == "/etc/passwd" };
+        @id("dept") forbid (principal, action == Toolgate::Action::"call_tool", resource in Toolgate::Server::"files")
+        when { principal.attrs has dept && principal.attrs.dept == "contractors" };
+        "#,
+    );
+    let read = tool("files", "read");
+    let alice = user("alice", &[]);
+    for args in [
+        json!({"path": ["/etc/passwd"]}),
+        json!({"path": 5}),
+        json!({"path": {"p": "/etc/passwd"}}),
+        json!({"path": true}),
+    ] {
+        let d = decide(&p, &alice, Action::CallTool, &read, Some(&args));
+        assert!(!d.allowed, "{args} was allowed: {d:?}");
+        assert_eq!(d.reason.code, code::POLICY_ERROR, "{args}: {d:?}");
+        assert!(d.reason.message.contains("args.path"), "{d:?}");
+    }
+    let d = decide(
+        &p,
+        &alice,
+        Action::CallTool,
+        &read,
+        Some(&json!({"path": "/tmp/x"})),
+    );
+    assert!(d.allowed, "{d:?}");
+    // The same for a principal attribute a claim filled with another type.
+    let mut odd = user("mallory", &[]);
+    odd.attrs.insert("dept".into(), json!(["contractors"]));
+    let d = decide(
+        &p,
+        &odd,
+        Action::CallTool,
+        &read,
+        Some(&json!({"path": "/tmp/x"})),
+    );
+    assert!(!d.allowed, "{d:?}");
+}
+
+#[test]
 fn a_permit_that_fails_denies_with_policy_error() {
     let p = policies(
         r#"@id("small") permit (principal, action == Toolgate::Action::"call_tool", resource)
