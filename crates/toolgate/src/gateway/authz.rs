@@ -456,6 +456,7 @@ impl super::Gateway {
 
     /// Decide a use of a resource by URI: a listed resource by its entry, any
     /// other (a template's, or one a result named) as a resource of its server.
+    /// A listed resource the caller may not see is not found.
     pub(crate) fn authorize_uri(
         &self,
         session: &super::Session,
@@ -464,7 +465,6 @@ impl super::Gateway {
         server: usize,
         uri: &str,
         original: &str,
-        unknown: impl FnOnce() -> ErrorObject,
     ) -> Result<(), ErrorObject> {
         if self.authz.is_open() {
             return Ok(());
@@ -477,7 +477,7 @@ impl super::Gateway {
                     .unwrap_or(false)
             });
             if !visible {
-                return Err(unknown());
+                return Err(super::dispatch::not_found(uri));
             }
         }
         let name = self.servers.get(server).map_or("", |s| &*s.name);

@@ -152,9 +152,7 @@ impl Gateway {
                     Action::Subscribe
                 };
                 if method != "resources/unsubscribe" {
-                    self.authorize_uri(session, &cat, action, server, &uri, &original, || {
-                        not_found(&uri)
-                    })?;
+                    self.authorize_uri(session, &cat, action, server, &uri, &original)?;
                 }
                 params["uri"] = Value::String(original.clone());
                 // A modern server has no subscribe methods: the gateway watches the
@@ -218,7 +216,6 @@ impl Gateway {
                             server,
                             uri,
                             &original,
-                            || not_found(uri),
                         )?;
                         params["ref"]["uri"] = Value::String(original);
                         server
@@ -908,7 +905,7 @@ pub(super) async fn session_events(gw: Arc<Gateway>, session: Arc<Session>) {
 }
 
 /// A resource that does not exist (for this caller).
-fn not_found(uri: &str) -> ErrorObject {
+pub(crate) fn not_found(uri: &str) -> ErrorObject {
     ErrorObject::new(
         code::RESOURCE_NOT_FOUND,
         format!("Resource not found: {uri}"),

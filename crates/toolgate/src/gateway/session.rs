@@ -143,6 +143,7 @@ impl Session {
         (s, rx)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         era: Era,
         principal: Arc<crate::auth::Principal>,
