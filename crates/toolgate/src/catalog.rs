@@ -281,11 +281,12 @@ impl Catalog {
         page_size: usize,
         cursors: &Cursors,
         visible: Option<&[bool]>,
+        owner: &str,
     ) -> Result<String, ErrorObject> {
         let items = self.items(kind);
         let start = match cursor {
             None => 0,
-            Some(c) => cursors.decode(kind, c)?,
+            Some(c) => cursors.decode(kind, c, owner)?,
         };
         let start = start.min(items.len());
         let shown = |i: usize| visible.is_none_or(|v| v.get(i).copied().unwrap_or(false));
@@ -312,7 +313,7 @@ impl Catalog {
         out.push(']');
         if (end..items.len()).any(shown) {
             out.push_str(",\"nextCursor\":");
-            out.push_str(&Value::String(cursors.encode(kind, end)).to_string());
+            out.push_str(&Value::String(cursors.encode(kind, end, owner)).to_string());
         }
         out.push('}');
         Ok(out)
@@ -450,15 +451,21 @@ impl Cursors {
         Cursors { sealer }
     }
 
-    pub fn encode(&self, kind: ListKind, offset: usize) -> String {
-        self.sealer.seal(&format!("{}.{offset}", kind.tag()))
+    /// A cursor for `offset` in a list, good only for `owner` (the principal's
+    /// key): one caller's cursor is worthless to another.
+    pub fn encode(&self, kind: ListKind, offset: usize, owner: &str) -> String {
+        self.sealer
+            .seal(&format!("{}.{offset}.{owner}", kind.tag()))
     }
 
-    pub fn decode(&self, kind: ListKind, cursor: &str) -> Result<usize, ErrorObject> {
+    pub fn decode(&self, kind: ListKind, cursor: &str, owner: &str) -> Result<usize, ErrorObject> {
         let invalid = || ErrorObject::new(code::INVALID_PARAMS, "Invalid cursor");
         let payload = self.sealer.open(cursor).ok_or_else(invalid)?;
-        let (k, offset) = payload.split_once('.').ok_or_else(invalid)?;
-        if k != kind.tag().to_string() {
+        let mut parts = payload.splitn(3, '.');
+        let (Some(k), Some(offset), Some(o)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        if k != kind.tag().to_string() || o != owner {
             return Err(invalid());
         }
         offset.parse().map_err(|_| invalid())
@@ -563,13 +570,15 @@ mod tests {
         }];
         let cat = Catalog::build(&config(), &views, 1);
         let cursors = Cursors::new(Sealer::new());
-        let p1: Value =
-            serde_json::from_str(&cat.page(ListKind::Tools, None, 2, &cursors, None).unwrap())
-                .unwrap();
+        let p1: Value = serde_json::from_str(
+            &cat.page(ListKind::Tools, None, 2, &cursors, None, "alice")
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(p1["tools"].as_array().unwrap().len(), 2);
         let next = p1["nextCursor"].as_str().unwrap();
         let p2: Value = serde_json::from_str(
-            &cat.page(ListKind::Tools, Some(next), 2, &cursors, None)
+            &cat.page(ListKind::Tools, Some(next), 2, &cursors, None, "alice")
                 .unwrap(),
         )
         .unwrap();
@@ -577,12 +586,24 @@ mod tests {
         assert!(p2.get("nextCursor").is_none());
         let forged = next.replacen("0.2", "0.1", 1);
         assert!(
-            cat.page(ListKind::Tools, Some(&forged), 2, &cursors, None)
+            cat.page(ListKind::Tools, Some(&forged), 2, &cursors, None, "alice")
                 .is_err()
         );
         assert!(
-            cat.page(ListKind::Prompts, Some(next), 2, &cursors, None)
+            cat.page(ListKind::Prompts, Some(next), 2, &cursors, None, "alice")
                 .is_err()
+        );
+        // Another caller's cursor is no cursor at all.
+        assert!(
+            cat.page(
+                ListKind::Tools,
+                Some(next),
+                2,
+                &cursors,
+                None,
+                "acme/mallory"
+            )
+            .is_err()
         );
     }
 
@@ -602,7 +623,14 @@ mod tests {
         let visible = [true, false, false, true, false];
         let page = |cursor: Option<&str>| -> Value {
             let text = cat
-                .page(ListKind::Tools, cursor, 1, &cursors, Some(&visible))
+                .page(
+                    ListKind::Tools,
+                    cursor,
+                    1,
+                    &cursors,
+                    Some(&visible),
+                    "alice",
+                )
                 .unwrap();
             serde_json::from_str(&text).unwrap()
         };
@@ -613,8 +641,15 @@ mod tests {
         // Nothing visible is left: no cursor to a page of nothing.
         assert!(p2.get("nextCursor").is_none(), "{p2}");
         let all: Value = serde_json::from_str(
-            &cat.page(ListKind::Tools, None, 10, &cursors, Some(&[false; 5]))
-                .unwrap(),
+            &cat.page(
+                ListKind::Tools,
+                None,
+                10,
+                &cursors,
+                Some(&[false; 5]),
+                "alice",
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(all, json!({"tools": []}));

@@ -36,6 +36,7 @@ async fn gateway_with_keys() -> Setup {
     let dir = tempfile::tempdir().expect("a temp dir");
     let log = dir.path().join("upstream.log");
     let config = json!({
+        "policy": support::allow_everyone(),
         "auth": { "api_keys": {}, "scopes_supported": ["mcp:tools"] },
         "servers": { "fx": logged_fixture(&log) },
     });
@@ -349,6 +350,7 @@ async fn keys_are_listed_without_secrets_and_revoked_by_id() {
 #[tokio::test]
 async fn protected_resource_metadata_names_the_resource_clients_use() {
     let config = json!({
+        "policy": support::allow_everyone(),
         "auth": {
             "resource": "https://gw.example.com/mcp",
             "authorization_servers": ["https://login.example.com"],
@@ -458,6 +460,7 @@ async fn explicit_anonymous_access_serves_the_configured_user() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("upstream.log");
     let config = json!({
+        "policy": support::allow_everyone(),
         "auth": { "anonymous": { "user": "me" }, "api_keys": {} },
         "servers": { "fx": logged_fixture(&log) },
     });
@@ -562,6 +565,7 @@ mod jwt {
             let dir = tempfile::tempdir().unwrap();
             let log = dir.path().join("upstream.log");
             let config = json!({
+                "policy": support::allow_everyone(),
                 "auth": {
                     "resource": RESOURCE,
                     "jwt": [{

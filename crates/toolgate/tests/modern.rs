@@ -886,6 +886,7 @@ async fn tasks_of_two_servers_keep_apart_and_ids_cannot_be_forged() {
 #[tokio::test]
 async fn a_task_id_is_worthless_to_another_principal() {
     let gw = Gateway::serve(json!({
+        "policy": support::allow_everyone(),
         "auth": { "api_keys": {} },
         "servers": { "a": stdio_server(&[]) },
     }))

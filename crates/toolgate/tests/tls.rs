@@ -318,6 +318,7 @@ async fn a_required_client_certificate_names_the_principal() {
         let pki = Pki::new();
         let gw = Gateway::serve(json!({
             "tls": pki.tls(Some("required")),
+            "policy": support::allow_everyone(),
             "auth": { "mtls": { "user": "san_email" } },
             "servers": { "fx": stdio_server(&[]) },
         }))
@@ -384,6 +385,7 @@ async fn optional_client_certificates_leave_room_for_api_keys() {
         let pki = Pki::new();
         let gw = Gateway::serve(json!({
             "tls": pki.tls(Some("optional")),
+            "policy": support::allow_everyone(),
             "auth": { "api_keys": {}, "mtls": {} },
             "servers": { "fx": stdio_server(&[]) },
         }))
@@ -526,6 +528,7 @@ async fn client_certificates_alone_allow_a_network_address() {
     let pki = Pki::new();
     let config = json!({
         "tls": pki.tls(Some("required")),
+        "policy": support::allow_everyone(),
         "auth": { "mtls": {} },
     });
     let path = pki.path("toolgate.json");

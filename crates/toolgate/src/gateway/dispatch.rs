@@ -101,6 +101,7 @@ impl Gateway {
                 self.config.page_size,
                 &self.cursors,
                 view.as_deref().map(|v| v.of(kind)),
+                &session.principal,
             )?;
             return RawValue::from_string(page)
                 .map_err(|e| ErrorObject::new(code::INTERNAL_ERROR, e.to_string()));

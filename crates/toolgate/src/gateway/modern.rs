@@ -683,6 +683,7 @@ impl Gateway {
             self.config.page_size,
             &self.cursors,
             view.as_deref().map(|v| v.of(kind)),
+            &origin.principal.key(),
         )?;
         // The gateway re-reads lists every catalog TTL, and no server's own hint may
         // be stretched. A list filtered by policy is this caller's alone: private.

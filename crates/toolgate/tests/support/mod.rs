@@ -100,6 +100,23 @@ pub fn stdio_server(args: &[&str]) -> Value {
     json!({ "command": fixture_bin(), "args": all })
 }
 
+/// A `policy` config entry that lets every authenticated caller do everything, for tests
+/// about something else than policy (with `auth` and no policy, everything is denied).
+pub fn allow_everyone() -> Value {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("toolgate-allow-{}.cedar", std::process::id()));
+        std::fs::write(
+            &path,
+            "@id(\"everyone\")\npermit (principal, action, resource);\n",
+        )
+        .expect("write the policy");
+        path
+    });
+    json!({ "path": path })
+}
+
 /// A shared stdio fixture behind a shell that copies every line the gateway sends it to `log`,
 /// so a test can tell exactly which requests reached the upstream.
 pub fn logged_stdio_fixture(log: &Path) -> Value {
