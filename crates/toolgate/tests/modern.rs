@@ -936,3 +936,64 @@ async fn a_task_id_is_worthless_to_another_principal() {
         ack.last
     );
 }
+
+#[tokio::test]
+async fn listen_and_lists_honour_policy_per_caller() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"@id("ops-resources")
+permit (principal in Toolgate::Group::"ops", action in [Toolgate::Action::"read_resource", Toolgate::Action::"subscribe"], resource in Toolgate::Server::"fx");
+"#,
+    )
+    .expect("write the policy");
+    let gw = Gateway::serve(json!({
+        "auth": { "api_keys": {} },
+        "policy": { "path": dir.path().join("p.cedar") },
+        "servers": { "fx": legacy_fixture() },
+    }))
+    .await;
+    let config = gw.config.path.to_str().expect("a UTF-8 path").to_owned();
+    let key = |who: &'static str, group: Option<&'static str>| {
+        let config = config.clone();
+        async move {
+            let mut args = vec!["keys", "create", "--config", &config, "--principal", who];
+            if let Some(g) = group {
+                args.extend(["--group", g]);
+            }
+            let (code, out, err) = support::run_toolgate(&args, Duration::from_secs(30)).await;
+            assert_eq!(code, Some(0), "{err}");
+            out.trim().to_owned()
+        }
+    };
+    let alice = Modern::new(&gw, json!({})).with_bearer(&key("alice", Some("ops")).await);
+    let bob = Modern::new(&gw, json!({})).with_bearer(&key("bob", None).await);
+    let watched = "test://watched-resource";
+
+    for (who, c, expected) in [
+        ("alice", &alice, json!([watched])),
+        ("bob", &bob, json!([])),
+    ] {
+        let mut l = Listen::open(c, who, json!({"resourceSubscriptions": [watched]})).await;
+        let ack = within(Duration::from_secs(10), "the ack", l.next()).await;
+        assert_eq!(
+            ack["params"]["notifications"]["resourceSubscriptions"], expected,
+            "{who}: {ack}"
+        );
+        let listed = c.call(2, "resources/list", json!({})).await;
+        let uris: Vec<&str> = listed.last["result"]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter_map(|r| r["uri"].as_str())
+            .collect();
+        assert_eq!(uris.contains(&watched), who == "alice", "{who}: {uris:?}");
+        // A list filtered per caller is never public.
+        assert_eq!(listed.last["result"]["cacheScope"], "private");
+    }
+    // A resource bob cannot see does not exist for him.
+    let read = bob
+        .call(3, "resources/read", json!({"uri": "test://static-text"}))
+        .await;
+    assert!(read.last.get("error").is_some(), "{}", read.last);
+}

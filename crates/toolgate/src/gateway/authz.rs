@@ -459,7 +459,7 @@ impl super::Gateway {
     /// A listed resource the caller may not see is not found.
     pub(crate) fn authorize_uri(
         &self,
-        session: &super::Session,
+        origin: &Origin<'_>,
         cat: &Catalog,
         action: Action,
         server: usize,
@@ -470,7 +470,7 @@ impl super::Gateway {
             return Ok(());
         }
         if let Some(index) = cat.position(ListKind::Resources, uri) {
-            let visible = self.view(session, cat).is_some_and(|v| {
+            let visible = self.view_for(origin, cat).is_some_and(|v| {
                 v.of(ListKind::Resources)
                     .get(index)
                     .copied()
@@ -484,8 +484,7 @@ impl super::Gateway {
         let none = Labels::default();
         let labels = self.config.servers.get(name).map_or(&none, |s| &s.labels);
         let target = Target::resource(ServerRef { name, labels }, uri, original);
-        self.authz
-            .check_target(&self.origin(session), action, &target, None)
+        self.authz.check_target(origin, action, &target, None)
     }
 }
 

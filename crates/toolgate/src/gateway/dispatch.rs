@@ -153,7 +153,14 @@ impl Gateway {
                     Action::Subscribe
                 };
                 if method != "resources/unsubscribe" {
-                    self.authorize_uri(session, &cat, action, server, &uri, &original)?;
+                    self.authorize_uri(
+                        &self.origin(session),
+                        &cat,
+                        action,
+                        server,
+                        &uri,
+                        &original,
+                    )?;
                 }
                 params["uri"] = Value::String(original.clone());
                 // A modern server has no subscribe methods: the gateway watches the
@@ -211,7 +218,7 @@ impl Gateway {
                         let uri = reference.get("uri").and_then(Value::as_str).unwrap_or("");
                         let (server, original) = self.route_uri(session, &cat, uri)?;
                         self.authorize_uri(
-                            session,
+                            &self.origin(session),
                             &cat,
                             Action::Complete,
                             server,

@@ -5,6 +5,7 @@
 use super::Gateway;
 use super::stream::EventStream;
 use crate::jsonrpc::{Id, Message};
+use crate::policy::Action;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +111,7 @@ impl Gateway {
         self: &Arc<Self>,
         id: Id,
         params: &Value,
+        origin: &super::authz::Origin<'_>,
         out: &Arc<EventStream>,
         cancel: CancellationToken,
     ) -> Option<Message> {
@@ -126,7 +128,8 @@ impl Gateway {
                 honoured.insert(k.into(), Value::Bool(true));
             }
         }
-        // Only resources whose owner is known can be watched.
+        // Only resources whose owner is known, and that the caller may subscribe to,
+        // can be watched; the acknowledgement names the ones honoured.
         let mut uris = HashSet::new();
         let mut upstream = Vec::new();
         if let Some(list) = filter
@@ -135,6 +138,9 @@ impl Gateway {
         {
             for uri in list.iter().filter_map(Value::as_str) {
                 if let Some((server, original)) = cat.route_uri(uri)
+                    && self
+                        .authorize_uri(origin, &cat, Action::Subscribe, server, uri, &original)
+                        .is_ok()
                     && uris.insert(uri.to_owned())
                 {
                     upstream.push((server, original));

@@ -433,7 +433,15 @@ impl Gateway {
         }
         match method.as_str() {
             "server/discover" => Some(answer(Ok(to_raw(&self.discover_result())))),
-            "subscriptions/listen" => self.listen(id, &params, out, cancel).await,
+            "subscriptions/listen" => {
+                let origin = super::authz::Origin {
+                    principal,
+                    endpoint,
+                    session: None,
+                    era: crate::policy::Era::Modern,
+                };
+                self.listen(id, &params, &origin, out, cancel).await
+            }
             "tools/call"
             | "prompts/get"
             | "resources/read"
