@@ -1,32 +1,46 @@
 //! Which gateway features a run measures.
 //!
-//! `current` is the gateway as it is today. `full` adds authentication, Cedar policy, audit and
-//! metrics — the stack the "added p99 ≤ 1 ms" budget is written for — and plugs in here once
-//! those features exist: `apply` adds their settings to every generated gateway config and
-//! `client_headers` gives the credentials a client then needs. Every measurement goes through
-//! these two functions, so nothing else has to change.
+//! `current` is the gateway with no authentication and no policy (the local single-user setup).
+//! `policy` adds what every governed deployment runs: callers authenticate with a JWT (ES256,
+//! checked against a JWKS the benchmark serves itself, with issuer, audience, expiry and a
+//! required scope), and a set of 100 Cedar policies decides every call and filters every list.
+//! `full` is `policy` plus audit and metrics, the stack the "added p99 ≤ 1 ms" budget is written
+//! for; it plugs in here once those exist. `apply` adds a stack's settings to every generated
+//! gateway config and `client_headers` gives the credentials a client then needs. Every
+//! measurement goes through these two functions, so nothing else has to change.
 
-use serde_json::Value;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// What `--stack full` reports until the features it needs exist.
-pub const FULL_STACK_MISSING: &str =
-    "not available: needs authentication/policy/audit (issues 5 and 6)";
+pub const FULL_STACK_MISSING: &str = "not available: needs audit and metrics (issue 6); \
+     `--stack policy` measures authentication and policy";
+
+const ISSUER: &str = "https://issuer.bench.toolgate";
+const RESOURCE: &str = "http://toolgate.bench/mcp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stack {
-    /// The gateway as built today: routing, sessions, transports.
+    /// No authentication, no policy: routing, sessions, transports.
     Current,
-    /// Authentication, Cedar policy, audit and metrics on top (not available yet).
+    /// JWT authentication and 100 Cedar policies on every call and list.
+    Policy,
+    /// `policy` plus audit and metrics (not available yet).
     Full,
 }
 
 /// The stack cannot be measured yet; the message says what it waits for.
 #[derive(Debug)]
-pub struct NotAvailable(pub &'static str);
+pub struct NotAvailable(pub String);
 
 impl std::fmt::Display for NotAvailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(&self.0)
     }
 }
 
@@ -36,30 +50,157 @@ impl Stack {
     pub fn name(self) -> &'static str {
         match self {
             Stack::Current => "current",
+            Stack::Policy => "policy",
             Stack::Full => "full",
         }
     }
 
     /// Fails at once, before anything starts, if this stack cannot be measured.
     pub fn check(self) -> Result<(), NotAvailable> {
-        self.apply(&mut Value::Null)
+        self.apply(&mut json!({}))
     }
 
     /// Add this stack's settings to a generated gateway config.
-    pub fn apply(self, _config: &mut Value) -> Result<(), NotAvailable> {
+    pub fn apply(self, config: &mut Value) -> Result<(), NotAvailable> {
         match self {
             Stack::Current => Ok(()),
-            // Later: an authentication block (a static test issuer), a Cedar policy set that
-            // permits the benchmark's principal, audit to a file sink, the metrics endpoint.
-            Stack::Full => Err(NotAvailable(FULL_STACK_MISSING)),
+            Stack::Policy => {
+                let kit = kit()?;
+                config["auth"] = json!({
+                    "resource": RESOURCE,
+                    "jwt": [{
+                        "issuer": ISSUER,
+                        "jwks_url": kit.jwks_url,
+                        "required_scopes": ["mcp"],
+                    }],
+                });
+                config["policy"] = json!({ "path": kit.policies });
+                Ok(())
+            }
+            Stack::Full => Err(NotAvailable(FULL_STACK_MISSING.into())),
         }
     }
 
-    /// Headers every benchmark client sends (e.g. a bearer token once authentication exists).
+    /// Headers every benchmark client sends.
     pub fn client_headers(self) -> Result<Vec<(&'static str, String)>, NotAvailable> {
         match self {
             Stack::Current => Ok(Vec::new()),
-            Stack::Full => Err(NotAvailable(FULL_STACK_MISSING)),
+            Stack::Policy => Ok(vec![("authorization", format!("Bearer {}", kit()?.token))]),
+            Stack::Full => Err(NotAvailable(FULL_STACK_MISSING.into())),
         }
+    }
+}
+
+/// The signing key's JWKS endpoint, a token for the benchmark's principal, and the policies.
+struct Kit {
+    jwks_url: String,
+    token: String,
+    policies: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn kit() -> Result<&'static Kit, NotAvailable> {
+    static KIT: OnceLock<Result<Kit, String>> = OnceLock::new();
+    KIT.get_or_init(|| make_kit().map_err(|e| format!("cannot set up the policy stack: {e:#}")))
+        .as_ref()
+        .map_err(|e| NotAvailable(e.clone()))
+}
+
+fn make_kit() -> anyhow::Result<Kit> {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .map_err(|_| anyhow::anyhow!("cannot generate a P-256 key"))?;
+    let point = pair.public_key().as_ref();
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let jwks = json!({ "keys": [{
+        "kty": "EC", "kid": "bench", "crv": "P-256", "alg": "ES256", "use": "sig",
+        "x": b64(&point[1..33]), "y": b64(&point[33..]),
+    }]});
+    let jwks_url = serve_forever(jwks.to_string())?;
+    let pkcs8 = pair
+        .to_pkcs8v1()
+        .map_err(|_| anyhow::anyhow!("cannot export the key"))?;
+    let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("bench".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = json!({
+        "iss": ISSUER, "aud": RESOURCE, "sub": "bench-user", "azp": "toolgate-bench",
+        "groups": ["bench"], "scope": "mcp", "iat": now, "exp": now + 86_400,
+    });
+    let token = jsonwebtoken::encode(&header, &claims, &key)?;
+    let dir = tempfile::tempdir()?;
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies)?;
+    std::fs::write(
+        policies.join("args.cedarschema"),
+        "namespace Toolgate {\n  type Args = { \"text\"?: String, \"n\"?: Long };\n  type Attrs = {};\n}\n",
+    )?;
+    std::fs::write(policies.join("bench.cedar"), policy_set(100))?;
+    Ok(Kit {
+        jwks_url,
+        token,
+        policies,
+        _dir: dir,
+    })
+}
+
+/// `count` policies shaped like a real deployment's: a tenth of them global (they meet every
+/// request: the benchmark's own permit, an argument rule, suspended groups), the rest about
+/// other teams' servers, so slicing keeps them off this workload's calls.
+fn policy_set(count: usize) -> String {
+    let mut text = String::from(
+        "@id(\"bench-uses-everything\")\n\
+         permit (principal in Toolgate::Group::\"bench\", action, resource);\n\n\
+         @id(\"no-marker\")\n\
+         forbid (principal, action == Toolgate::Action::\"call_tool\", resource)\n\
+         when { context.args has text && context.args.text == \"forbidden-marker\" };\n\n",
+    );
+    let global = count / 10;
+    for i in 2..global {
+        text.push_str(&format!(
+            "@id(\"suspended-{i}\")\nforbid (principal in Toolgate::Group::\"suspended-{i}\", action, resource);\n\n"
+        ));
+    }
+    for i in global.max(2)..count {
+        text.push_str(&format!(
+            "@id(\"team-{i}\")\n\
+             permit (principal in Toolgate::Group::\"team-{i}\", action == Toolgate::Action::\"call_tool\", resource in Toolgate::Server::\"svc-{i}\")\n\
+             when {{ context.args has n && context.args.n < {} }};\n\n",
+            i * 10
+        ));
+    }
+    text
+}
+
+/// Serve `body` as JSON to every HTTP request on a loopback port, from a thread, for the life
+/// of the process (the gateway fetches the JWKS at start and on unknown key ids only).
+fn serve_forever(body: String) -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/jwks", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_set_has_the_size_it_claims() {
+        let text = policy_set(100);
+        assert_eq!(text.matches("@id(").count(), 100);
+        assert_eq!(text.matches("when {").count(), 1 + (100 - 10));
     }
 }
