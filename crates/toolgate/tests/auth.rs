@@ -659,3 +659,47 @@ mod jwt {
         .await;
     }
 }
+
+#[tokio::test]
+async fn api_keys_in_their_own_header_and_foreign_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("upstream.log");
+    let gw = Gateway::serve(json!({
+        "policy": support::allow_everyone(),
+        "auth": { "api_keys": { "header": "X-Api-Key" } },
+        "servers": { "fx": logged_fixture(&log) },
+    }))
+    .await;
+    let key = create_key(&gw.config.path, &["--principal", "erin"]).await;
+    // The configured header carries the bare key.
+    let (status, _, body) = raw(
+        &gw.base,
+        Method::POST,
+        "/mcp",
+        &[("x-api-key", &key)],
+        Some(support::initialize_body()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A valid key from a foreign web page is still refused: Origin is checked first.
+    let (status, _, _) = raw(
+        &gw.base,
+        Method::POST,
+        "/mcp",
+        &[("x-api-key", &key), ("origin", "https://evil.example")],
+        Some(call_body("from evil")),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // The key in the Authorization header is not what this gateway asked for.
+    let (status, _, _) = raw(
+        &gw.base,
+        Method::POST,
+        "/mcp",
+        &[("authorization", &format!("Bearer {key}"))],
+        Some(support::initialize_body()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(calls_seen(&log).is_empty());
+}
