@@ -286,6 +286,67 @@ fn quoted(text: &str) -> String {
         .collect()
 }
 
+/// How long a verified token is trusted without checking it again (never past its
+/// `exp`): the longest a key the issuer withdrew keeps its tokens working.
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Verified tokens by the SHA-256 of their text.
+#[derive(Default)]
+struct TokenCache {
+    map:
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], (Arc<Principal>, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn digest(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Principal>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (p, until) = map.get(&Self::digest(token))?;
+        (std::time::Instant::now() < *until).then(|| p.clone())
+    }
+
+    /// Remember a token that just verified, until its `exp` or the TTL, whichever
+    /// comes first.
+    fn put(&self, token: &str, principal: &Arc<Principal>) {
+        let now = std::time::Instant::now();
+        let mut until = now + TOKEN_CACHE_TTL;
+        if let Some(left) = token_lifetime_left(token) {
+            until = until.min(now + left);
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.retain(|_, (_, u)| *u > now);
+            if map.len() >= TOKEN_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(Self::digest(token), (principal.clone(), until));
+    }
+}
+
+/// The time left before a (verified) token's `exp`.
+fn token_lifetime_left(token: &str) -> Option<std::time::Duration> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(std::time::Duration::from_secs(exp.saturating_sub(now)))
+}
+
 /// Query parameters that carry credentials in the wild; toolgate refuses them,
 /// since URLs end up in logs, histories and `Referer` headers.
 const QUERY_CREDENTIALS: [&str; 5] = ["access_token", "token", "api_key", "apikey", "key"];
@@ -299,6 +360,9 @@ pub struct Authenticator {
     anonymous: Option<Arc<Principal>>,
     api_keys: Option<(ApiKeys, String)>,
     jwt: Option<jwt::JwtVerifier>,
+    /// Tokens verified recently, so a client's every request does not pay for a
+    /// signature check.
+    verified: TokenCache,
     mtls: Option<mtls::CertMapper>,
     /// The URL clients use for the MCP endpoint.
     pub resource: String,
@@ -356,6 +420,7 @@ impl Authenticator {
             anonymous,
             api_keys,
             jwt,
+            verified: TokenCache::default(),
             mtls: auth.mtls.clone().map(mtls::CertMapper::new),
             scopes: metadata::advertised_scopes(auth).join(" "),
             metadata: metadata::protected_resource_metadata(auth, &resource),
@@ -410,7 +475,14 @@ impl Authenticator {
         }
         if let Some(token) = bearer {
             return match &self.jwt {
-                Some(v) => v.verify(token).await.map(Arc::new),
+                Some(v) => {
+                    if let Some(p) = self.verified.get(token) {
+                        return Ok(p);
+                    }
+                    let p = Arc::new(v.verify(token).await?);
+                    self.verified.put(token, &p);
+                    Ok(p)
+                }
                 None => Err(AuthError::InvalidToken(TokenRejection::Malformed)),
             };
         }
@@ -478,6 +550,36 @@ mod tests {
             AuthError::InvalidToken(TokenRejection::Expired).status(),
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_their_exp_at_most() {
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = |exp: u64| {
+            format!(
+                "{}.{}.sig",
+                b64(serde_json::json!({"alg": "ES256"})),
+                b64(serde_json::json!({"exp": exp}))
+            )
+        };
+        let cache = TokenCache::default();
+        let p = Arc::new(Principal::anonymous("alice"));
+        let fresh = token(now + 3600);
+        cache.put(&fresh, &p);
+        assert_eq!(cache.get(&fresh).unwrap().user, "alice");
+        // Another token (even of the same principal) is not a hit.
+        assert!(cache.get(&token(now + 3601)).is_none());
+        // A token past its exp is never served from the cache.
+        let stale = token(now.saturating_sub(5));
+        cache.put(&stale, &p);
+        assert!(cache.get(&stale).is_none());
     }
 
     #[test]
