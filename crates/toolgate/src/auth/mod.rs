@@ -294,9 +294,11 @@ const TOKEN_CACHE_MAX: usize = 10_000;
 /// Verified tokens by the SHA-256 of their text.
 #[derive(Default)]
 struct TokenCache {
-    map:
-        std::sync::Mutex<std::collections::HashMap<[u8; 32], (Arc<Principal>, std::time::Instant)>>,
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], Remembered>>,
 }
+
+/// A verified token's principal, and until when it is trusted.
+type Remembered = (Arc<Principal>, std::time::Instant);
 
 impl TokenCache {
     fn digest(token: &str) -> [u8; 32] {
