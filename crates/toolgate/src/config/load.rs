@@ -555,4 +555,58 @@ auth:
         .unwrap_err();
         assert!(e.message.contains("TOOLGATE_SURELY_UNSET"));
     }
+
+    #[test]
+    fn endpoints_need_their_own_path_and_known_servers() {
+        let base = "servers:\n  a:\n    command: x\nendpoints:\n";
+        let ok = load_str(
+            &format!(
+                "{base}  fin:\n    path: /mcp/finance\n    servers: [a]\n  t:\n    path: /tools\n"
+            ),
+            "e.yaml",
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.endpoints["fin"].path, "/mcp/finance");
+        for bad in [
+            "mcp",
+            "/",
+            "/mcp",
+            "/mcp/",
+            "/sse",
+            "/message",
+            "/healthz",
+            "/.well-known/x",
+            "/sse/x",
+            "/a//b",
+            "/a/../mcp",
+            "/a b",
+        ] {
+            let e = load_str(
+                &format!("{base}  x:\n    path: \"{bad}\"\n"),
+                "e.yaml",
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("endpoints.x.path"), "{bad}: {e}");
+            assert_eq!(e.line, Some(6), "{bad}");
+        }
+        let e = load_str(
+            &format!("{base}  x:\n    path: /p\n  y:\n    path: /p\n"),
+            "e.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("endpoints.y.path"));
+        assert!(e.message.contains("`x`"), "{e}");
+        let e = load_str(
+            &format!("{base}  x:\n    path: /p\n    servers: [a, b]\n"),
+            "e.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("endpoints.x.servers"));
+        assert_eq!(e.line, Some(7));
+        assert!(e.message.contains("`b`"), "{e}");
+    }
 }

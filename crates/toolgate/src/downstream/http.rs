@@ -6,10 +6,10 @@
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
+use super::endpoint::{Endpoint, admit, endpoint_resource};
 use super::tls::Tls;
-use crate::auth::{AuthError, AuthMethod, Authenticator, ClientCert, Principal};
+use crate::auth::{AuthError, Authenticator, ClientCert, Principal};
 use crate::catalog::ListKind;
-use crate::config::{EndpointConfig, EndpointMethod};
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
@@ -46,16 +46,6 @@ struct AppState {
     legacy: Arc<Mutex<HashMap<String, Arc<LegacyConn>>>>,
 }
 
-/// The Streamable HTTP endpoint a request came to: `/mcp` (everything, no rules
-/// of its own) or one of `endpoints:`. Its path is what sessions record and
-/// policies see as `context.endpoint`.
-struct Endpoint {
-    path: Arc<str>,
-    rules: Option<EndpointConfig>,
-    /// Where its protected-resource metadata lives, for challenges.
-    metadata_url: Option<String>,
-}
-
 /// One 2024-11-05 SSE connection: its stream exists before `initialize` makes a session.
 struct LegacyConn {
     /// The principal that opened the stream: only it may post to it.
@@ -74,20 +64,10 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
         gw: gw.clone(),
     };
     // Every MCP route needs a principal; the metadata and health routes do not.
-    let default = Endpoint {
-        path: "/mcp".into(),
-        rules: None,
-        metadata_url: None,
-    };
+    let default = Endpoint::default_mcp();
     let mut mcp = Router::new().route("/mcp", streamable(&state, default));
     for rules in gw.config.endpoints.values() {
-        let metadata_url = endpoint_resource(&state.auth.resource, &rules.path)
-            .and_then(|r| crate::auth::metadata::resource_metadata_url(&r));
-        let ep = Endpoint {
-            path: rules.path.as_str().into(),
-            rules: Some(rules.clone()),
-            metadata_url,
-        };
+        let ep = Endpoint::configured(rules, &state.auth.resource);
         mcp = mcp.route(&rules.path, streamable(&state, ep));
     }
     let mcp = mcp
@@ -123,118 +103,9 @@ fn streamable(state: &AppState, ep: Endpoint) -> MethodRouter<AppState> {
         .get(mcp_get)
         .delete(mcp_delete)
         .layer(axum::middleware::from_fn_with_state(
-            (state.clone(), Arc::new(ep)),
+            (state.auth.clone(), Arc::new(ep)),
             admit,
         ))
-}
-
-/// The endpoint's own access rules, between authentication and everything else:
-/// a caller who does not meet them never reaches a session, the catalog or an
-/// upstream.
-async fn admit(
-    State((state, ep)): State<(AppState, Arc<Endpoint>)>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(rules) = &ep.rules {
-        let Some(principal) = req.extensions().get::<Arc<Principal>>() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        if let Err(refusal) = check_rules(rules, principal) {
-            tracing::info!(
-                principal = %principal.key(),
-                endpoint = %ep.path,
-                reason = %refusal,
-                "refused by the endpoint's access rules"
-            );
-            return match refusal {
-                Refusal::Scope(e) => {
-                    let url = ep
-                        .metadata_url
-                        .as_deref()
-                        .unwrap_or(&state.auth.metadata_url);
-                    let mut resp = auth_error(&state.auth, &e);
-                    if let Ok(v) = HeaderValue::from_str(&state.auth.challenge_at(&e, url)) {
-                        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                    }
-                    resp
-                }
-                denied => {
-                    let body = serde_json::json!({
-                        "error": "access_denied",
-                        "error_description": denied.to_string(),
-                    });
-                    (
-                        StatusCode::FORBIDDEN,
-                        [(header::CONTENT_TYPE, "application/json")],
-                        body.to_string(),
-                    )
-                        .into_response()
-                }
-            };
-        }
-    }
-    req.extensions_mut().insert(ep);
-    next.run(req).await
-}
-
-/// Why an endpoint refuses an authenticated caller.
-#[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("this endpoint serves another tenant")]
-    Tenant,
-    #[error("this endpoint needs membership in one of its groups")]
-    Groups,
-    #[error("this endpoint does not accept this authentication method")]
-    Method,
-    #[error("{0}")]
-    Scope(AuthError),
-}
-
-fn check_rules(rules: &EndpointConfig, p: &Principal) -> Result<(), Refusal> {
-    if let Some(tenant) = &rules.tenant
-        && p.tenant.as_ref() != Some(tenant)
-    {
-        return Err(Refusal::Tenant);
-    }
-    if let Some(groups) = &rules.groups
-        && !groups.iter().any(|g| p.groups.contains(g))
-    {
-        return Err(Refusal::Groups);
-    }
-    if let Some(methods) = &rules.methods {
-        let method = match p.method {
-            AuthMethod::Anonymous => EndpointMethod::Anonymous,
-            AuthMethod::ApiKey => EndpointMethod::ApiKey,
-            AuthMethod::Jwt => EndpointMethod::Jwt,
-            AuthMethod::Mtls => EndpointMethod::Mtls,
-        };
-        if !methods.contains(&method) {
-            return Err(Refusal::Method);
-        }
-    }
-    let missing: Vec<String> = rules
-        .scopes
-        .iter()
-        .filter(|s| !p.scopes.contains(s))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(Refusal::Scope(AuthError::InsufficientScope {
-            required: rules.scopes.clone(),
-        }));
-    }
-    Ok(())
-}
-
-/// The resource URL of the endpoint at `path`: the origin of the gateway's
-/// resource URL with that path.
-fn endpoint_resource(resource: &str, path: &str) -> Option<String> {
-    let mut url = url::Url::parse(resource).ok()?;
-    url.set_path(path);
-    url.set_query(None);
-    url.set_fragment(None);
-    Some(url.into())
 }
 
 /// Serve until `stop` is cancelled: HTTPS only when `tls` is given (see
@@ -284,7 +155,7 @@ async fn authenticate(
     }
 }
 
-fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
+pub(super) fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
     let body = serde_json::json!({ "error": e.code(), "error_description": e.to_string() });
     let mut resp = (
         e.status(),
