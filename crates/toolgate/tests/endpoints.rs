@@ -129,6 +129,27 @@ async fn an_endpoint_exposes_only_its_servers_and_tools() {
             "ho"
         );
 
+        // Resources of a server outside the endpoint are not found there.
+        let uris = |items: Vec<Value>| -> Vec<String> {
+            items
+                .iter()
+                .filter_map(|r| r["uri"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let every_uri = uris(all.list_all("resources/list", "resources").await);
+        let a_uris = uris(a_only.list_all("resources/list", "resources").await);
+        assert!(a_uris.len() < every_uri.len(), "{a_uris:?} / {every_uri:?}");
+        let b_uri = every_uri
+            .iter()
+            .find(|u| !a_uris.contains(u))
+            .expect("a resource of b");
+        all.result("resources/read", json!({"uri": b_uri})).await;
+        let e = a_only.error("resources/read", json!({"uri": b_uri})).await;
+        assert!(
+            e["message"].as_str().unwrap_or("").contains("not found"),
+            "{e}"
+        );
+
         // A tool allow-list.
         let picked = Client::http_at(&format!("{}/mcp/picked", gw.base), Options::default()).await;
         assert_eq!(tool_names(&picked).await, ["b__echo"]);

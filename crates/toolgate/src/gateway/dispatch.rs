@@ -593,6 +593,10 @@ impl Gateway {
         }
         let mut tasks = Vec::new();
         for up in &self.servers {
+            // Servers outside the session's endpoint have no tasks there.
+            if !self.endpoints.allows_server(&session.endpoint, &up.name) {
+                continue;
+            }
             let lists = up
                 .info()
                 .is_some_and(|i| i.capabilities.pointer("/tasks/list").is_some());

@@ -105,11 +105,13 @@ impl Listeners {
 }
 
 impl Gateway {
-    /// Serve a `subscriptions/listen` request until the client goes away.
+    /// Serve a `subscriptions/listen` request, posted to `endpoint`, until the
+    /// client goes away.
     pub(super) async fn listen(
         self: &Arc<Self>,
         id: Id,
         params: &Value,
+        endpoint: &str,
         out: &Arc<EventStream>,
         cancel: CancellationToken,
     ) -> Option<Message> {
@@ -126,7 +128,8 @@ impl Gateway {
                 honoured.insert(k.into(), Value::Bool(true));
             }
         }
-        // Only resources whose owner is known can be watched.
+        // Only resources whose owner is known can be watched, and only through an
+        // endpoint that exposes that owner.
         let mut uris = HashSet::new();
         let mut upstream = Vec::new();
         if let Some(list) = filter
@@ -135,6 +138,10 @@ impl Gateway {
         {
             for uri in list.iter().filter_map(Value::as_str) {
                 if let Some((server, original)) = cat.route_uri(uri)
+                    && self
+                        .servers
+                        .get(server)
+                        .is_some_and(|up| self.endpoints.allows_server(endpoint, &up.name))
                     && uris.insert(uri.to_owned())
                 {
                     upstream.push((server, original));

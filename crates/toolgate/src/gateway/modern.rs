@@ -433,7 +433,7 @@ impl Gateway {
         }
         match method.as_str() {
             "server/discover" => Some(answer(Ok(to_raw(&self.discover_result())))),
-            "subscriptions/listen" => self.listen(id, &params, out, cancel).await,
+            "subscriptions/listen" => self.listen(id, &params, endpoint, out, cancel).await,
             "tools/call"
             | "prompts/get"
             | "resources/read"
