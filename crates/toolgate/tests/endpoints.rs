@@ -333,3 +333,101 @@ async fn a_bad_endpoint_is_a_config_error_naming_the_key() {
     .await;
     assert_ne!(code, Some(0), "unknown fields are refused: {err}");
 }
+
+/// An endpoint's required scopes, with real JWTs from an issuer on loopback.
+mod scopes {
+    use super::*;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    const ISS: &str = "https://login.test";
+    const RESOURCE: &str = "https://gw.test/mcp";
+
+    /// An ES256 key, and its public half served as a JWKS on loopback.
+    async fn issuer() -> (EncodingKey, String, tokio::task::JoinHandle<()>) {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "kid": "k1", "crv": "P-256", "alg": "ES256", "use": "sig",
+            "x": b64(&point[1..33]), "y": b64(&point[33..]),
+        }]});
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let key = EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref());
+        (key, format!("http://127.0.0.1:{port}/jwks"), server)
+    }
+
+    fn token(key: &EncodingKey, scope: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = json!({
+            "iss": ISS, "aud": RESOURCE, "sub": "alice",
+            "exp": now + 600, "iat": now, "scope": scope,
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        encode(&header, &claims, key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_without_the_endpoints_scopes_gets_insufficient_scope() {
+        within(TEST_TIMEOUT, "endpoint scopes", async {
+            let (key, jwks_url, _server) = issuer().await;
+            let gw = Gateway::serve(json!({
+                "policy": support::allow_everyone(),
+                "auth": {
+                    "resource": RESOURCE,
+                    "jwt": [{ "issuer": ISS, "jwks_url": jwks_url }],
+                },
+                "servers": { "a": stdio_server(&[]) },
+                "endpoints": {
+                    "finance": {
+                        "path": "/mcp/finance",
+                        "methods": ["jwt"],
+                        "scopes": ["mcp:finance"],
+                    },
+                },
+            }))
+            .await;
+            let url = format!("{}/mcp/finance", gw.base);
+            let weak = token(&key, "mcp:tools");
+            let (status, headers, reply) =
+                post(&url, Some(&weak), None, &[], &initialize()).await;
+            assert_eq!(status, 403, "{reply}");
+            assert_eq!(reply["error"], "insufficient_scope", "{reply}");
+            let challenge = headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .expect("a challenge");
+            assert!(challenge.contains("mcp:finance"), "{challenge}");
+            assert!(
+                challenge.contains(
+                    "resource_metadata=\"https://gw.test/.well-known/oauth-protected-resource/mcp/finance\""
+                ),
+                "{challenge}"
+            );
+            // The same token is fine on /mcp, and a token with the scope on the endpoint.
+            let (status, _, _) = post(&gw.mcp_url(), Some(&weak), None, &[], &initialize()).await;
+            assert_eq!(status, 200);
+            let strong = token(&key, "mcp:tools mcp:finance");
+            let (status, _, reply) = post(&url, Some(&strong), None, &[], &initialize()).await;
+            assert_eq!(status, 200, "{reply}");
+        })
+        .await;
+    }
+}
