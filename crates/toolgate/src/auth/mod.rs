@@ -498,6 +498,12 @@ impl Authenticator {
     pub fn challenge(&self, e: &AuthError) -> String {
         e.www_authenticate(&self.metadata_url, &self.scopes)
     }
+
+    /// The challenge for `e` on another resource of this gateway (an endpoint),
+    /// whose metadata lives at `metadata_url`.
+    pub fn challenge_at(&self, e: &AuthError, metadata_url: &str) -> String {
+        e.www_authenticate(metadata_url, &self.scopes)
+    }
 }
 
 #[cfg(test)]

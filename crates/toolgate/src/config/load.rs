@@ -87,7 +87,62 @@ pub fn load_str(text: &str, file: &str, json: bool) -> Result<Config, ConfigErro
         return Err(err("page_size".into(), "must be at least 1".into()));
     }
     validate_tls(&config).map_err(|(k, m)| err(k, m))?;
+    validate_endpoints(&config).map_err(|(k, m)| err(k, m))?;
     Ok(config)
+}
+
+/// Paths the gateway serves itself; an endpoint may live below `/mcp/` but not
+/// on or below any of these.
+const RESERVED_PATHS: [&str; 5] = ["/mcp", "/sse", "/message", "/healthz", "/.well-known"];
+
+/// Each endpoint needs a path of its own and names only configured servers.
+fn validate_endpoints(config: &Config) -> Result<(), KeyedError> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (name, ep) in &config.endpoints {
+        let key = |field: &str| format!("endpoints.{name}.{field}");
+        let path = ep.path.as_str();
+        let valid = path.len() > 1
+            && path.starts_with('/')
+            && !path.ends_with('/')
+            && !path.contains("//")
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-.~".contains(c))
+            && !path.split('/').any(|seg| seg == "." || seg == "..");
+        if !valid {
+            return Err((
+                key("path"),
+                format!(
+                    "`{path}` is not a usable path: write it like `/mcp/finance` (starts with `/`, no trailing `/`, letters, digits and _ - . ~)"
+                ),
+            ));
+        }
+        let reserved = RESERVED_PATHS
+            .iter()
+            .find(|r| path == **r || (**r != "/mcp" && path.starts_with(&format!("{r}/"))));
+        if let Some(r) = reserved {
+            return Err((
+                key("path"),
+                format!("`{path}` collides with toolgate's own `{r}`; choose another path"),
+            ));
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == path) {
+            return Err((
+                key("path"),
+                format!("`{path}` is already the path of endpoint `{other}`"),
+            ));
+        }
+        seen.push((name, path));
+        for server in ep.servers.iter().flatten() {
+            if !config.servers.contains_key(server) {
+                return Err((
+                    key("servers"),
+                    format!("unknown server `{server}`; it must be a name under `servers`"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Client certificates need both halves: a CA to verify them (`tls.client_ca`)
@@ -499,5 +554,59 @@ auth:
         )
         .unwrap_err();
         assert!(e.message.contains("TOOLGATE_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn endpoints_need_their_own_path_and_known_servers() {
+        let base = "servers:\n  a:\n    command: x\nendpoints:\n";
+        let ok = load_str(
+            &format!(
+                "{base}  fin:\n    path: /mcp/finance\n    servers: [a]\n  t:\n    path: /tools\n"
+            ),
+            "e.yaml",
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.endpoints["fin"].path, "/mcp/finance");
+        for bad in [
+            "mcp",
+            "/",
+            "/mcp",
+            "/mcp/",
+            "/sse",
+            "/message",
+            "/healthz",
+            "/.well-known/x",
+            "/sse/x",
+            "/a//b",
+            "/a/../mcp",
+            "/a b",
+        ] {
+            let e = load_str(
+                &format!("{base}  x:\n    path: \"{bad}\"\n"),
+                "e.yaml",
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("endpoints.x.path"), "{bad}: {e}");
+            assert_eq!(e.line, Some(6), "{bad}");
+        }
+        let e = load_str(
+            &format!("{base}  x:\n    path: /p\n  y:\n    path: /p\n"),
+            "e.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("endpoints.y.path"));
+        assert!(e.message.contains("`x`"), "{e}");
+        let e = load_str(
+            &format!("{base}  x:\n    path: /p\n    servers: [a, b]\n"),
+            "e.yaml",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("endpoints.x.servers"));
+        assert_eq!(e.line, Some(7));
+        assert!(e.message.contains("`b`"), "{e}");
     }
 }

@@ -85,6 +85,11 @@ pub struct Config {
     /// The MCP servers behind the gateway, by name (`mcpServers` is accepted too).
     #[serde(alias = "mcpServers", default)]
     pub servers: IndexMap<String, ServerConfig>,
+    /// Further MCP endpoints besides `/mcp`, by name: each serves Streamable HTTP
+    /// on its own path as a virtual server with a subset of the servers and tools
+    /// and its own access rules (checked before policies).
+    #[serde(default)]
+    pub endpoints: IndexMap<String, EndpointConfig>,
     /// Where the file came from, for messages; not part of the file.
     #[serde(skip)]
     #[schemars(skip)]
@@ -277,6 +282,42 @@ impl Default for ClaimMapping {
             attrs: BTreeMap::new(),
         }
     }
+}
+
+/// One extra MCP endpoint: a path, what it exposes and who may use it. Every rule
+/// that is set must hold; a rule left out does not restrict.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Where it is served, e.g. `/mcp/finance`. Must start with `/` and must not
+    /// be `/mcp`, `/sse`, `/message`, `/healthz`, under `/.well-known/`, or
+    /// another endpoint's path.
+    pub path: String,
+    /// The servers it exposes (names from `servers`); all when left out.
+    pub servers: Option<Vec<String>>,
+    /// The tools it exposes, by their exposed (prefixed) names; all tools of its
+    /// servers when left out.
+    pub tools: Option<Vec<String>>,
+    /// Only callers of this tenant.
+    pub tenant: Option<String>,
+    /// Only callers in at least one of these groups.
+    pub groups: Option<Vec<String>>,
+    /// Only callers who authenticated in one of these ways.
+    pub methods: Option<Vec<EndpointMethod>>,
+    /// Scopes the caller's credential must carry, all of them; a caller without
+    /// them gets 403 `insufficient_scope` with a challenge naming them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// An authentication method an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointMethod {
+    Anonymous,
+    ApiKey,
+    Jwt,
+    Mtls,
 }
 
 /// Authorization policies.

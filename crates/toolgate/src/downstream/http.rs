@@ -1,12 +1,15 @@
-//! The HTTP front door: Streamable HTTP on `/mcp` (POST, GET, DELETE) and the
-//! 2024-11-05 HTTP+SSE transport on `/sse` + `/message`.
+//! The HTTP front door: Streamable HTTP on `/mcp` and on each configured
+//! endpoint's path (POST, GET, DELETE), and the 2024-11-05 HTTP+SSE transport on
+//! `/sse` + `/message`.
 //!
 //! This module only speaks HTTP: it checks headers and origins, finds the session,
 //! and turns bodies into messages for the gateway core and its event streams into
 //! JSON or SSE responses.
 
+use super::endpoint::{Endpoint, admit, endpoint_resource};
 use super::tls::Tls;
 use crate::auth::{AuthError, Authenticator, ClientCert, Principal};
+use crate::catalog::ListKind;
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
@@ -18,7 +21,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -61,8 +64,13 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
         gw: gw.clone(),
     };
     // Every MCP route needs a principal; the metadata and health routes do not.
-    let mcp = Router::new()
-        .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+    let default = Endpoint::default_mcp();
+    let mut mcp = Router::new().route("/mcp", streamable(&state, default));
+    for rules in gw.config.endpoints.values() {
+        let ep = Endpoint::configured(rules, &state.auth.resource);
+        mcp = mcp.route(&rules.path, streamable(&state, ep));
+    }
+    let mcp = mcp
         .route("/sse", get(legacy_sse))
         .route("/message", post(legacy_message))
         .layer(axum::middleware::from_fn_with_state(
@@ -86,6 +94,18 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
         ))
         .layer(DefaultBodyLimit::max(gw.config.max_message_bytes))
         .with_state(state)
+}
+
+/// Streamable HTTP on one endpoint: the same handlers everywhere, told which
+/// endpoint they serve by `admit`, which runs after `authenticate`.
+fn streamable(state: &AppState, ep: Endpoint) -> MethodRouter<AppState> {
+    post(mcp_post)
+        .get(mcp_get)
+        .delete(mcp_delete)
+        .layer(axum::middleware::from_fn_with_state(
+            (state.auth.clone(), Arc::new(ep)),
+            admit,
+        ))
 }
 
 /// Serve until `stop` is cancelled: HTTPS only when `tls` is given (see
@@ -135,7 +155,7 @@ async fn authenticate(
     }
 }
 
-fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
+pub(super) fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
     let body = serde_json::json!({ "error": e.code(), "error_description": e.to_string() });
     let mut resp = (
         e.status(),
@@ -162,7 +182,13 @@ async fn resource_metadata(State(state): State<AppState>, req: Request) -> Respo
     let resource_path = url::Url::parse(&state.auth.resource)
         .map(|u| u.path().trim_end_matches('/').to_owned())
         .unwrap_or_default();
-    if !suffix.is_empty() && suffix != resource_path && suffix != "/sse" {
+    let mut doc = state.auth.metadata().clone();
+    if state.gw.config.endpoints.values().any(|e| e.path == suffix) {
+        // An endpoint is a resource of its own: same issuers, its own URL.
+        if let Some(r) = endpoint_resource(&state.auth.resource, suffix) {
+            doc["resource"] = Value::String(r);
+        }
+    } else if !suffix.is_empty() && suffix != resource_path && suffix != "/sse" {
         return StatusCode::NOT_FOUND.into_response();
     }
     (
@@ -170,7 +196,7 @@ async fn resource_metadata(State(state): State<AppState>, req: Request) -> Respo
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "max-age=300"),
         ],
-        state.auth.metadata().to_string(),
+        doc.to_string(),
     )
         .into_response()
 }
@@ -260,11 +286,14 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
 
 /// The session a request names: 400 without the header, 404 if unknown — or if it
 /// belongs to another principal, so a stolen or guessed id is worth nothing and
-/// does not even confirm that the session exists.
+/// does not even confirm that the session exists. A session is also bound to the
+/// endpoint that opened it: elsewhere it is unknown, so it cannot carry its
+/// caller past another endpoint's filter.
 fn find_session(
     state: &AppState,
     headers: &HeaderMap,
     principal: &Principal,
+    ep: &Endpoint,
 ) -> Result<Arc<Session>, Reject> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(Box::new(bad_request(
@@ -287,6 +316,14 @@ fn find_session(
         );
         return Err(not_found());
     }
+    if session.endpoint != ep.path {
+        tracing::info!(
+            session = %session.endpoint,
+            endpoint = %ep.path,
+            "refused a session id opened on another endpoint"
+        );
+        return Err(not_found());
+    }
     Ok(session)
 }
 
@@ -303,6 +340,7 @@ fn check_version(headers: &HeaderMap) -> Result<(), Reject> {
 async fn mcp_post(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
+    Extension(ep): Extension<Arc<Endpoint>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -346,14 +384,14 @@ async fn mcp_post(
             && modern_header
             && header_str(&headers, SESSION_HEADER).is_none())
     {
-        return modern_post(&state, &headers, msg, principal).await;
+        return modern_post(&state, &headers, msg, principal, &ep).await;
     }
     if msg.method() == "initialize" && msg.kind() == Kind::Request {
         if header_str(&headers, SESSION_HEADER).is_some() {
             return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
         }
         let params = msg.params.clone().unwrap_or(Value::Null);
-        let (session, result) = state.gw.initialize(&params, principal, "/mcp", None);
+        let (session, result) = state.gw.initialize(&params, principal, &ep.path, None);
         let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
         let body = Message::response_value(id, &result).to_json();
         let mut resp = (
@@ -367,7 +405,7 @@ async fn mcp_post(
         }
         return resp;
     }
-    let session = match find_session(&state, &headers, &principal) {
+    let session = match find_session(&state, &headers, &principal, &ep) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -420,6 +458,7 @@ async fn modern_post(
     headers: &HeaderMap,
     msg: Message,
     principal: Arc<Principal>,
+    ep: &Endpoint,
 ) -> Response {
     if msg.kind() != Kind::Request {
         // No client notifications are defined over HTTP in 2026-07-28; accept and drop.
@@ -443,7 +482,14 @@ async fn modern_post(
     let schema = (msg.method() == "tools/call")
         .then(|| msg.param("name").and_then(Value::as_str))
         .flatten()
-        .and_then(|name| catalog.tool(name))
+        // A tool outside the endpoint has no schema here: it is unknown.
+        .and_then(|name| catalog.position(ListKind::Tools, name))
+        .filter(|&i| {
+            state
+                .gw
+                .endpoint_exposes(&ep.path, &catalog, ListKind::Tools, i)
+        })
+        .and_then(|i| catalog.items(ListKind::Tools).get(i))
         .and_then(|t| serde_json::from_str::<Value>(t.json.get()).ok())
         .and_then(|t| t.get("inputSchema").cloned());
     if let Err(e) = headers::check(headers, &msg, &meta.version, schema.as_ref()) {
@@ -453,7 +499,7 @@ async fn modern_post(
     let guard = cancel.clone().drop_guard();
     let stream = state
         .gw
-        .modern_request(msg, meta, principal, "/mcp", cancel);
+        .modern_request(msg, meta, principal, &ep.path, cancel);
     match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             let status = match jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error) {
@@ -488,6 +534,7 @@ async fn modern_post(
 async fn mcp_get(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
+    Extension(ep): Extension<Arc<Endpoint>>,
     headers: HeaderMap,
 ) -> Response {
     if header_str(&headers, SESSION_HEADER).is_none() {
@@ -503,7 +550,7 @@ async fn mcp_get(
             ),
         );
     }
-    let session = match find_session(&state, &headers, &principal) {
+    let session = match find_session(&state, &headers, &principal, &ep) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -537,12 +584,13 @@ async fn mcp_get(
 async fn mcp_delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
+    Extension(ep): Extension<Arc<Endpoint>>,
     headers: HeaderMap,
 ) -> Response {
     if header_str(&headers, SESSION_HEADER).is_none() {
         return post_only();
     }
-    let session = match find_session(&state, &headers, &principal) {
+    let session = match find_session(&state, &headers, &principal, &ep) {
         Ok(s) => s,
         Err(r) => return *r,
     };

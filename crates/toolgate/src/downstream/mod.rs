@@ -2,6 +2,7 @@
 //! legacy HTTP+SSE, optionally over TLS) and stdio. Each turns its wire format
 //! into messages for the gateway core and nothing else.
 
+mod endpoint;
 pub mod http;
 pub mod stdio;
 pub mod tls;

@@ -73,6 +73,51 @@ impl View {
             ListKind::Templates => &self.templates,
         }
     }
+
+    /// A view that is not a policy decision: an endpoint's filter of catalog
+    /// `generation`, one list per kind.
+    pub fn mask(generation: u64, lists: [(ListKind, Vec<bool>); 4]) -> View {
+        let mut view = View {
+            catalog: generation,
+            policies: 0,
+            made: Instant::now(),
+            tools: Vec::new(),
+            prompts: Vec::new(),
+            resources: Vec::new(),
+            templates: Vec::new(),
+        };
+        for (kind, list) in lists {
+            *match kind {
+                ListKind::Tools => &mut view.tools,
+                ListKind::Prompts => &mut view.prompts,
+                ListKind::Resources => &mut view.resources,
+                ListKind::Templates => &mut view.templates,
+            } = list;
+        }
+        view
+    }
+
+    /// The catalog generation this view was made for.
+    pub fn catalog(&self) -> u64 {
+        self.catalog
+    }
+
+    /// Whether item `index` of `kind` is visible.
+    pub fn shows(&self, kind: ListKind, index: usize) -> bool {
+        self.of(kind).get(index).copied().unwrap_or(false)
+    }
+}
+
+/// Both lists' verdicts; `mask` may be absent (everything).
+fn and(list: Vec<bool>, mask: Option<&[bool]>) -> Vec<bool> {
+    match mask {
+        None => list,
+        Some(m) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v && m.get(i).copied().unwrap_or(false))
+            .collect(),
+    }
 }
 
 /// Where a request came from, for the policy context.
@@ -220,12 +265,15 @@ impl Authz {
     }
 
     /// What `origin` may see of `cat`; `None` when everything is visible.
+    /// `mask` is the endpoint's filter of `cat` (see `gateway::endpoints`): the
+    /// view is the policies' verdict AND the mask, cached per endpoint.
     pub fn view(
         &self,
         cat: &Catalog,
         config: &Config,
         servers: &[&str],
         origin: &Origin<'_>,
+        mask: Option<&View>,
     ) -> Option<Arc<View>> {
         let policies = match &self.mode {
             Mode::Open => return None,
@@ -252,8 +300,8 @@ impl Authz {
         }
         let targets = self.targets(cat, config, servers);
         let ctx = origin.context(None);
-        let could = |action: Action, ts: &[Target]| -> Vec<bool> {
-            match &policies {
+        let could = |action: Action, ts: &[Target], kind: ListKind| -> Vec<bool> {
+            let verdicts = match &policies {
                 None => vec![false; ts.len()],
                 Some(p) => ts
                     .iter()
@@ -266,16 +314,25 @@ impl Authz {
                         })
                     })
                     .collect(),
-            }
+            };
+            and(verdicts, mask.map(|m| m.of(kind)))
         };
         let view = Arc::new(View {
             catalog: cat.generation,
             policies: generation,
             made: Instant::now(),
-            tools: could(Action::CallTool, &targets.tools),
-            prompts: could(Action::GetPrompt, &targets.prompts),
-            resources: could(Action::ReadResource, &targets.resources),
-            templates: could(Action::ReadResource, &targets.templates),
+            tools: could(Action::CallTool, &targets.tools, ListKind::Tools),
+            prompts: could(Action::GetPrompt, &targets.prompts, ListKind::Prompts),
+            resources: could(
+                Action::ReadResource,
+                &targets.resources,
+                ListKind::Resources,
+            ),
+            templates: could(
+                Action::ReadResource,
+                &targets.templates,
+                ListKind::Templates,
+            ),
         });
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
         if views.len() >= VIEWS_MAX {
@@ -298,6 +355,7 @@ impl Authz {
         config: &Config,
         servers: &[&str],
         origin: &Origin<'_>,
+        mask: Option<&View>,
         action: Action,
         kind: ListKind,
         index: usize,
@@ -308,8 +366,8 @@ impl Authz {
             return Ok(());
         }
         let visible = self
-            .view(cat, config, servers, origin)
-            .is_some_and(|v| v.of(kind).get(index).copied().unwrap_or(false));
+            .view(cat, config, servers, origin, mask)
+            .is_some_and(|v| v.shows(kind, index));
         if !visible {
             tracing::info!(
                 principal = %origin.principal.key(),
@@ -417,12 +475,31 @@ impl super::Gateway {
         self.view_for(&self.origin(session), cat)
     }
 
-    pub(crate) fn view_for(&self, origin: &Origin<'_>, cat: &Catalog) -> Option<Arc<View>> {
-        if self.authz.is_open() {
-            return None;
-        }
+    /// Whether the endpoint at `path` exposes item `index` of `kind` (policies
+    /// aside).
+    pub(crate) fn endpoint_exposes(
+        &self,
+        path: &str,
+        cat: &Catalog,
+        kind: ListKind,
+        index: usize,
+    ) -> bool {
         let names = self.server_names();
-        self.authz.view(cat, &self.config, &names, origin)
+        self.endpoints
+            .mask(path, cat, &names)
+            .is_none_or(|m| m.shows(kind, index))
+    }
+
+    /// What `origin`'s caller may see of `cat` through its endpoint: the
+    /// endpoint's filter AND the policies; `None` when everything.
+    pub(crate) fn view_for(&self, origin: &Origin<'_>, cat: &Catalog) -> Option<Arc<View>> {
+        let names = self.server_names();
+        let mask = self.endpoints.mask(origin.endpoint, cat, &names);
+        if self.authz.is_open() {
+            return mask;
+        }
+        self.authz
+            .view(cat, &self.config, &names, origin, mask.as_deref())
     }
 
     /// Decide one use of a listed item; see [`Authz::check_item`].
@@ -437,15 +514,28 @@ impl super::Gateway {
         args: Option<&Value>,
         unknown: impl FnOnce() -> ErrorObject,
     ) -> Result<(), ErrorObject> {
+        let names = self.server_names();
+        let mask = self.endpoints.mask(&session.endpoint, cat, &names);
+        // Outside the endpoint is the same as not existing, whatever the policies.
+        if mask.as_ref().is_some_and(|m| !m.shows(kind, index)) {
+            tracing::info!(
+                principal = %session.principal,
+                endpoint = %session.endpoint,
+                action = action.name(),
+                item = %cat.items(kind).get(index).map_or("", |i| i.exposed.as_str()),
+                "denied: not exposed by the endpoint"
+            );
+            return Err(unknown());
+        }
         if self.authz.is_open() {
             return Ok(());
         }
-        let names = self.server_names();
         self.authz.check_item(
             cat,
             &self.config,
             &names,
             &self.origin(session),
+            mask.as_deref(),
             action,
             kind,
             index,
@@ -466,21 +556,23 @@ impl super::Gateway {
         uri: &str,
         original: &str,
     ) -> Result<(), ErrorObject> {
-        if self.authz.is_open() {
-            return Ok(());
+        let name = self.servers.get(server).map_or("", |s| &*s.name);
+        // A resource of a server the endpoint does not expose is not found there,
+        // listed or not.
+        if !self.endpoints.allows_server(origin.endpoint, name) {
+            return Err(super::dispatch::not_found(uri));
         }
         if let Some(index) = cat.position(ListKind::Resources, uri) {
-            let visible = self.view_for(origin, cat).is_some_and(|v| {
-                v.of(ListKind::Resources)
-                    .get(index)
-                    .copied()
-                    .unwrap_or(false)
-            });
+            let visible = self
+                .view_for(origin, cat)
+                .is_none_or(|v| v.shows(ListKind::Resources, index));
             if !visible {
                 return Err(super::dispatch::not_found(uri));
             }
         }
-        let name = self.servers.get(server).map_or("", |s| &*s.name);
+        if self.authz.is_open() {
+            return Ok(());
+        }
         let none = Labels::default();
         let labels = self.config.servers.get(name).map_or(&none, |s| &s.labels);
         let target = Target::resource(ServerRef { name, labels }, uri, original);

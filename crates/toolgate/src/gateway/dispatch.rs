@@ -243,10 +243,15 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid_params("params.taskId must be a string"))?;
                 let (server_name, task) = self.task_ids.open(exposed, &session.principal)?;
+                // A task of a server outside the session's endpoint is unknown there.
                 let server = self
                     .servers
                     .iter()
                     .position(|s| *s.name == *server_name)
+                    .filter(|_| {
+                        self.endpoints
+                            .allows_server(&session.endpoint, &server_name)
+                    })
                     .ok_or_else(|| invalid_params(format!("Unknown task: {exposed}")))?;
                 params["taskId"] = Value::String(task);
                 self.forward(session, server, &method, params, out, &cat)
@@ -595,6 +600,10 @@ impl Gateway {
         }
         let mut tasks = Vec::new();
         for up in &self.servers {
+            // Servers outside the session's endpoint have no tasks there.
+            if !self.endpoints.allows_server(&session.endpoint, &up.name) {
+                continue;
+            }
             let lists = up
                 .info()
                 .is_some_and(|i| i.capabilities.pointer("/tasks/list").is_some());

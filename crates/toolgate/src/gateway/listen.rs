@@ -106,7 +106,8 @@ impl Listeners {
 }
 
 impl Gateway {
-    /// Serve a `subscriptions/listen` request until the client goes away.
+    /// Serve a `subscriptions/listen` request, posted to `endpoint`, until the
+    /// client goes away.
     pub(super) async fn listen(
         self: &Arc<Self>,
         id: Id,
@@ -128,8 +129,8 @@ impl Gateway {
                 honoured.insert(k.into(), Value::Bool(true));
             }
         }
-        // Only resources whose owner is known, and that the caller may subscribe to,
-        // can be watched; the acknowledgement names the ones honoured.
+        // Only resources whose owner is known, that the endpoint exposes and that the
+        // caller may subscribe to can be watched; the acknowledgement names them.
         let mut uris = HashSet::new();
         let mut upstream = Vec::new();
         if let Some(list) = filter
@@ -138,6 +139,10 @@ impl Gateway {
         {
             for uri in list.iter().filter_map(Value::as_str) {
                 if let Some((server, original)) = cat.route_uri(uri)
+                    && self
+                        .servers
+                        .get(server)
+                        .is_some_and(|up| self.endpoints.allows_server(origin.endpoint, &up.name))
                     && self
                         .authorize_uri(origin, &cat, Action::Subscribe, server, uri, &original)
                         .is_ok()

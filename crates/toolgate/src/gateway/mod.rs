@@ -8,6 +8,7 @@
 
 pub(crate) mod authz;
 mod dispatch;
+pub(crate) mod endpoints;
 mod listen;
 pub mod modern;
 pub mod pool;
@@ -48,6 +49,8 @@ pub struct Gateway {
     pub(crate) task_ids: tasks::TaskIds,
     /// Who may see and use what.
     pub(crate) authz: authz::Authz,
+    /// What each extra endpoint exposes.
+    pub(crate) endpoints: endpoints::Endpoints,
     /// Why the policies could not be loaded (the gateway then denies everything
     /// and `wait_started` fails).
     policy_error: Option<String>,
@@ -96,6 +99,7 @@ impl Gateway {
             listeners: listen::Listeners::default(),
             task_ids: tasks::TaskIds::new(),
             authz,
+            endpoints: endpoints::Endpoints::new(&config),
             policy_error,
         });
         let (tx, mut rx) = mpsc::channel(256);

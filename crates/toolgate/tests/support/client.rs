@@ -245,8 +245,13 @@ impl Client {
 
     /// A Streamable HTTP session with the gateway at `base` (`http://host:port`).
     pub async fn http(base: &str, options: Options) -> Client {
+        Client::http_at(&format!("{base}/mcp"), options).await
+    }
+
+    /// A Streamable HTTP session with the MCP endpoint at `url` (a full URL).
+    pub async fn http_at(url: &str, options: Options) -> Client {
         let link = Link::Http {
-            url: format!("{base}/mcp"),
+            url: url.to_owned(),
             session: Mutex::default(),
             version: Mutex::default(),
         };
