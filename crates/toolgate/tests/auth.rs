@@ -44,18 +44,7 @@ async fn gateway_with_keys() -> Setup {
     Setup { gw, log, _dir: dir }
 }
 
-/// `toolgate keys create` on the gateway's config; returns the key.
-async fn create_key(config: &Path, args: &[&str]) -> String {
-    let config = config.to_str().expect("a UTF-8 path");
-    let mut all = vec!["keys", "create", "--config", config];
-    all.extend_from_slice(args);
-    let (code, out, err) = run_toolgate(&all, CLI_TIMEOUT).await;
-    assert_eq!(code, Some(0), "keys create failed: {err}");
-    let key = out.trim().to_owned();
-    assert!(key.starts_with("tgk_"), "not a key: {out}");
-    assert!(err.contains("cannot be shown again"), "{err}");
-    key
-}
+use support::api_key as create_key;
 
 fn key_id(key: &str) -> &str {
     key.split('_').nth(1).expect("tgk_ID_SECRET")
@@ -485,7 +474,6 @@ async fn explicit_anonymous_access_serves_the_configured_user() {
 
 mod jwt {
     use super::*;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -493,51 +481,7 @@ mod jwt {
     const ISS: &str = "https://login.test";
     const RESOURCE: &str = "https://gw.test/mcp";
 
-    struct Issuer {
-        kid: &'static str,
-        key: EncodingKey,
-        jwks_url: String,
-        /// The public point, for the HMAC confusion attack.
-        public: Vec<u8>,
-        _server: tokio::task::JoinHandle<()>,
-    }
-
-    /// An ES256 key and a JWKS endpoint on loopback publishing its public half.
-    async fn issuer() -> Issuer {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-        let point = pair.public_key().as_ref().to_vec();
-        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-        let jwks = json!({ "keys": [{
-            "kty": "EC", "kid": "k1", "crv": "P-256", "alg": "ES256", "use": "sig",
-            "x": b64(&point[1..33]), "y": b64(&point[33..]),
-        }]});
-        let app = axum::Router::new().route(
-            "/jwks",
-            axum::routing::get(move || {
-                let jwks = jwks.clone();
-                async move { axum::Json(jwks) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Issuer {
-            kid: "k1",
-            key: EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref()),
-            jwks_url: format!("http://127.0.0.1:{port}/jwks"),
-            public: point,
-            _server: server,
-        }
-    }
-
-    fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-    }
+    use support::issuer::{Issuer, now};
 
     fn claims(sub: &str) -> Value {
         json!({
@@ -548,9 +492,7 @@ mod jwt {
     }
 
     fn sign(issuer: &Issuer, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(issuer.kid.into());
-        encode(&header, claims, &issuer.key).unwrap()
+        issuer.sign(claims)
     }
 
     fn unsigned(header: Value, claims: &Value) -> String {
@@ -561,7 +503,7 @@ mod jwt {
     #[tokio::test]
     async fn jwt_attack_catalog_is_refused_before_any_upstream() {
         within(TEST_TIMEOUT, "the JWT attack catalog", async {
-            let iss = issuer().await;
+            let iss = Issuer::start().await;
             let dir = tempfile::tempdir().unwrap();
             let log = dir.path().join("upstream.log");
             let config = json!({

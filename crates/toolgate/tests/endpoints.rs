@@ -7,7 +7,6 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Duration;
 use support::{
     Client, ConfigFile, Gateway, Options, first_text, names, run_toolgate, stdio_server, within,
@@ -202,14 +201,7 @@ async fn an_endpoint_exposes_only_its_servers_and_tools() {
     .await;
 }
 
-async fn key(config: &Path, args: &[&str]) -> String {
-    let config = config.to_str().unwrap();
-    let mut all = vec!["keys", "create", "--config", config];
-    all.extend_from_slice(args);
-    let (code, out, err) = run_toolgate(&all, Duration::from_secs(30)).await;
-    assert_eq!(code, Some(0), "{err}");
-    out.trim().to_owned()
-}
+use support::api_key as key;
 
 #[tokio::test]
 async fn an_endpoints_access_rules_refuse_before_anything_runs() {
@@ -337,57 +329,24 @@ async fn a_bad_endpoint_is_a_config_error_naming_the_key() {
 /// An endpoint's required scopes, with real JWTs from an issuer on loopback.
 mod scopes {
     use super::*;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use support::issuer::{Issuer, now};
 
     const ISS: &str = "https://login.test";
     const RESOURCE: &str = "https://gw.test/mcp";
 
-    /// An ES256 key, and its public half served as a JWKS on loopback.
-    async fn issuer() -> (EncodingKey, String, tokio::task::JoinHandle<()>) {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-        let point = pair.public_key().as_ref().to_vec();
-        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-        let jwks = json!({ "keys": [{
-            "kty": "EC", "kid": "k1", "crv": "P-256", "alg": "ES256", "use": "sig",
-            "x": b64(&point[1..33]), "y": b64(&point[33..]),
-        }]});
-        let app = axum::Router::new().route(
-            "/jwks",
-            axum::routing::get(move || {
-                let jwks = jwks.clone();
-                async move { axum::Json(jwks) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        let key = EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref());
-        (key, format!("http://127.0.0.1:{port}/jwks"), server)
-    }
-
-    fn token(key: &EncodingKey, scope: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let claims = json!({
+    fn token(issuer: &Issuer, scope: &str) -> String {
+        let now = now();
+        issuer.sign(&json!({
             "iss": ISS, "aud": RESOURCE, "sub": "alice",
             "exp": now + 600, "iat": now, "scope": scope,
-        });
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("k1".into());
-        encode(&header, &claims, key).unwrap()
+        }))
     }
 
     #[tokio::test]
     async fn a_token_without_the_endpoints_scopes_gets_insufficient_scope() {
         within(TEST_TIMEOUT, "endpoint scopes", async {
-            let (key, jwks_url, _server) = issuer().await;
+            let issuer = Issuer::start().await;
+            let jwks_url = issuer.jwks_url.clone();
             let gw = Gateway::serve(json!({
                 "policy": support::allow_everyone(),
                 "auth": {
@@ -405,7 +364,7 @@ mod scopes {
             }))
             .await;
             let url = format!("{}/mcp/finance", gw.base);
-            let weak = token(&key, "mcp:tools");
+            let weak = token(&issuer, "mcp:tools");
             let (status, headers, reply) =
                 post(&url, Some(&weak), None, &[], &initialize()).await;
             assert_eq!(status, 403, "{reply}");
@@ -424,7 +383,7 @@ mod scopes {
             // The same token is fine on /mcp, and a token with the scope on the endpoint.
             let (status, _, _) = post(&gw.mcp_url(), Some(&weak), None, &[], &initialize()).await;
             assert_eq!(status, 200);
-            let strong = token(&key, "mcp:tools mcp:finance");
+            let strong = token(&issuer, "mcp:tools mcp:finance");
             let (status, _, reply) = post(&url, Some(&strong), None, &[], &initialize()).await;
             assert_eq!(status, 200, "{reply}");
         })

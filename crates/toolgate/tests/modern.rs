@@ -891,19 +891,11 @@ async fn a_task_id_is_worthless_to_another_principal() {
         "servers": { "a": stdio_server(&[]) },
     }))
     .await;
-    let config = gw.config.path.to_str().expect("a UTF-8 path").to_owned();
-    let key = |who: &'static str| {
-        let config = config.clone();
-        async move {
-            let args = ["keys", "create", "--config", &config, "--principal", who];
-            let (code, out, err) = support::run_toolgate(&args, Duration::from_secs(30)).await;
-            assert_eq!(code, Some(0), "{err}");
-            out.trim().to_owned()
-        }
-    };
     let caps = json!({ "extensions": { TASKS: {} } });
-    let alice = Modern::new(&gw, caps.clone()).with_bearer(&key("alice").await);
-    let bob = Modern::new(&gw, caps).with_bearer(&key("bob").await);
+    let alice = Modern::new(&gw, caps.clone())
+        .with_bearer(&support::api_key(&gw.config.path, &["--principal", "alice"]).await);
+    let bob = Modern::new(&gw, caps)
+        .with_bearer(&support::api_key(&gw.config.path, &["--principal", "bob"]).await);
 
     let created = alice
         .call(
@@ -953,21 +945,11 @@ permit (principal in Toolgate::Group::"ops", action in [Toolgate::Action::"read_
         "servers": { "fx": legacy_fixture() },
     }))
     .await;
-    let config = gw.config.path.to_str().expect("a UTF-8 path").to_owned();
-    let key = |who: &'static str, group: Option<&'static str>| {
-        let config = config.clone();
-        async move {
-            let mut args = vec!["keys", "create", "--config", &config, "--principal", who];
-            if let Some(g) = group {
-                args.extend(["--group", g]);
-            }
-            let (code, out, err) = support::run_toolgate(&args, Duration::from_secs(30)).await;
-            assert_eq!(code, Some(0), "{err}");
-            out.trim().to_owned()
-        }
-    };
-    let alice = Modern::new(&gw, json!({})).with_bearer(&key("alice", Some("ops")).await);
-    let bob = Modern::new(&gw, json!({})).with_bearer(&key("bob", None).await);
+    let alice_key =
+        support::api_key(&gw.config.path, &["--principal", "alice", "--group", "ops"]).await;
+    let bob_key = support::api_key(&gw.config.path, &["--principal", "bob"]).await;
+    let alice = Modern::new(&gw, json!({})).with_bearer(&alice_key);
+    let bob = Modern::new(&gw, json!({})).with_bearer(&bob_key);
     let watched = "test://watched-resource";
 
     for (who, c, expected) in [

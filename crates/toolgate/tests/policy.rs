@@ -6,7 +6,6 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{Client, Gateway, Options, first_text, names, run_toolgate, within};
 
@@ -62,14 +61,7 @@ async fn setup() -> Setup {
     }
 }
 
-async fn key(config: &Path, args: &[&str]) -> String {
-    let config = config.to_str().unwrap();
-    let mut all = vec!["keys", "create", "--config", config];
-    all.extend_from_slice(args);
-    let (code, out, err) = run_toolgate(&all, Duration::from_secs(30)).await;
-    assert_eq!(code, Some(0), "{err}");
-    out.trim().to_owned()
-}
+use support::api_key as key;
 
 async fn client(gw: &Gateway, key: &str) -> Client {
     let options = Options {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod issuer;
 
 pub use client::{Client, Options, Transport};
 
@@ -98,6 +99,19 @@ pub fn stdio_server(args: &[&str]) -> Value {
     let mut all: Vec<&str> = args.to_vec();
     all.push("stdio");
     json!({ "command": fixture_bin(), "args": all })
+}
+
+/// `toolgate keys create --config CONFIG ARGS…`: the new API key.
+pub async fn api_key(config: &Path, args: &[&str]) -> String {
+    let config = config.to_str().expect("a UTF-8 path");
+    let mut all = vec!["keys", "create", "--config", config];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_toolgate(&all, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "keys create failed: {err}");
+    let key = out.trim().to_owned();
+    assert!(key.starts_with("tgk_"), "not a key: {out}");
+    assert!(err.contains("cannot be shown again"), "{err}");
+    key
 }
 
 /// A `policy` config entry that lets every authenticated caller do everything, for tests
