@@ -866,3 +866,70 @@ async fn resource_updates_reach_only_subscribed_sessions() {
     })
     .await;
 }
+
+/// `/readyz`: ready while every required server is up and the key store answers; 503 naming
+/// the server once a required one is down. No credential is needed to ask.
+#[tokio::test]
+async fn readyz_names_what_is_not_ready() {
+    within(TEST_TIMEOUT, "readiness", async {
+        // A required stdio server that starts once: after `broken` exists, every restart fails.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let broken = dir.path().join("broken");
+        let script = format!(
+            "[ -e '{}' ] && exit 1; '{}' stdio",
+            broken.display(),
+            support::fixture_bin().display()
+        );
+        let gw = Gateway::serve(json!({
+            "auth": { "api_keys": {} },
+            "policy": support::allow_everyone(),
+            "servers": {
+                "fx": { "command": "/bin/sh", "args": ["-c", script], "failure": "closed", "isolation": "shared" },
+                "spare": support::stdio_server(&[]),
+            },
+        }))
+        .await;
+        let get = || async {
+            let resp = reqwest::get(format!("{}/readyz", gw.base)).await.expect("answers");
+            let status = resp.status().as_u16();
+            let text = resp.text().await.expect("a body");
+            let body: Value = serde_json::from_str(&text).expect("JSON");
+            (status, body)
+        };
+        let (status, body) = get().await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["ready"], true);
+        assert_eq!(body["checks"]["server:fx"]["ok"], true);
+        assert_eq!(body["checks"]["store"]["ok"], true);
+        assert!(body["checks"].get("server:spare").is_none(), "only required servers count");
+
+        std::fs::write(&broken, "").expect("mark broken");
+        // Kill the server (the shell and the fixture it started); its restart then fails.
+        let found = std::process::Command::new("pgrep")
+            .args(["-f", &broken.display().to_string()])
+            .output()
+            .expect("pgrep runs");
+        let shells = String::from_utf8_lossy(&found.stdout).into_owned();
+        assert!(!shells.trim().is_empty(), "the server's shell was not found");
+        for pid in shells.split_whitespace() {
+            let _ = std::process::Command::new("pkill")
+                .args(["-KILL", "-P", pid])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+        let deadline = Instant::now() + FAST_FAILURE;
+        loop {
+            let (status, body) = get().await;
+            if status == 503 {
+                assert_eq!(body["ready"], false);
+                assert_eq!(body["checks"]["server:fx"]["ok"], false, "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "still ready with fx down: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}

@@ -209,6 +209,18 @@ impl ApiKeys {
         }
     }
 
+    /// Whether the key store answers (for readiness).
+    pub async fn store_check(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1")
+            .execute(&self.store.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the key store does not answer");
+                "the key store does not answer".to_owned()
+            })
+    }
+
     /// Whether `presented` is shaped like one of our keys (so a bearer token that
     /// is not goes to the JWT verifier instead).
     pub fn looks_like_key(presented: &str) -> bool {

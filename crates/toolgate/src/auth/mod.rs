@@ -431,6 +431,14 @@ impl Authenticator {
         })
     }
 
+    /// The key store's health, when API keys are configured.
+    pub async fn store_check(&self) -> Option<Result<(), String>> {
+        match &self.api_keys {
+            Some((keys, _)) => Some(keys.store_check().await),
+            None => None,
+        }
+    }
+
     /// Whether callers without credentials are served.
     pub fn allows_anonymous(&self) -> bool {
         self.anonymous.is_some()

@@ -80,6 +80,7 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
     Router::new()
         .merge(mcp)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route(
             "/.well-known/oauth-protected-resource",
             get(resource_metadata),
@@ -169,6 +170,50 @@ pub(super) fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
+}
+
+/// Ready to serve: the policies loaded, every `failure: closed` server up, the
+/// key store answering. 503 with the failing checks otherwise (no secrets: names
+/// and reasons only).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    let mut check = |name: String, ok: bool, detail: Option<String>| {
+        ready &= ok;
+        let mut c = serde_json::json!({ "ok": ok });
+        if let Some(d) = detail {
+            c["detail"] = Value::String(d);
+        }
+        checks.insert(name, c);
+    };
+    let policy = state.gw.policy_problem();
+    check("policy".into(), policy.is_none(), policy);
+    for up in &state.gw.servers {
+        if up.cfg.failure != crate::config::FailureMode::Closed {
+            continue;
+        }
+        let (ok, detail) = match up.status() {
+            crate::gateway::Status::Ready => (true, None),
+            crate::gateway::Status::Starting => (false, Some("starting".to_owned())),
+            crate::gateway::Status::Down { reason } => (false, Some(reason)),
+        };
+        check(format!("server:{}", up.name), ok, detail);
+    }
+    if let Some(store) = state.auth.store_check().await {
+        check("store".into(), store.is_ok(), store.err());
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": ready, "checks": checks });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// RFC 9728 protected-resource metadata, at the well-known root and at its

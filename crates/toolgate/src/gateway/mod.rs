@@ -247,6 +247,11 @@ impl Gateway {
         Arc::new(p)
     }
 
+    /// Why the policies are not in force, if they are not.
+    pub fn policy_problem(&self) -> Option<String> {
+        self.policy_error.clone()
+    }
+
     /// Answer `initialize`: negotiate, create the session, describe the merged server.
     /// `standalone` is the stream the transport already has for this client (legacy
     /// SSE, stdio); Streamable HTTP sessions get a new one.
