@@ -212,8 +212,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         | KeysCommand::Revoke { config, .. } => config.clone(),
     };
     let c = load(&path).map_err(|_| anyhow::anyhow!("the config is not valid"))?;
-    let base = c.source.as_deref().and_then(std::path::Path::parent);
-    let store = toolgate::store::Store::open(&c.storage, base).await?;
+    let store = toolgate::store::Store::for_config(&c).await?;
     match command {
         KeysCommand::Create {
             principal,
@@ -290,9 +289,8 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
     if !listen.ip().is_loopback()
-        && auth.allows_anonymous()
+        && config.serves_anonymous()
         && !config.allow_unauthenticated_network
     {
         anyhow::bail!(
@@ -308,13 +306,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     // With port 0 the system picks one: report the address actually bound.
     let listen = listener.local_addr().unwrap_or(listen);
-    // The default resource URL names the port actually bound.
-    let auth =
-        if listen != config.listen && config.auth.as_ref().is_none_or(|a| a.resource.is_none()) {
-            Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?)
-        } else {
-            auth
-        };
+    // Built after binding: the default resource URL names the port actually bound.
+    let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
     let gw = Gateway::start(config);
     gw.wait_started().await?;
     log_statuses(&gw);

@@ -28,6 +28,12 @@ const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS toolgate_api_keys (
     )"];
 
 impl Store {
+    /// The store a config names in `storage`, relative to the config file.
+    pub async fn for_config(config: &crate::config::Config) -> anyhow::Result<Store> {
+        let base = config.source.as_deref().and_then(Path::parent);
+        Store::open(&config.storage, base).await
+    }
+
     /// Open (creating if needed) the store `url` names: `sqlite://PATH` (relative
     /// paths are taken from `base`, the config file's directory) or
     /// `postgres://…`.

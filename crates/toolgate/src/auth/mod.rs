@@ -391,8 +391,7 @@ impl Authenticator {
             .ok_or_else(|| anyhow::anyhow!("auth.resource `{resource}` is not an http(s) URL"))?;
         let api_keys = match &auth.api_keys {
             Some(k) => {
-                let base = config.source.as_deref().and_then(std::path::Path::parent);
-                let store = Store::open(&config.storage, base).await?;
+                let store = Store::for_config(config).await?;
                 Some((ApiKeys::new(store), k.header.to_ascii_lowercase()))
             }
             None => None,
@@ -437,11 +436,6 @@ impl Authenticator {
             Some((keys, _)) => Some(keys.store_check().await),
             None => None,
         }
-    }
-
-    /// Whether callers without credentials are served.
-    pub fn allows_anonymous(&self) -> bool {
-        self.anonymous.is_some()
     }
 
     /// The RFC 9728 protected-resource metadata document.

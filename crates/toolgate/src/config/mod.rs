@@ -519,12 +519,13 @@ impl Config {
     /// Where `policy.path` points, relative paths taken from the config file's
     /// directory.
     pub fn policy_path(&self) -> Option<PathBuf> {
-        let p = &self.policy.as_ref()?.path;
-        let base = self.source.as_deref().and_then(std::path::Path::parent);
-        Some(match base {
-            Some(b) if p.is_relative() => b.join(p),
-            _ => p.clone(),
-        })
+        Some(self.path_from_file(&self.policy.as_ref()?.path))
+    }
+
+    /// Whether callers without credentials are served: without `auth` (the local
+    /// user) or with `auth.anonymous`.
+    pub fn serves_anonymous(&self) -> bool {
+        self.auth.as_ref().is_none_or(|a| a.anonymous.is_some())
     }
 
     /// A path written in this file: relative paths are taken from the file's
