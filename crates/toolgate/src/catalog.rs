@@ -181,6 +181,11 @@ impl Catalog {
         }
     }
 
+    /// The name of the server at `idx` (the gateway's server order).
+    pub fn server_name(&self, idx: usize) -> &str {
+        self.server_names.get(idx).map_or("", String::as_str)
+    }
+
     /// Where an item is in its list (what [`Catalog::page`]'s `visible` indexes).
     pub fn position(&self, kind: ListKind, exposed: &str) -> Option<usize> {
         match kind {

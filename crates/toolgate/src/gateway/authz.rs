@@ -194,7 +194,7 @@ impl Authz {
         matches!(self.mode, Mode::Open)
     }
 
-    fn targets(&self, cat: &Catalog, config: &Config, servers: &[&str]) -> Arc<Targets> {
+    fn targets(&self, cat: &Catalog, config: &Config) -> Arc<Targets> {
         let mut slot = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = slot.as_ref()
             && t.generation == cat.generation
@@ -203,12 +203,12 @@ impl Authz {
         }
         let none = Labels::default();
         let server = |i: &Item| {
-            let name = servers.get(i.server).copied().unwrap_or("");
+            let name = cat.server_name(i.server);
             let labels = config.servers.get(name).map_or(&none, |s| &s.labels);
             (name, labels)
         };
         let item_labels = |i: &Item, tools: bool| {
-            let name = servers.get(i.server).copied().unwrap_or("");
+            let name = cat.server_name(i.server);
             config.servers.get(name).and_then(|s| {
                 let rules = if tools { &s.tools } else { &s.prompts };
                 rules.labels.get(&i.original)
@@ -271,7 +271,6 @@ impl Authz {
         &self,
         cat: &Catalog,
         config: &Config,
-        servers: &[&str],
         origin: &Origin<'_>,
         mask: Option<&View>,
     ) -> Option<Arc<View>> {
@@ -298,7 +297,7 @@ impl Authz {
         {
             return Some(v.clone());
         }
-        let targets = self.targets(cat, config, servers);
+        let targets = self.targets(cat, config);
         let ctx = origin.context(None);
         let could = |action: Action, ts: &[Target], kind: ListKind| -> Vec<bool> {
             let verdicts = match &policies {
@@ -353,7 +352,6 @@ impl Authz {
         &self,
         cat: &Catalog,
         config: &Config,
-        servers: &[&str],
         origin: &Origin<'_>,
         mask: Option<&View>,
         action: Action,
@@ -366,7 +364,7 @@ impl Authz {
             return Ok(());
         }
         let visible = self
-            .view(cat, config, servers, origin, mask)
+            .view(cat, config, origin, mask)
             .is_some_and(|v| v.shows(kind, index));
         if !visible {
             tracing::info!(
@@ -377,7 +375,7 @@ impl Authz {
             );
             return Err(unknown());
         }
-        let targets = self.targets(cat, config, servers);
+        let targets = self.targets(cat, config);
         let list = match kind {
             ListKind::Tools => &targets.tools,
             ListKind::Prompts => &targets.prompts,
@@ -466,10 +464,6 @@ impl super::Gateway {
         }
     }
 
-    fn server_names(&self) -> Vec<&str> {
-        self.servers.iter().map(|s| &*s.name).collect()
-    }
-
     /// What `session`'s caller may see of `cat`; `None` when everything.
     pub(crate) fn view(&self, session: &super::Session, cat: &Catalog) -> Option<Arc<View>> {
         self.view_for(&self.origin(session), cat)
@@ -484,22 +478,19 @@ impl super::Gateway {
         kind: ListKind,
         index: usize,
     ) -> bool {
-        let names = self.server_names();
         self.endpoints
-            .mask(path, cat, &names)
+            .mask(path, cat)
             .is_none_or(|m| m.shows(kind, index))
     }
 
     /// What `origin`'s caller may see of `cat` through its endpoint: the
     /// endpoint's filter AND the policies; `None` when everything.
     pub(crate) fn view_for(&self, origin: &Origin<'_>, cat: &Catalog) -> Option<Arc<View>> {
-        let names = self.server_names();
-        let mask = self.endpoints.mask(origin.endpoint, cat, &names);
+        let mask = self.endpoints.mask(origin.endpoint, cat);
         if self.authz.is_open() {
             return mask;
         }
-        self.authz
-            .view(cat, &self.config, &names, origin, mask.as_deref())
+        self.authz.view(cat, &self.config, origin, mask.as_deref())
     }
 
     /// Decide one use of a listed item; see [`Authz::check_item`].
@@ -514,8 +505,7 @@ impl super::Gateway {
         args: Option<&Value>,
         unknown: impl FnOnce() -> ErrorObject,
     ) -> Result<(), ErrorObject> {
-        let names = self.server_names();
-        let mask = self.endpoints.mask(&session.endpoint, cat, &names);
+        let mask = self.endpoints.mask(&session.endpoint, cat);
         // Outside the endpoint is the same as not existing, whatever the policies.
         if mask.as_ref().is_some_and(|m| !m.shows(kind, index)) {
             tracing::info!(
@@ -533,7 +523,6 @@ impl super::Gateway {
         self.authz.check_item(
             cat,
             &self.config,
-            &names,
             &self.origin(session),
             mask.as_deref(),
             action,

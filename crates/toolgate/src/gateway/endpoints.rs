@@ -46,7 +46,7 @@ impl Endpoints {
     }
 
     /// What the endpoint at `path` exposes of `cat`; `None` when everything.
-    pub fn mask(&self, path: &str, cat: &Catalog, servers: &[&str]) -> Option<Arc<View>> {
+    pub fn mask(&self, path: &str, cat: &Catalog) -> Option<Arc<View>> {
         let ep = self.get(path)?;
         let mut masks = self.masks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = masks.get(path)
@@ -54,7 +54,7 @@ impl Endpoints {
         {
             return Some(m.clone());
         }
-        let server_of = |i: &Item| servers.get(i.server).copied().unwrap_or("");
+        let server_of = |i: &Item| cat.server_name(i.server);
         let by_server = |items: &[Item]| -> Vec<bool> {
             items
                 .iter()
