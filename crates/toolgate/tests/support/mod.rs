@@ -332,7 +332,12 @@ impl Drop for Gateway {
 /// Wait for the line `serve` logs once every server was tried and it is about to serve, which
 /// names the address it bound (the only way to learn the port it picked). Polls the log file: the
 /// process offers nothing to wait on. Returns `http://127.0.0.1:PORT`, or the log on failure.
-async fn wait_serving(child: &mut tokio::process::Child, stderr: &Path) -> Result<String, String> {
+/// Wait until a `toolgate serve` child says where it serves (its base URL), or fails with what
+/// it logged if it exits or does not serve in time.
+pub async fn wait_serving(
+    child: &mut tokio::process::Child,
+    stderr: &Path,
+) -> Result<String, String> {
     let log = || std::fs::read_to_string(stderr).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
