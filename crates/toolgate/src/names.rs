@@ -21,7 +21,7 @@ fn allowed(c: char) -> bool {
 
 fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    crate::seal::hex(&digest[..4])
 }
 
 /// Make `raw` a valid exposed name: replace disallowed characters, then shorten.

@@ -76,7 +76,7 @@ pub fn now() -> i64 {
 
 fn digest(secret: &str) -> String {
     let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::seal::hex(&d)
 }
 
 /// Equal without an early exit, so timing says nothing about where digests differ.
@@ -106,7 +106,7 @@ pub async fn create(store: &Store, spec: &KeySpec) -> anyhow::Result<(KeyRecord,
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
     rand::rng().fill_bytes(&mut secret);
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::seal::hex(&id);
     let secret = URL_SAFE_NO_PAD.encode(secret);
     let record = KeyRecord {
         id: id.clone(),

@@ -773,7 +773,7 @@ async fn legacy_sse(
         return StatusCode::NOT_ACCEPTABLE.into_response();
     }
     let bytes: [u8; 16] = rand::random();
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::seal::hex(&bytes);
     let conn = Arc::new(LegacyConn {
         owner: principal.key(),
         stream: EventStream::new(0),

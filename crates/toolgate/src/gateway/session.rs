@@ -349,7 +349,7 @@ impl Session {
 fn new_session_id() -> String {
     // 128 bits from the OS-seeded CSPRNG: unguessable, so a session id is a capability.
     let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::seal::hex(&bytes)
 }
 
 /// All live sessions of this gateway process.
