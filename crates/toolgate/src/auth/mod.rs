@@ -82,6 +82,13 @@ impl Principal {
         }
     }
 
+    /// The anonymous user `auth.anonymous` describes.
+    pub fn configured_anonymous(a: &crate::config::AnonymousConfig) -> Principal {
+        let mut p = Principal::anonymous(&a.user);
+        p.groups = a.groups.clone();
+        p
+    }
+
     /// The key that scopes what belongs to this caller (sessions, task ids,
     /// `requestState`, per-principal upstream connections): the same user in two
     /// tenants is two principals.
@@ -412,11 +419,10 @@ impl Authenticator {
             verifier.start_refresh();
             Some(verifier)
         };
-        let anonymous = auth.anonymous.as_ref().map(|a| {
-            let mut p = Principal::anonymous(&a.user);
-            p.groups = a.groups.clone();
-            Arc::new(p)
-        });
+        let anonymous = auth
+            .anonymous
+            .as_ref()
+            .map(|a| Arc::new(Principal::configured_anonymous(a)));
         Ok(Authenticator {
             anonymous,
             api_keys,

@@ -240,11 +240,10 @@ impl Gateway {
     /// whoever started toolgate, the configured anonymous user or `local`.
     pub fn local_principal(&self) -> Arc<crate::auth::Principal> {
         let anonymous = self.config.auth.as_ref().and_then(|a| a.anonymous.as_ref());
-        let mut p = crate::auth::Principal::anonymous(anonymous.map_or("local", |a| &a.user));
-        if let Some(a) = anonymous {
-            p.groups = a.groups.clone();
-        }
-        Arc::new(p)
+        Arc::new(anonymous.map_or_else(
+            || crate::auth::Principal::anonymous("local"),
+            crate::auth::Principal::configured_anonymous,
+        ))
     }
 
     /// Why the policies are not in force, if they are not.
