@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the map of this crate.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod policy;
 pub mod seal;
 pub mod sse;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;

@@ -308,7 +308,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = listener.local_addr().unwrap_or(listen);
     // Built after binding: the default resource URL names the port actually bound.
     let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
-    let gw = Gateway::start(config);
+    let audit = start_audit(&config).await?;
+    let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -334,8 +335,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The audit trail as the config describes it: every sink opened before the
+/// gateway serves, so a trail that cannot be written stops `serve` at once.
+async fn start_audit(config: &Config) -> anyhow::Result<toolgate::audit::Auditor> {
+    let sinks = toolgate::audit::sink::open(config, None)
+        .await
+        .context("cannot open the audit trail")?;
+    Ok(toolgate::audit::Auditor::start(&config.audit, sinks))
+}
+
 async fn stdio(config: Config) -> anyhow::Result<()> {
-    let gw = Gateway::start(config);
+    if config.audit.sinks.contains(&config::AuditSink::Stdout) {
+        anyhow::bail!(
+            "audit.sinks: `stdout` cannot be used with `toolgate stdio`, whose stdout is the MCP stream"
+        );
+    }
+    let audit = start_audit(&config).await?;
+    let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);
     tokio::select! {

@@ -12,9 +12,18 @@ use std::path::Path;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// The URL it was opened with (resolved; may hold a password).
+    pub(crate) url: String,
 }
 
-const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS toolgate_api_keys (
+impl Store {
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS toolgate_api_keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL,
         principal TEXT NOT NULL,
@@ -25,7 +34,27 @@ const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS toolgate_api_keys (
         created_at BIGINT NOT NULL,
         expires_at BIGINT,
         revoked_at BIGINT
-    )"];
+    )",
+    // The audit trail: the columns queries filter on, and the whole event.
+    "CREATE TABLE IF NOT EXISTS toolgate_audit (
+        id TEXT PRIMARY KEY,
+        time_us BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        user_name TEXT,
+        tenant TEXT,
+        agent TEXT,
+        session_id TEXT,
+        method TEXT,
+        server TEXT,
+        target TEXT,
+        decision TEXT,
+        outcome TEXT,
+        event_json TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS toolgate_audit_time ON toolgate_audit (time_us)",
+    "CREATE INDEX IF NOT EXISTS toolgate_audit_user ON toolgate_audit (user_name, time_us)",
+    "CREATE INDEX IF NOT EXISTS toolgate_audit_target ON toolgate_audit (target, time_us)",
+];
 
 impl Store {
     /// The store a config names in `storage`, relative to the config file.
@@ -51,7 +80,7 @@ impl Store {
                 .await
                 .with_context(|| format!("cannot create the schema in {}", redact(&url)))?;
         }
-        Ok(Store { pool })
+        Ok(Store { pool, url })
     }
 }
 

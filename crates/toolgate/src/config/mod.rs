@@ -4,9 +4,11 @@
 //! never a silently ignored setting. `load.rs` reads files (YAML, JSON, or the
 //! `mcpServers` form desktop clients use) into these types.
 
+mod audit;
 mod duration;
 mod load;
 
+pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
 pub use duration::Seconds;
 pub use load::{ConfigError, load_file, load_str};
 
@@ -78,10 +80,17 @@ pub struct Config {
     /// every call is denied.
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
-    /// Where API keys (and later the audit trail) live: `sqlite://PATH` (relative
+    /// Where API keys and the audit trail live: `sqlite://PATH` (relative
     /// to this file; created if missing) or `postgres://…`.
     #[serde(default = "default_storage")]
     pub storage: String,
+    /// The audit trail: every request, decision, session, upstream change and
+    /// reload, with who asked. On by default, into `storage`.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Prometheus metrics, health and the admin API on a separate listener.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// The MCP servers behind the gateway, by name (`mcpServers` is accepted too).
     #[serde(alias = "mcpServers", default)]
     pub servers: IndexMap<String, ServerConfig>,
@@ -387,6 +396,9 @@ pub struct ServerConfig {
     /// prompts and resources inherit these unless `tools.labels` says otherwise.
     #[serde(default)]
     pub labels: Labels,
+    /// What audit records of this server's arguments and results.
+    #[serde(default)]
+    pub audit: ServerAudit,
     /// Keep the entry but do not start or expose it (`mcpServers` files use this).
     #[serde(default)]
     pub disabled: bool,
@@ -604,4 +616,21 @@ fn default_session_idle() -> Seconds {
 }
 fn default_timeout() -> Seconds {
     Seconds(Duration::from_secs(60))
+}
+
+/// The admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz`, and the
+/// admin API under `/admin/v1/` (audit queries).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Its address; keep it off the public network.
+    pub listen: SocketAddr,
+    /// Principals in one of these groups may use the admin API (authenticated
+    /// like MCP callers). Without `auth`, the local user may, on loopback only.
+    #[serde(default = "default_admin_groups")]
+    pub groups: Vec<String>,
+}
+
+fn default_admin_groups() -> Vec<String> {
+    vec!["toolgate-admins".into()]
 }

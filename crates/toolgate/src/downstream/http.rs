@@ -30,6 +30,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The client's socket address, when the listener recorded it.
+type Peer = Option<Extension<axum::extract::ConnectInfo<SocketAddr>>>;
+
+fn source(peer: &Peer) -> Option<std::net::IpAddr> {
+    peer.as_ref().map(|Extension(c)| c.0.ip())
+}
+
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
@@ -123,9 +130,12 @@ pub async fn serve(
     match tls {
         Some(tls) => super::tls::serve(app, listener, tls, stop).await,
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
         }
     }
 }
@@ -386,6 +396,7 @@ async fn mcp_post(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
     Extension(ep): Extension<Arc<Endpoint>>,
+    peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -429,14 +440,17 @@ async fn mcp_post(
             && modern_header
             && header_str(&headers, SESSION_HEADER).is_none())
     {
-        return modern_post(&state, &headers, msg, principal, &ep).await;
+        return modern_post(&state, &headers, msg, principal, &ep, source(&peer)).await;
     }
     if msg.method() == "initialize" && msg.kind() == Kind::Request {
         if header_str(&headers, SESSION_HEADER).is_some() {
             return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
         }
         let params = msg.params.clone().unwrap_or(Value::Null);
-        let (session, result) = state.gw.initialize(&params, principal, &ep.path, None);
+        let (session, result) =
+            state
+                .gw
+                .initialize(&params, principal, &ep.path, None, source(&peer));
         let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
         let body = Message::response_value(id, &result).to_json();
         let mut resp = (
@@ -504,6 +518,7 @@ async fn modern_post(
     msg: Message,
     principal: Arc<Principal>,
     ep: &Endpoint,
+    source: Option<std::net::IpAddr>,
 ) -> Response {
     if msg.kind() != Kind::Request {
         // No client notifications are defined over HTTP in 2026-07-28; accept and drop.
@@ -544,7 +559,7 @@ async fn modern_post(
     let guard = cancel.clone().drop_guard();
     let stream = state
         .gw
-        .modern_request(msg, meta, principal, &ep.path, cancel);
+        .modern_request(msg, meta, principal, &ep.path, source, cancel);
     match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             let status = match jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error) {
@@ -803,6 +818,7 @@ async fn legacy_sse(
 async fn legacy_message(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
+    peer: Peer,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
@@ -841,10 +857,13 @@ async fn legacy_message(
     match (session, msg.kind()) {
         (None, Kind::Request) if msg.method() == "initialize" => {
             let params = msg.params.clone().unwrap_or(Value::Null);
-            let (session, result) =
-                state
-                    .gw
-                    .initialize(&params, principal, "/sse", Some(conn.stream.clone()));
+            let (session, result) = state.gw.initialize(
+                &params,
+                principal,
+                "/sse",
+                Some(conn.stream.clone()),
+                source(&peer),
+            );
             *conn.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
             let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
             conn.stream.push(&Message::response_value(id, &result));

@@ -84,8 +84,13 @@ where
         match (&session, msg.kind()) {
             (None, Kind::Request) if msg.method() == "initialize" => {
                 let params = msg.params.clone().unwrap_or(Value::Null);
-                let (s, result) =
-                    gw.initialize(&params, gw.local_principal(), "stdio", Some(out.clone()));
+                let (s, result) = gw.initialize(
+                    &params,
+                    gw.local_principal(),
+                    "stdio",
+                    Some(out.clone()),
+                    None,
+                );
                 session = Some(s);
                 let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
                 out.push(&Message::response_value(id, &result));
@@ -137,7 +142,7 @@ fn serve_modern(gw: &Arc<Gateway>, msg: Message, out: &Arc<EventStream>, calls: 
     let Some(id) = msg.id.clone() else { return };
     let cancel = CancellationToken::new();
     lock(calls).insert(id.clone(), cancel.clone());
-    let round = gw.modern_request(msg, meta, gw.local_principal(), "stdio", cancel);
+    let round = gw.modern_request(msg, meta, gw.local_principal(), "stdio", None, cancel);
     let (out, calls) = (out.clone(), calls.clone());
     tokio::spawn(async move {
         let mut pos = 0;

@@ -373,6 +373,12 @@ impl Authz {
                 item = %cat.items(kind).get(index).map_or("", |i| i.exposed.as_str()),
                 "denied: not visible to the caller"
             );
+            super::audit::note_decision(
+                false,
+                Some("not_visible"),
+                &[],
+                Some("no policy lets the caller see it"),
+            );
             return Err(unknown());
         }
         let targets = self.targets(cat, config);
@@ -430,6 +436,12 @@ impl Authz {
                 })
             }
         };
+        super::audit::note_decision(
+            decision.allowed,
+            Some(decision.reason.code),
+            &decision.reason.policies,
+            (!decision.allowed).then_some(decision.reason.message.as_str()),
+        );
         if decision.allowed {
             return Ok(());
         }
@@ -515,6 +527,12 @@ impl super::Gateway {
                 item = %cat.items(kind).get(index).map_or("", |i| i.exposed.as_str()),
                 "denied: not exposed by the endpoint"
             );
+            super::audit::note_decision(
+                false,
+                Some("not_exposed"),
+                &[],
+                Some("the endpoint does not expose it"),
+            );
             return Err(unknown());
         }
         if self.authz.is_open() {
@@ -549,6 +567,7 @@ impl super::Gateway {
         // A resource of a server the endpoint does not expose is not found there,
         // listed or not.
         if !self.endpoints.allows_server(origin.endpoint, name) {
+            super::audit::note_decision(false, Some("not_exposed"), &[], None);
             return Err(super::dispatch::not_found(uri));
         }
         if let Some(index) = cat.position(ListKind::Resources, uri) {
@@ -556,6 +575,7 @@ impl super::Gateway {
                 .view_for(origin, cat)
                 .is_none_or(|v| v.shows(ListKind::Resources, index));
             if !visible {
+                super::audit::note_decision(false, Some("not_visible"), &[], None);
                 return Err(super::dispatch::not_found(uri));
             }
         }

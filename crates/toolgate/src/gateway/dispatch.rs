@@ -36,12 +36,25 @@ impl Gateway {
     ) -> Option<Message> {
         let id = msg.id.clone()?;
         session.touch();
+        // Nothing happens that cannot be audited: a full trail refuses the call.
+        let audited = match self.audit_begin(&msg).await {
+            Ok(a) => a,
+            Err(e) => return Some(Message::error_response(Some(id), e)),
+        };
+        let method = msg.method().to_owned();
         let cancel = session.begin_request(&id);
         let outcome = tokio::select! {
-            r = self.dispatch(session, msg, out) => Some(r),
+            r = audited.scope(self.dispatch(session, msg, out)) => Some(r),
             _ = cancel.cancelled() => None,
         };
         session.end_request(&id);
+        let written = self
+            .audit_end(audited, session.as_ref().into(), &method, outcome.as_ref())
+            .await;
+        let outcome = match (outcome, written) {
+            (Some(_), Err(e)) => Some(Err(e)),
+            (o, _) => o,
+        };
         outcome.map(|r| match r {
             Ok(result) => Message::response(id, result),
             Err(e) => Message::error_response(Some(id), e),
@@ -126,6 +139,7 @@ impl Gateway {
                     return Err(unknown());
                 };
                 let item = &cat.items(kind)[index];
+                self.audit_call(item.server, name, &item.original, params.get("arguments"));
                 self.authorize_item(
                     session,
                     &cat,
@@ -147,6 +161,7 @@ impl Gateway {
                     .ok_or_else(|| invalid_params("params.uri must be a string"))?
                     .to_owned();
                 let (server, original) = self.route_uri(session, &cat, &uri)?;
+                self.audit_call(server, &uri, &original, None);
                 let action = if method == "resources/read" {
                     Action::ReadResource
                 } else {
@@ -202,6 +217,7 @@ impl Gateway {
                         let index = cat.position(ListKind::Prompts, name).ok_or_else(unknown)?;
                         let item = &cat.prompts[index];
                         let args = params.get("argument");
+                        self.audit_call(item.server, name, &item.original, args);
                         self.authorize_item(
                             session,
                             &cat,
@@ -217,6 +233,7 @@ impl Gateway {
                     Some("ref/resource") => {
                         let uri = reference.get("uri").and_then(Value::as_str).unwrap_or("");
                         let (server, original) = self.route_uri(session, &cat, uri)?;
+                        self.audit_call(server, uri, &original, None);
                         self.authorize_uri(
                             &self.origin(session),
                             &cat,
@@ -473,6 +490,7 @@ impl Gateway {
             } else {
                 params.clone()
             };
+            let asked_at = std::time::Instant::now();
             let call =
                 tokio::time::timeout(up.cfg.timeout(), conn.request(method, sent, Some(sink)));
             tokio::pin!(call);
@@ -488,6 +506,11 @@ impl Gateway {
                     r = &mut call => break r,
                 }
             };
+            let waited = asked_at.elapsed();
+            crate::audit::note(|f| {
+                f.upstream += waited;
+                f.server.get_or_insert_with(|| up.name.clone());
+            });
             let resp = match outcome {
                 Err(_) => {
                     let e = UpstreamError::Timeout {

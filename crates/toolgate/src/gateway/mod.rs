@@ -6,6 +6,7 @@
 //! relays everything the server sends back. The order of work for a call is visible
 //! in `dispatch.rs`.
 
+mod audit;
 pub(crate) mod authz;
 mod dispatch;
 pub(crate) mod endpoints;
@@ -51,6 +52,10 @@ pub struct Gateway {
     pub(crate) authz: authz::Authz,
     /// What each extra endpoint exposes.
     pub(crate) endpoints: endpoints::Endpoints,
+    /// Where the audit trail goes.
+    pub audit: crate::audit::Auditor,
+    /// What the trail may record of arguments and results.
+    pub(crate) redactor: crate::audit::redact::Redactor,
     /// Why the policies could not be loaded (the gateway then denies everything
     /// and `wait_started` fails).
     policy_error: Option<String>,
@@ -77,6 +82,11 @@ impl Gateway {
     /// Start supervising every enabled server. Returns at once; use `wait_started`
     /// to wait for each server's first connection attempt.
     pub fn start(config: Config) -> Arc<Gateway> {
+        Gateway::start_audited(config, crate::audit::Auditor::disabled())
+    }
+
+    /// [`Gateway::start`], writing the audit trail through `audit`.
+    pub fn start_audited(config: Config, audit: crate::audit::Auditor) -> Arc<Gateway> {
         let config = Arc::new(config);
         let (authz, policy_error) = match authz::Authz::new(&config) {
             Ok(a) => (a, None),
@@ -100,6 +110,8 @@ impl Gateway {
             task_ids: tasks::TaskIds::new(),
             authz,
             endpoints: endpoints::Endpoints::new(&config),
+            redactor: crate::audit::redact::Redactor::new(&config),
+            audit,
             policy_error,
         });
         let (tx, mut rx) = mpsc::channel(256);
@@ -119,6 +131,10 @@ impl Gateway {
                     SupervisorEvent::CatalogChanged => gw.rebuild_catalog(),
                     SupervisorEvent::ResourceUpdated(server, msg) => {
                         gw.resource_updated(server, *msg)
+                    }
+                    SupervisorEvent::Lifecycle(server, status, reason) => {
+                        let name = gw.servers.get(server).map_or("", |s| &*s.name);
+                        gw.audit_upstream(name, status, reason.as_deref());
                     }
                 }
             }
@@ -260,6 +276,7 @@ impl Gateway {
         principal: Arc<crate::auth::Principal>,
         endpoint: &str,
         standalone: Option<Arc<EventStream>>,
+        source: Option<std::net::IpAddr>,
     ) -> (Arc<Session>, Value) {
         let requested = params
             .get("protocolVersion")
@@ -278,7 +295,11 @@ impl Gateway {
             params.get("clientInfo").cloned().unwrap_or(json!({})),
             standalone,
         );
+        if let Some(ip) = source {
+            let _ = session.source.set(ip);
+        }
         self.sessions.insert(session.clone());
+        self.audit_session(&session, "start");
         tokio::spawn(dispatch::session_events(self.clone(), session.clone()));
         let mut result = json!({
             "protocolVersion": version,
@@ -372,6 +393,7 @@ impl Gateway {
                     }
                 }
                 s.close().await;
+                self.audit_session(&s, "end");
                 true
             }
             None => false,

@@ -387,6 +387,7 @@ impl Gateway {
         meta: RequestMeta,
         principal: Arc<Principal>,
         endpoint: &str,
+        source: Option<std::net::IpAddr>,
         cancel: CancellationToken,
     ) -> Arc<EventStream> {
         let endpoint: Arc<str> = endpoint.into();
@@ -394,7 +395,7 @@ impl Gateway {
         let (gw, out) = (self.clone(), round.clone());
         tokio::spawn(async move {
             match gw
-                .modern_serve(msg, meta, &principal, &endpoint, &out, cancel)
+                .modern_serve(msg, meta, &principal, &endpoint, source, &out, cancel)
                 .await
             {
                 Some(last) => {
@@ -406,12 +407,14 @@ impl Gateway {
         round
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn modern_serve(
         self: &Arc<Self>,
         msg: Message,
         meta: RequestMeta,
         principal: &Arc<Principal>,
         endpoint: &Arc<str>,
+        source: Option<std::net::IpAddr>,
         out: &Arc<EventStream>,
         cancel: CancellationToken,
     ) -> Option<Message> {
@@ -429,7 +432,24 @@ impl Gateway {
                 session: None,
                 era: crate::policy::Era::Modern,
             };
-            return Some(answer(self.modern_list(kind, &params, &origin)));
+            let audited = match self.audit_begin(&msg).await {
+                Ok(a) => a,
+                Err(e) => return Some(answer(Err(e))),
+            };
+            let listed = audited
+                .scope(async { self.modern_list(kind, &params, &origin) })
+                .await;
+            let who = super::audit::Caller {
+                principal,
+                session: None,
+                source,
+                endpoint,
+                era: "modern",
+            };
+            if let Err(e) = self.audit_end(audited, who, &method, Some(&listed)).await {
+                return Some(answer(Err(e)));
+            }
+            return Some(answer(listed));
         }
         match method.as_str() {
             "server/discover" => Some(answer(Ok(to_raw(&self.discover_result())))),
@@ -481,7 +501,7 @@ impl Gateway {
                         };
                         answer_held(call, params.get("inputResponses"))
                     }
-                    None => self.start_call(msg, meta, principal, endpoint, fp),
+                    None => self.start_call(msg, meta, principal, endpoint, source, fp),
                 };
                 self.drive(call, round, cancel).await
             }
@@ -502,6 +522,7 @@ impl Gateway {
         meta: RequestMeta,
         principal: &Arc<Principal>,
         endpoint: &Arc<str>,
+        source: Option<std::net::IpAddr>,
         fingerprint: String,
     ) -> HeldCall {
         let (session, asks) = Session::modern(
@@ -512,6 +533,9 @@ impl Gateway {
             meta.client_info,
             meta.log_level.as_deref(),
         );
+        if let Some(ip) = source {
+            let _ = session.source.set(ip);
+        }
         let method = msg.method().to_owned();
         let mut msg = msg;
         if let Some(p) = msg.params.as_mut() {

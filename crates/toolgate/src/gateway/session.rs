@@ -48,6 +48,8 @@ pub struct Session {
     pub principal: String,
     /// The endpoint the client came through (`/mcp`, `/sse`, `stdio`), for policies.
     pub endpoint: Arc<str>,
+    /// The client's address, when it came over the network (for audit).
+    pub source: std::sync::OnceLock<std::net::IpAddr>,
     pub protocol_version: String,
     pub client_capabilities: Value,
     pub client_info: Value,
@@ -162,6 +164,7 @@ impl Session {
             principal: principal.key(),
             identity: principal,
             endpoint,
+            source: std::sync::OnceLock::new(),
             protocol_version,
             client_capabilities,
             client_info,

@@ -372,6 +372,9 @@ pub enum SupervisorEvent {
     CatalogChanged,
     /// `notifications/resources/updated` on a shared connection.
     ResourceUpdated(usize, Box<crate::jsonrpc::Message>),
+    /// The server's shared connection changed state (for the audit trail):
+    /// `ready`, `lost` (reconnecting at once) or `down` (with backoff).
+    Lifecycle(usize, &'static str, Option<String>),
 }
 
 /// Keep one server's shared connection alive for as long as the gateway runs.
@@ -423,6 +426,9 @@ pub async fn supervise(
                     s.attempts += 1;
                 });
                 let _ = events.send(SupervisorEvent::CatalogChanged).await;
+                let _ = events
+                    .send(SupervisorEvent::Lifecycle(up.idx, "ready", None))
+                    .await;
                 let reason = serve(&up, &conn, &mut sink_rx, catalog_ttl, &events, &stop).await;
                 if stop.is_cancelled() {
                     return;
@@ -435,6 +441,9 @@ pub async fn supervise(
                 if quick_losses <= 1 {
                     // It was working: reconnect now, callers wait for the new connection.
                     tracing::info!(server = %up.name, "connection lost ({reason}); reconnecting");
+                    let _ = events
+                        .send(SupervisorEvent::Lifecycle(up.idx, "lost", Some(reason)))
+                        .await;
                     up.update(|s| {
                         s.status = Status::Starting;
                         s.shared = None;
@@ -447,6 +456,13 @@ pub async fn supervise(
             Err(reason) => reason,
         };
         tracing::warn!(server = %up.name, "server down: {reason}");
+        let _ = events
+            .send(SupervisorEvent::Lifecycle(
+                up.idx,
+                "down",
+                Some(reason.clone()),
+            ))
+            .await;
         let keep_items = up.cfg.failure == crate::config::FailureMode::Closed;
         up.update(|s| {
             s.status = Status::Down { reason };

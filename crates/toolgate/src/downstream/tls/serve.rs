@@ -75,6 +75,8 @@ pub async fn serve(
                 if let Some(c) = &cert {
                     req.extensions_mut().insert(c.clone());
                 }
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 app.clone().call(req.map(Body::new))
             });
             let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -1,0 +1,59 @@
+//! Where audit events go. Each sink takes whole batches from the writer task;
+//! a batch is acknowledged once every sink took it.
+
+mod jsonl;
+mod stdout;
+pub mod store;
+
+pub use jsonl::Jsonl;
+pub use stdout::Stdout;
+pub use store::StoreSink;
+
+use super::Event;
+use crate::config::{AuditSink, Config};
+use futures::future::BoxFuture;
+
+pub trait Sink: Send {
+    /// For messages.
+    fn name(&self) -> &'static str;
+    /// Write a batch; `Ok` means it is as durable as this sink makes anything.
+    fn write<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Push out anything buffered (at shutdown).
+    fn flush(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Open every sink `config.audit.sinks` names. `otlp` comes from telemetry,
+/// which knows the exporter: pass it in when one is configured.
+pub async fn open(
+    config: &Config,
+    otlp: Option<Box<dyn Sink>>,
+) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let base = config.source.as_deref().and_then(std::path::Path::parent);
+    let mut otlp = otlp;
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for s in &config.audit.sinks {
+        match s {
+            AuditSink::Store => {
+                let sink = StoreSink::open(config).await?;
+                sinks.push(Box::new(sink));
+            }
+            AuditSink::Stdout => sinks.push(Box::new(Stdout)),
+            AuditSink::Jsonl(j) => {
+                let path = match base {
+                    Some(b) if j.path.is_relative() => b.join(&j.path),
+                    _ => j.path.clone(),
+                };
+                sinks.push(Box::new(Jsonl::open(path, j.max_bytes, j.keep)?));
+            }
+            AuditSink::Otlp => match otlp.take() {
+                Some(sink) => sinks.push(sink),
+                None => anyhow::bail!(
+                    "audit.sinks: `otlp` needs `telemetry.otlp_endpoint` to be configured"
+                ),
+            },
+        }
+    }
+    Ok(sinks)
+}

@@ -1,0 +1,164 @@
+//! The `audit:` section and the per-server `audit:` redaction settings.
+
+use super::Seconds;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where audit events go and what happens when they cannot keep up.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where events are written; several at once are fine. Default: the store.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<AuditSink>,
+    /// What happens when the sinks fall behind and the buffer is full.
+    /// `fail_closed` (the default) refuses new calls with an error and answers a
+    /// call only once its event is committed to the sinks; `drop` lets calls
+    /// through without waiting and counts the events it loses.
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// Events waiting for the sinks before `overflow` applies.
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+    /// How long a call waits for room in a full buffer before `overflow` applies.
+    #[serde(default = "default_wait")]
+    pub wait: Seconds,
+    /// What is recorded of arguments and results where a server or tool does not
+    /// say otherwise.
+    #[serde(default)]
+    pub record: Redaction,
+    /// Events older than this are deleted from the store (default 30 days).
+    #[serde(default = "default_max_age")]
+    pub max_age: Seconds,
+    /// At most this many events are kept in the store; the oldest go first.
+    #[serde(default = "default_max_events")]
+    pub max_events: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            sinks: default_sinks(),
+            overflow: Overflow::default(),
+            buffer: default_buffer(),
+            wait: default_wait(),
+            record: Redaction::default(),
+            max_age: default_max_age(),
+            max_events: default_max_events(),
+        }
+    }
+}
+
+fn default_sinks() -> Vec<AuditSink> {
+    vec![AuditSink::Store]
+}
+fn default_buffer() -> usize {
+    8192
+}
+fn default_wait() -> Seconds {
+    Seconds(Duration::from_secs(1))
+}
+fn default_max_age() -> Seconds {
+    Seconds(Duration::from_secs(30 * 24 * 3600))
+}
+fn default_max_events() -> u64 {
+    10_000_000
+}
+
+/// A destination for audit events.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSink {
+    /// The config's `storage` (SQLite or PostgreSQL): what `toolgate audit`
+    /// and the admin API query.
+    Store,
+    /// One JSON object per line on standard output.
+    Stdout,
+    /// JSON Lines files, rotated by size.
+    Jsonl(JsonlSink),
+    /// OpenTelemetry log records to the OTLP endpoint of `telemetry`.
+    Otlp,
+}
+
+/// A JSON Lines file.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSink {
+    /// The file (relative to the config file).
+    pub path: PathBuf,
+    /// Rotate once the file is this big (default 100 MiB).
+    #[serde(default = "default_rotate_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`FILE.1` … `FILE.N`).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_rotate_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_keep() -> usize {
+    5
+}
+
+/// What a full audit buffer does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Refuse calls that cannot be audited; answer each call after its event
+    /// is committed.
+    #[default]
+    FailClosed,
+    /// Let calls through; count and log the lost events.
+    Drop,
+}
+
+/// What audit records of a call's arguments and result.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Redaction {
+    /// Default `digest`.
+    pub arguments: Option<Recording>,
+    /// Default `none`.
+    pub results: Option<Recording>,
+    /// Field names (at any depth) whose values are replaced by `"***"` when
+    /// recording `full` or `masked`. Fields that look like credentials
+    /// (`password`, `token`, `secret`, `api_key`, `authorization`, …) are always
+    /// masked.
+    #[serde(default)]
+    pub mask: Vec<String>,
+}
+
+/// How much of a value is recorded.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Recording {
+    /// The value, with credential-looking fields and strings masked.
+    Full,
+    /// The value with `mask` fields and credential-looking ones masked (the
+    /// same as `full`, named for configs that list fields).
+    Masked,
+    /// Only a SHA-256 digest of the value (equal values, equal digests).
+    Digest,
+    /// Nothing.
+    None,
+}
+
+/// A server's audit settings: its own default and per-tool ones.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAudit {
+    /// For this server's calls; default: `audit.record.arguments`.
+    pub arguments: Option<Recording>,
+    /// For this server's results; default: `audit.record.results`.
+    pub results: Option<Recording>,
+    /// Masked fields, added to `audit.record.mask`.
+    #[serde(default)]
+    pub mask: Vec<String>,
+    /// Per tool (the server's own name for it), over the server's settings.
+    #[serde(default)]
+    pub tools: IndexMap<String, Redaction>,
+}
