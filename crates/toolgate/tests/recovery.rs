@@ -45,7 +45,7 @@ async fn start(yaml: &str) -> (Arc<Gateway>, Arc<Session>) {
         "capabilities": {},
         "clientInfo": { "name": "recovery-test", "version": "1" }
     });
-    let (session, _) = gw.initialize(&init, gw.local_principal(), "/mcp", None);
+    let (session, _) = gw.initialize(&init, gw.local_principal(), "/mcp", None, None);
     (gw, session)
 }
 
