@@ -233,6 +233,15 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 expires_at: expires.map(|e| apikey::now() + e.0.as_secs() as i64),
             };
             let (record, key) = apikey::create(&store, &spec).await?;
+            admin_event(
+                &c,
+                "keys.create",
+                serde_json::json!({
+                    "key": record.id, "principal": record.principal, "tenant": record.tenant,
+                    "groups": record.groups, "expires_at": record.expires_at,
+                }),
+            )
+            .await?;
             if json {
                 let mut v = serde_json::to_value(&record)?;
                 v["key"] = serde_json::Value::String(key);
@@ -271,10 +280,26 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             if !apikey::revoke(&store, &id).await? {
                 anyhow::bail!("no key {id}");
             }
+            admin_event(&c, "keys.revoke", serde_json::json!({ "key": id })).await?;
             println!("revoked {id}");
         }
     }
     Ok(())
+}
+
+/// Record an operator's action in the audit trail: the OS user who ran the
+/// command, what it did and to what (never a secret).
+async fn admin_event(c: &Config, action: &str, detail: serde_json::Value) -> anyhow::Result<()> {
+    use toolgate::audit::{Event, EventKind, Outcome};
+    let mut e = Event::new(EventKind::Admin);
+    e.user = std::env::var("USER").ok().or(Some("cli".into()));
+    e.method = Some(action.to_owned());
+    e.endpoint = Some("cli".into());
+    e.outcome = Some(Outcome::Ok);
+    e.detail = Some(detail);
+    toolgate::audit::sink::write_now(c, e)
+        .await
+        .context("the action was done but could not be audited")
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

@@ -26,7 +26,7 @@ pub use record::{Facts, Record, note, recording};
 use crate::config::{AuditConfig, Overflow};
 use crate::jsonrpc::ErrorObject;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,12 +56,15 @@ pub struct Stats {
     pub queued: AtomicU64,
 }
 
-/// The handle the gateway audits through.
+/// The handle the gateway audits through (clones share the writer).
+#[derive(Clone)]
 pub struct Auditor {
     tx: Option<mpsc::Sender<Entry>>,
     overflow: Overflow,
     wait: Duration,
     pub stats: Arc<Stats>,
+    /// False while the last write to a sink failed (until a retry succeeds).
+    healthy: Arc<AtomicBool>,
 }
 
 /// A request's place in the buffer, taken before the request does anything.
@@ -75,6 +78,7 @@ impl Auditor {
             overflow: Overflow::Drop,
             wait: Duration::ZERO,
             stats: Arc::default(),
+            healthy: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -82,13 +86,28 @@ impl Auditor {
     pub fn start(config: &AuditConfig, sinks: Vec<Box<dyn sink::Sink>>) -> Auditor {
         let (tx, rx) = mpsc::channel(config.buffer.max(1));
         let stats = Arc::new(Stats::default());
-        tokio::spawn(write_loop(rx, sinks, stats.clone()));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            sinks,
+            stats: stats.clone(),
+            healthy: healthy.clone(),
+            backlog: Vec::new(),
+            backlog_limit: config.buffer.max(BATCH),
+        };
+        tokio::spawn(writer.run(rx));
         Auditor {
             tx: Some(tx),
             overflow: config.overflow,
             wait: config.wait.0,
             stats,
+            healthy,
         }
+    }
+
+    /// Whether the sinks are taking events (false after a failed write, until
+    /// a retry succeeds).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// Reserve room for a request's event. With `fail_closed`, a buffer that
@@ -97,6 +116,17 @@ impl Auditor {
         let Some(tx) = &self.tx else {
             return Ok(Slot(None));
         };
+        // A sink that is failing would lose this call's event: with
+        // `fail_closed` the call must not happen at all.
+        if !self.is_healthy() {
+            return match self.overflow {
+                Overflow::Drop => Ok(Slot(None)),
+                Overflow::FailClosed => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    Err(unavailable())
+                }
+            };
+        }
         let permit = match tx.clone().try_reserve_owned() {
             Ok(p) => Some(p),
             Err(mpsc::error::TrySendError::Closed(_)) => None,
@@ -172,42 +202,108 @@ fn unavailable() -> ErrorObject {
     .with_data(serde_json::json!({ "code": "audit_unavailable" }))
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<Entry>,
-    mut sinks: Vec<Box<dyn sink::Sink>>,
+/// The one task that writes to the sinks.
+struct Writer {
+    sinks: Vec<Box<dyn sink::Sink>>,
     stats: Arc<Stats>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            break;
+    healthy: Arc<AtomicBool>,
+    /// Events a failed write could not place, retried every second (bounded:
+    /// beyond `backlog_limit` the oldest are dropped and counted).
+    backlog: Vec<Event>,
+    backlog_limit: usize,
+}
+
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let received = if self.backlog.is_empty() {
+                rx.recv_many(&mut batch, BATCH).await
+            } else {
+                match tokio::time::timeout(RETRY_EVERY, rx.recv_many(&mut batch, BATCH)).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.retry_backlog().await;
+                        continue;
+                    }
+                }
+            };
+            if received == 0 {
+                break;
+            }
+            self.stats
+                .queued
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            if !self.backlog.is_empty() {
+                self.retry_backlog().await;
+            }
+            let events: Vec<Event> = batch.iter().map(|e| e.event.clone()).collect();
+            let ok = self.backlog.is_empty() && self.write(&events).await;
+            if ok {
+                self.stats
+                    .written
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+            } else {
+                self.keep(events);
+            }
+            for entry in batch.drain(..) {
+                if let Some(ack) = entry.ack {
+                    let _ = ack.send(ok);
+                }
+            }
         }
-        stats
-            .queued
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        let events: Vec<Event> = batch.iter().map(|e| e.event.clone()).collect();
+        if !self.backlog.is_empty() {
+            self.retry_backlog().await;
+        }
+        for s in self.sinks.iter_mut() {
+            let _ = s.flush().await;
+        }
+    }
+
+    /// Write to every sink; false (and unhealthy) if any failed.
+    async fn write(&mut self, events: &[Event]) -> bool {
         let mut ok = true;
-        for s in sinks.iter_mut() {
-            if let Err(e) = write_with_retry(s.as_mut(), &events).await {
+        for s in self.sinks.iter_mut() {
+            if let Err(e) = write_with_retry(s.as_mut(), events).await {
                 ok = false;
-                stats.sink_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.sink_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(sink = s.name(), error = %e, events = events.len(), "audit sink failed");
             }
         }
-        let n = events.len() as u64;
-        if ok {
-            stats.written.fetch_add(n, Ordering::Relaxed);
-        } else {
-            stats.dropped.fetch_add(n, Ordering::Relaxed);
-        }
-        for entry in batch.drain(..) {
-            if let Some(ack) = entry.ack {
-                let _ = ack.send(ok);
+        if self.healthy.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("audit sinks are writable again");
+            } else {
+                tracing::error!(
+                    "audit sinks failing: calls are refused (overflow: fail_closed) or their events dropped (overflow: drop) until a write succeeds"
+                );
             }
         }
+        ok
     }
-    for s in sinks.iter_mut() {
-        let _ = s.flush().await;
+
+    async fn retry_backlog(&mut self) {
+        let events = std::mem::take(&mut self.backlog);
+        if self.write(&events).await {
+            self.stats
+                .written
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        } else {
+            self.backlog = events;
+        }
+    }
+
+    fn keep(&mut self, events: Vec<Event>) {
+        self.backlog.extend(events);
+        let excess = self.backlog.len().saturating_sub(self.backlog_limit);
+        if excess > 0 {
+            self.backlog.drain(..excess);
+            self.stats
+                .dropped
+                .fetch_add(excess as u64, Ordering::Relaxed);
+        }
     }
 }
 

@@ -119,8 +119,12 @@ impl Redactor {
         let mut patterns: Vec<String> = SECRET_PATTERNS.iter().map(|p| (*p).to_owned()).collect();
         for s in config.servers.values() {
             for v in s.env.values().chain(s.headers.values()) {
-                if v.len() >= 8 {
-                    patterns.push(regex::escape(v));
+                // `Bearer xyz`: the credential is `xyz`, and may appear alone.
+                let bare = v.split_once(' ').map_or(v.as_str(), |(_, c)| c.trim());
+                for secret in [v.as_str(), bare] {
+                    if secret.len() >= 8 {
+                        patterns.push(regex::escape(secret));
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@
 use super::http::auth_error;
 use crate::auth::{AuthError, AuthMethod, Authenticator, Principal};
 use crate::config::{EndpointConfig, EndpointMethod};
+use crate::gateway::Gateway;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -46,7 +47,7 @@ impl Endpoint {
 /// a caller who does not meet them never reaches a session, the catalog or an
 /// upstream.
 pub(super) async fn admit(
-    State((auth, ep)): State<(Arc<Authenticator>, Arc<Endpoint>)>,
+    State((auth, ep, gw)): State<(Arc<Authenticator>, Arc<Endpoint>, Arc<Gateway>)>,
     mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -61,6 +62,20 @@ pub(super) async fn admit(
                 reason = %refusal,
                 "refused by the endpoint's access rules"
             );
+            gw.audit_refusal(crate::gateway::audit::Refusal {
+                principal: Some(principal),
+                source: req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip()),
+                path: &ep.path,
+                status: 403,
+                code: match refusal {
+                    Refusal::Scope(_) => "insufficient_scope",
+                    _ => "access_denied",
+                },
+                reason: &refusal.to_string(),
+            });
             return match refusal {
                 Refusal::Scope(e) => {
                     let url = ep.metadata_url.as_deref().unwrap_or(&auth.metadata_url);

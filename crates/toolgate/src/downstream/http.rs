@@ -10,6 +10,7 @@ use super::endpoint::{Endpoint, admit, endpoint_resource};
 use super::tls::Tls;
 use crate::auth::{AuthError, Authenticator, ClientCert, Principal};
 use crate::catalog::ListKind;
+use crate::gateway::audit::Refusal;
 use crate::gateway::modern::{self, MODERN_VERSIONS};
 use crate::gateway::stream::Next;
 use crate::gateway::{EventStream, Gateway, Session};
@@ -35,6 +36,12 @@ type Peer = Option<Extension<axum::extract::ConnectInfo<SocketAddr>>>;
 
 fn source(peer: &Peer) -> Option<std::net::IpAddr> {
     peer.as_ref().map(|Extension(c)| c.0.ip())
+}
+
+fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -111,7 +118,7 @@ fn streamable(state: &AppState, ep: Endpoint) -> MethodRouter<AppState> {
         .get(mcp_get)
         .delete(mcp_delete)
         .layer(axum::middleware::from_fn_with_state(
-            (state.auth.clone(), Arc::new(ep)),
+            (state.auth.clone(), Arc::new(ep), state.gw.clone()),
             admit,
         ))
 }
@@ -161,6 +168,14 @@ async fn authenticate(
         }
         Err(e) => {
             tracing::info!(code = e.code(), reason = %e, path = %req.uri().path(), "request not authenticated");
+            state.gw.audit_refusal(Refusal {
+                principal: None,
+                source: peer_ip(&req),
+                path: req.uri().path(),
+                status: e.status().as_u16(),
+                code: e.code(),
+                reason: &e.to_string(),
+            });
             auth_error(&state.auth, &e)
         }
     }
@@ -302,6 +317,14 @@ async fn guard_origin(
                     .and_then(|u| u.host_str().map(is_loopback_host))
                     .unwrap_or(false));
         if !allowed {
+            state.gw.audit_refusal(Refusal {
+                principal: None,
+                source: peer_ip(&req),
+                path: req.uri().path(),
+                status: 403,
+                code: "origin_not_allowed",
+                reason: &format!("Origin {origin} is not allowed"),
+            });
             return rpc_error(
                 StatusCode::FORBIDDEN,
                 None,
@@ -369,6 +392,14 @@ fn find_session(
             owner = %session.principal,
             "refused a session id presented by another principal"
         );
+        state.gw.audit_refusal(Refusal {
+            principal: Some(principal),
+            source: None,
+            path: &ep.path,
+            status: 404,
+            code: "foreign_session",
+            reason: "a session id of another principal",
+        });
         return Err(not_found());
     }
     if session.endpoint != ep.path {
@@ -835,6 +866,14 @@ async fn legacy_message(
             let own = c.owner == principal.key();
             if !own {
                 tracing::warn!(principal = %principal.key(), owner = %c.owner, "refused a session id presented by another principal");
+                state.gw.audit_refusal(Refusal {
+                    principal: Some(&principal),
+                    source: source(&peer),
+                    path: "/message",
+                    status: 404,
+                    code: "foreign_session",
+                    reason: "a session id of another principal",
+                });
             }
             own
         });

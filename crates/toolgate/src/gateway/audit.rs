@@ -132,6 +132,24 @@ impl super::Gateway {
         self.audit.emit(e);
     }
 
+    /// A request refused before the core saw it: no valid credential, a
+    /// foreign origin, another principal's session id, an endpoint's rules.
+    /// `status` is the HTTP status the client got, `code` the stable reason.
+    pub fn audit_refusal(&self, r: Refusal<'_>) {
+        let mut e = match r.principal {
+            Some(p) => Event::new(EventKind::Auth).by(p),
+            None => Event::new(EventKind::Auth),
+        };
+        e.source = r.source.map(|ip| ip.to_string());
+        e.endpoint = Some(r.path.to_owned());
+        e.decision = Some(Verdict::Deny);
+        e.reason_code = Some(r.code.to_owned());
+        e.reason = Some(self.redactor.scrub(r.reason).into_owned());
+        e.outcome = Some(Outcome::Refused);
+        e.error_code = Some(i64::from(r.status));
+        self.audit.emit(e);
+    }
+
     /// An upstream server's status changed.
     pub(crate) fn audit_upstream(&self, server: &str, status: &str, reason: Option<&str>) {
         let mut e = Event::new(EventKind::Upstream);
@@ -140,6 +158,16 @@ impl super::Gateway {
         e.reason = reason.map(|r| self.redactor.scrub(r).into_owned());
         self.audit.emit(e);
     }
+}
+
+/// A refused request, for [`Gateway::audit_refusal`](super::Gateway::audit_refusal).
+pub struct Refusal<'a> {
+    pub principal: Option<&'a crate::auth::Principal>,
+    pub source: Option<std::net::IpAddr>,
+    pub path: &'a str,
+    pub status: u16,
+    pub code: &'a str,
+    pub reason: &'a str,
 }
 
 /// Who made a request, as the trail records it.

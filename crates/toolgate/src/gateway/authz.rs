@@ -144,7 +144,7 @@ impl<'a> Origin<'a> {
 pub const FORBIDDEN: i64 = -32040;
 
 impl Authz {
-    pub fn new(config: &Config) -> Result<Authz, String> {
+    pub fn new(config: &Config, audit: &crate::audit::Auditor) -> Result<Authz, String> {
         let mode = match (&config.policy, &config.auth) {
             (Some(_), _) => {
                 let path = config.policy_path().unwrap_or_default();
@@ -160,7 +160,7 @@ impl Authz {
             }
         };
         let watcher = match &mode {
-            Mode::Enforce(store) => match store.watch_and_log() {
+            Mode::Enforce(store) => match store.watch_and_log(audit.clone()) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch the policy files; changes need a restart");
@@ -176,6 +176,11 @@ impl Authz {
             views: Mutex::default(),
             _watcher: watcher,
         })
+    }
+
+    #[cfg(test)]
+    fn new_unaudited(config: &Config) -> Result<Authz, String> {
+        Authz::new(config, &crate::audit::Auditor::disabled())
     }
 
     /// Nothing allowed: what runs when the policies could not be loaded.
@@ -596,11 +601,11 @@ mod tests {
     #[test]
     fn the_mode_follows_auth_and_policy() {
         let open = crate::config::load_str("servers: {}\n", "t.yaml", false).unwrap();
-        assert!(Authz::new(&open).unwrap().is_open());
+        assert!(Authz::new_unaudited(&open).unwrap().is_open());
         let auth_only =
             crate::config::load_str("auth:\n  api_keys: {}\nservers: {}\n", "t.yaml", false)
                 .unwrap();
-        let a = Authz::new(&auth_only).unwrap();
+        let a = Authz::new_unaudited(&auth_only).unwrap();
         assert!(!a.is_open());
         let p = Principal::anonymous("alice");
         let origin = Origin {
@@ -622,6 +627,6 @@ mod tests {
         let missing =
             crate::config::load_str("policy:\n  path: /nonexistent/policies\n", "t.yaml", false)
                 .unwrap();
-        assert!(Authz::new(&missing).is_err());
+        assert!(Authz::new_unaudited(&missing).is_err());
     }
 }

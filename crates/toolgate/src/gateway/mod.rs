@@ -6,7 +6,7 @@
 //! relays everything the server sends back. The order of work for a call is visible
 //! in `dispatch.rs`.
 
-mod audit;
+pub mod audit;
 pub(crate) mod authz;
 mod dispatch;
 pub(crate) mod endpoints;
@@ -88,7 +88,7 @@ impl Gateway {
     /// [`Gateway::start`], writing the audit trail through `audit`.
     pub fn start_audited(config: Config, audit: crate::audit::Auditor) -> Arc<Gateway> {
         let config = Arc::new(config);
-        let (authz, policy_error) = match authz::Authz::new(&config) {
+        let (authz, policy_error) = match authz::Authz::new(&config, &audit) {
             Ok(a) => (a, None),
             Err(e) => (authz::Authz::deny_all(), Some(e)),
         };

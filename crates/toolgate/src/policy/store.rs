@@ -104,18 +104,35 @@ impl PolicyStore {
         })
     }
 
-    /// [`PolicyStore::watch`] with outcomes written to the log.
-    pub fn watch_and_log(self: &Arc<Self>) -> Result<Watcher, notify::Error> {
+    /// [`PolicyStore::watch`] with outcomes written to the log and the audit
+    /// trail.
+    pub fn watch_and_log(
+        self: &Arc<Self>,
+        audit: crate::audit::Auditor,
+    ) -> Result<Watcher, notify::Error> {
+        use crate::audit::{Event, EventKind, Outcome};
         let path = self.path.clone();
-        self.watch(Duration::from_millis(250), move |r| match r {
-            Ok(Reloaded::Swapped { generation }) => {
-                tracing::info!(path = %path.display(), generation, "policies reloaded");
+        self.watch(Duration::from_millis(250), move |r| {
+            let mut e = Event::new(EventKind::Reload);
+            e.target = Some(path.display().to_string());
+            e.method = Some("policy".into());
+            match r {
+                Ok(Reloaded::Swapped { generation }) => {
+                    tracing::info!(path = %path.display(), generation, "policies reloaded");
+                    e.outcome = Some(Outcome::Ok);
+                    e.detail = Some(serde_json::json!({ "generation": generation }));
+                }
+                Ok(Reloaded::Unchanged { .. }) => return,
+                Err(err) => {
+                    tracing::error!(
+                        path = %path.display(),
+                        "policies not reloaded, the previous ones stay in force: {err}"
+                    );
+                    e.outcome = Some(Outcome::Error);
+                    e.reason = Some(err.to_string());
+                }
             }
-            Ok(Reloaded::Unchanged { .. }) => {}
-            Err(e) => tracing::error!(
-                path = %path.display(),
-                "policies not reloaded, the previous ones stay in force: {e}"
-            ),
+            audit.emit(e);
         })
     }
 }

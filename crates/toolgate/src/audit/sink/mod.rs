@@ -57,3 +57,20 @@ pub async fn open(
     }
     Ok(sinks)
 }
+
+/// Write one event straight to the config's sinks, for commands that act
+/// without a running gateway (`toolgate keys create|revoke`). The OTLP sink
+/// belongs to a serving gateway, and the command's stdout is its own output:
+/// both are skipped here.
+pub async fn write_now(config: &Config, event: Event) -> anyhow::Result<()> {
+    let mut only_local = config.clone();
+    only_local
+        .audit
+        .sinks
+        .retain(|s| !matches!(s, AuditSink::Otlp | AuditSink::Stdout));
+    for mut sink in open(&only_local, None).await? {
+        sink.write(std::slice::from_ref(&event)).await?;
+        sink.flush().await?;
+    }
+    Ok(())
+}

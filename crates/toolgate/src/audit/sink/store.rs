@@ -1,7 +1,8 @@
 //! The store sink: events into the `toolgate_audit` table of the config's
 //! `storage` (SQLite by default, PostgreSQL for several replicas), one
 //! transaction per batch, on a connection of its own. Retention runs beside
-//! the writes: events older than `max_age`, and beyond the newest
+//! the writes (a batch retried after another sink failed is not stored
+//! twice: ids are unique). Events older than `max_age`, and beyond the newest
 //! `max_events`, are deleted once a minute.
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL` on this connection: a
@@ -45,7 +46,8 @@ impl StoreSink {
                 "INSERT INTO toolgate_audit
                     (id, time_us, kind, user_name, tenant, agent, session_id, method, server,
                      target, decision, outcome, event_json)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
             .bind(e.time_us)
