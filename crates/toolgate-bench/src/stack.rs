@@ -63,8 +63,14 @@ impl Stack {
     /// Add this stack's settings to a generated gateway config.
     pub fn apply(self, config: &mut Value) -> Result<(), NotAvailable> {
         match self {
-            Stack::Current => Ok(()),
+            // Without the trail: these stacks measure routing, and routing plus
+            // authentication and policy; `full` adds the trail.
+            Stack::Current => {
+                config["audit"] = json!({ "sinks": [] });
+                Ok(())
+            }
             Stack::Policy => {
+                config["audit"] = json!({ "sinks": [] });
                 let kit = kit()?;
                 config["auth"] = json!({
                     "resource": RESOURCE,

@@ -363,6 +363,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// The audit trail as the config describes it: every sink opened before the
 /// gateway serves, so a trail that cannot be written stops `serve` at once.
 async fn start_audit(config: &Config) -> anyhow::Result<toolgate::audit::Auditor> {
+    if config.audit.sinks.is_empty() {
+        tracing::warn!("audit.sinks is empty: no audit trail is kept");
+        return Ok(toolgate::audit::Auditor::disabled());
+    }
     let sinks = toolgate::audit::sink::open(config, None)
         .await
         .context("cannot open the audit trail")?;

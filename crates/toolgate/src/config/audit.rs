@@ -12,6 +12,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Where events are written; several at once are fine. Default: the store.
+    /// `[]` keeps no trail at all (not for governed deployments).
     #[serde(default = "default_sinks")]
     pub sinks: Vec<AuditSink>,
     /// What happens when the sinks fall behind and the buffer is full.
