@@ -83,7 +83,13 @@ impl Stack {
                 config["policy"] = json!({ "path": kit.policies });
                 Ok(())
             }
-            Stack::Full => Err(NotAvailable(FULL_STACK_MISSING.into())),
+            Stack::Full => {
+                Stack::Policy.apply(config)?;
+                // The default trail: every call's event committed to the SQLite store
+                // beside the generated config before the call is answered.
+                config["audit"] = json!({ "sinks": ["store"] });
+                Ok(())
+            }
         }
     }
 
@@ -92,7 +98,7 @@ impl Stack {
         match self {
             Stack::Current => Ok(Vec::new()),
             Stack::Policy => Ok(vec![("authorization", format!("Bearer {}", kit()?.token))]),
-            Stack::Full => Err(NotAvailable(FULL_STACK_MISSING.into())),
+            Stack::Full => Stack::Policy.client_headers(),
         }
     }
 }

@@ -239,7 +239,8 @@ impl Writer {
             if !self.backlog.is_empty() {
                 self.retry_backlog().await;
             }
-            let events: Vec<Event> = batch.iter().map(|e| e.event.clone()).collect();
+            let (events, acks): (Vec<Event>, Vec<_>) =
+                batch.drain(..).map(|e| (e.event, e.ack)).unzip();
             let ok = self.backlog.is_empty() && self.write(&events).await;
             if ok {
                 self.stats
@@ -248,10 +249,8 @@ impl Writer {
             } else {
                 self.keep(events);
             }
-            for entry in batch.drain(..) {
-                if let Some(ack) = entry.ack {
-                    let _ = ack.send(ok);
-                }
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(ok);
             }
         }
         if !self.backlog.is_empty() {

@@ -17,6 +17,10 @@ use sqlx::{AnyConnection, Connection as _};
 use std::time::{Duration, Instant};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Columns per row, and rows per statement (well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters).
+const COLUMNS: usize = 13;
+const ROWS_PER_INSERT: usize = 128;
 
 pub struct StoreSink {
     conn: AnyConnection,
@@ -41,29 +45,44 @@ impl StoreSink {
 
     async fn insert(&mut self, events: &[Event]) -> anyhow::Result<()> {
         let mut tx = self.conn.begin().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO toolgate_audit
-                    (id, time_us, kind, user_name, tenant, agent, session_id, method, server,
-                     target, decision, outcome, event_json)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&e.id)
-            .bind(e.time_us)
-            .bind(e.kind.as_str())
-            .bind(&e.user)
-            .bind(&e.tenant)
-            .bind(&e.agent)
-            .bind(&e.session)
-            .bind(&e.method)
-            .bind(&e.server)
-            .bind(&e.target)
-            .bind(e.decision.map(|d| d.as_str()))
-            .bind(e.outcome.map(|o| o.as_str()))
-            .bind(serde_json::to_string(e)?)
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: the per-statement cost dominates small rows.
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO toolgate_audit (id, time_us, kind, user_name, tenant, agent, \
+                 session_id, method, server, target, decision, outcome, event_json) VALUES ",
+            );
+            for row in 0..chunk.len() {
+                if row > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for col in 0..COLUMNS {
+                    if col > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", row * COLUMNS + col + 1));
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (id) DO NOTHING");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(e.id.clone())
+                    .bind(e.time_us)
+                    .bind(e.kind.as_str())
+                    .bind(e.user.clone())
+                    .bind(e.tenant.clone())
+                    .bind(e.agent.clone())
+                    .bind(e.session.clone())
+                    .bind(e.method.clone())
+                    .bind(e.server.clone())
+                    .bind(e.target.clone())
+                    .bind(e.decision.map(|d| d.as_str()))
+                    .bind(e.outcome.map(|o| o.as_str()))
+                    .bind(serde_json::to_string(e)?);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
