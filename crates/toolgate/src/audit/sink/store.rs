@@ -33,12 +33,20 @@ pub struct StoreSink {
 impl StoreSink {
     pub async fn open(config: &Config) -> anyhow::Result<StoreSink> {
         let store = Store::for_config(config).await?;
+        StoreSink::new(store, config.audit.max_age.0, config.audit.max_events).await
+    }
+
+    pub async fn new(
+        store: Store,
+        max_age: Duration,
+        max_events: u64,
+    ) -> anyhow::Result<StoreSink> {
         let conn = connect(&store).await?;
         Ok(StoreSink {
             conn,
             store,
-            max_age: config.audit.max_age.0,
-            max_events: config.audit.max_events,
+            max_age,
+            max_events,
             last_prune: Instant::now() - PRUNE_EVERY,
         })
     }
@@ -100,10 +108,11 @@ impl StoreSink {
             .await?
             .rows_affected();
         let excess = sqlx::query(
-            "DELETE FROM toolgate_audit WHERE time_us < (
-                SELECT time_us FROM toolgate_audit ORDER BY time_us DESC LIMIT 1 OFFSET $1)",
+            "DELETE FROM toolgate_audit WHERE id < (
+                SELECT id FROM toolgate_audit ORDER BY id DESC LIMIT 1 OFFSET $1)",
         )
-        .bind(i64::try_from(self.max_events).unwrap_or(i64::MAX))
+        // Ids are unique and ordered by time: exactly the newest `max_events` stay.
+        .bind(i64::try_from(self.max_events.max(1) - 1).unwrap_or(i64::MAX))
         .execute(&mut self.conn)
         .await?
         .rows_affected();
@@ -153,5 +162,156 @@ impl Sink for StoreSink {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::query::{Filter, events};
+    use crate::audit::{EventKind, Outcome, Verdict};
+
+    /// `n` request events of `users` in turn, alternately allowed and denied.
+    fn batch(tag: &str, n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| {
+                let mut e = Event::new(EventKind::Request);
+                e.user = Some(format!("{tag}-u{}", i % 3));
+                e.tenant = Some(format!("{tag}-t"));
+                e.method = Some("tools/call".into());
+                e.target = Some(format!("{tag}__tool{}", i % 2));
+                e.decision = Some(if i % 2 == 0 {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                });
+                e.outcome = Some(Outcome::Ok);
+                e.arguments = Some(serde_json::json!({ "i": i }));
+                e
+            })
+            .collect()
+    }
+
+    async fn writes_and_reads_back(store: Store) {
+        let tag = format!("t{:08x}", rand::random::<u32>());
+        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 1_000_000)
+            .await
+            .unwrap();
+        let written = batch(&tag, 300);
+        sink.write(&written).await.unwrap();
+        // A batch retried after another sink failed is not stored twice.
+        sink.write(&written[..200]).await.unwrap();
+        let mine = |f: Filter| Filter {
+            tenant: Some(format!("{tag}-t")),
+            limit: f.limit.or(Some(10_000)),
+            ..f
+        };
+        let all = events(
+            &store,
+            &mine(Filter {
+                ascending: true,
+                ..Filter::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(all, written, "every event, once, as written, in order");
+        let by_user = events(
+            &store,
+            &mine(Filter {
+                principal: Some(format!("{tag}-t/{tag}-u1")),
+                ..Filter::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(by_user.len(), 100);
+        assert!(
+            by_user.windows(2).all(|w| w[0].id > w[1].id),
+            "newest first"
+        );
+        let denied_tool1 = events(
+            &store,
+            &mine(Filter {
+                tool: Some(format!("{tag}__tool1")),
+                decision: Some("deny".into()),
+                ..Filter::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(denied_tool1.len(), 150);
+        let after = events(
+            &store,
+            &mine(Filter {
+                after: Some(written[289].id.clone()),
+                ascending: true,
+                ..Filter::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(after, written[290..]);
+        let limited = events(
+            &store,
+            &mine(Filter {
+                limit: Some(7),
+                ..Filter::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(limited.len(), 7);
+        assert_eq!(limited[0], written[299]);
+    }
+
+    #[tokio::test]
+    async fn events_round_trip_through_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite://audit.db", Some(dir.path()))
+            .await
+            .unwrap();
+        writes_and_reads_back(store).await;
+    }
+
+    /// The same statements against the machine's PostgreSQL.
+    #[tokio::test]
+    async fn events_round_trip_through_postgres() {
+        let url = std::env::var("TOOLGATE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let store = Store::open(&url, None)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required: {e:#}"));
+        writes_and_reads_back(store).await;
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_newest_and_drops_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite://audit.db", Some(dir.path()))
+            .await
+            .unwrap();
+        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 50)
+            .await
+            .unwrap();
+        let mut old = batch("old", 10);
+        for e in &mut old {
+            e.time_us -= 2 * 3600 * 1_000_000;
+        }
+        sink.write(&old).await.unwrap();
+        let recent = batch("new", 120);
+        sink.write(&recent).await.unwrap();
+        sink.prune().await.unwrap();
+        let left = events(
+            &store,
+            &Filter {
+                limit: Some(10_000),
+                ascending: true,
+                ..Filter::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(left, recent[70..], "the newest 50, none of the expired");
     }
 }
