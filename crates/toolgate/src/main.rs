@@ -1,4 +1,4 @@
-//! The `toolgate` command line: serve, stdio, check, catalog, policy.
+//! The `toolgate` command line: serve, stdio, check, catalog, policy, keys, audit.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -65,6 +65,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: toolgate::policy::cli::PolicyCommand,
+    },
+    /// Read the audit trail from the config's store: query it, or follow it.
+    Audit {
+        #[command(subcommand)]
+        command: toolgate::audit::cli::AuditCommand,
     },
 }
 
@@ -194,6 +199,7 @@ async fn run(command: Command) -> ExitCode {
         }
         Command::Keys { command } => report(keys(command).await),
         Command::Policy { command } => toolgate::policy::cli::run(command),
+        Command::Audit { command } => report(toolgate::audit::cli::run(command).await),
         Command::Catalog { config, json } => {
             let c = match load(&config) {
                 Ok(c) => c,
