@@ -312,12 +312,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     // With port 0 the system picks one: report the address actually bound.
     let listen = listener.local_addr().unwrap_or(listen);
+    let admin = toolgate::downstream::admin::Listener::open(&config).await?;
+    if admin.is_some() {
+        // Installed before the gateway starts, so its first request is counted.
+        toolgate::metrics::install();
+    }
     // Built after binding: the default resource URL names the port actually bound.
     let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
     let audit = start_audit(&config).await?;
     let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);
+    // Announced before the MCP listener: whoever waits for "MCP at" finds the
+    // admin address already logged.
+    if let Some(admin) = admin {
+        let addr = admin.local_addr()?;
+        tracing::info!("admin at http://{addr} (/metrics, /healthz, /readyz, /admin/v1/audit)");
+        tokio::spawn(admin.serve(gw.clone(), auth.clone(), gw.stop.clone()));
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("MCP at {scheme}://{listen}/mcp (legacy SSE at {scheme}://{listen}/sse)");
     if let Some(t) = &tls {
