@@ -1,4 +1,4 @@
-//! The `toolgate` command line: serve, stdio, check, catalog, policy.
+//! The `toolgate` command line: serve, stdio, check, catalog, policy, keys, audit.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -65,6 +65,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: toolgate::policy::cli::PolicyCommand,
+    },
+    /// Read the audit trail from the config's store: query it, or follow it.
+    Audit {
+        #[command(subcommand)]
+        command: toolgate::audit::cli::AuditCommand,
     },
 }
 
@@ -194,6 +199,7 @@ async fn run(command: Command) -> ExitCode {
         }
         Command::Keys { command } => report(keys(command).await),
         Command::Policy { command } => toolgate::policy::cli::run(command),
+        Command::Audit { command } => report(toolgate::audit::cli::run(command).await),
         Command::Catalog { config, json } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -331,12 +337,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     // With port 0 the system picks one: report the address actually bound.
     let listen = listener.local_addr().unwrap_or(listen);
+    let admin = toolgate::downstream::admin::Listener::open(&config).await?;
+    if admin.is_some() {
+        // Installed before the gateway starts, so its first request is counted.
+        toolgate::metrics::install();
+    }
     // Built after binding: the default resource URL names the port actually bound.
     let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
     let audit = start_audit(&config).await?;
     let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);
+    // Announced before the MCP listener: whoever waits for "MCP at" finds the
+    // admin address already logged.
+    if let Some(admin) = admin {
+        let addr = admin.local_addr()?;
+        tracing::info!("admin at http://{addr} (/metrics, /healthz, /readyz, /admin/v1/audit)");
+        tokio::spawn(admin.serve(gw.clone(), auth.clone(), gw.stop.clone()));
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("MCP at {scheme}://{listen}/mcp (legacy SSE at {scheme}://{listen}/sse)");
     if let Some(t) = &tls {

@@ -12,8 +12,10 @@
 //!
 //! `event.rs` is the event, `record.rs` the facts a request gathers on its way
 //! through the pipeline, `redact.rs` what may be recorded of arguments and
-//! results, `sink/` the destinations, `query.rs` reading events back.
+//! results, `sink/` the destinations, `query.rs` reading events back, `cli.rs`
+//! the `toolgate audit` commands.
 
+pub mod cli;
 mod event;
 pub mod query;
 mod record;

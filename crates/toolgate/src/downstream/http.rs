@@ -197,10 +197,14 @@ pub(super) fn auth_error(auth: &Authenticator, e: &AuthError) -> Response {
     resp
 }
 
+async fn readyz(State(state): State<AppState>) -> Response {
+    readiness(&state.gw, &state.auth).await
+}
+
 /// Ready to serve: the policies loaded, every `failure: closed` server up, the
 /// key store answering. 503 with the failing checks otherwise (no secrets: names
-/// and reasons only).
-async fn readyz(State(state): State<AppState>) -> Response {
+/// and reasons only). The MCP and the admin listener answer `/readyz` alike.
+pub(super) async fn readiness(gw: &Gateway, auth: &Authenticator) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     let mut check = |name: String, ok: bool, detail: Option<String>| {
@@ -211,9 +215,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
         checks.insert(name, c);
     };
-    let policy = state.gw.policy_problem();
+    let policy = gw.policy_problem();
     check("policy".into(), policy.is_none(), policy);
-    for up in &state.gw.servers {
+    for up in &gw.servers {
         if up.cfg.failure != crate::config::FailureMode::Closed {
             continue;
         }
@@ -224,7 +228,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         };
         check(format!("server:{}", up.name), ok, detail);
     }
-    if let Some(store) = state.auth.store_check().await {
+    if let Some(store) = auth.store_check().await {
         check("store".into(), store.is_ok(), store.err());
     }
     let status = if ready {

@@ -92,6 +92,8 @@ impl super::Gateway {
                 e.error_code = Some(err.code);
             }
         }
+        // From the finished event, so the metrics count what the trail says.
+        crate::metrics::record(&e);
         self.audit.commit(audited.slot, e).await
     }
 
