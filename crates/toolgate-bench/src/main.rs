@@ -36,8 +36,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// The gateway features to measure: `current` (no authentication, no policy), `policy` (JWT
-    /// authentication and 100 Cedar policies), `full` (plus audit and metrics; not available
-    /// yet).
+    /// authentication and 100 Cedar policies), `full` (plus the audit trail in SQLite, metrics
+    /// and tracing).
     #[arg(long, value_enum, default_value = "current")]
     stack: Stack,
     /// Where results.md, results.json and latency.svg go.
@@ -358,9 +358,9 @@ async fn describe_setup(report: &mut Report, rig: &Rig, fds: (u64, u64)) {
     report.fact(
         "stack",
         match rig.stack {
-            Stack::Current => "current: no authentication, no policy (`--stack policy` adds JWT authentication and 100 Cedar policies)".to_owned(),
-            Stack::Policy => "policy: every call authenticated with an ES256 JWT (JWKS, issuer, audience, expiry, scope) and decided by 100 Cedar policies; lists filtered per caller; audit and metrics not yet (issue 6)".to_owned(),
-            Stack::Full => format!("full: {}", stack::FULL_STACK_MISSING),
+            Stack::Current => "current: no authentication, no policy, no audit trail (`--stack policy` adds JWT authentication and 100 Cedar policies, `--stack full` the trail and metrics)".to_owned(),
+            Stack::Policy => "policy: every call authenticated with an ES256 JWT (JWKS, issuer, audience, expiry, scope) and decided by 100 Cedar policies; lists filtered per caller; no audit trail".to_owned(),
+            Stack::Full => "full: the policy stack plus the audit trail (each call answered after its event is committed to SQLite) and Prometheus metrics".to_owned(),
         },
     );
     report.fact(

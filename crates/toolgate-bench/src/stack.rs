@@ -4,10 +4,12 @@
 //! `policy` adds what every governed deployment runs: callers authenticate with a JWT (ES256,
 //! checked against a JWKS the benchmark serves itself, with issuer, audience, expiry and a
 //! required scope), and a set of 100 Cedar policies decides every call and filters every list.
-//! `full` is `policy` plus audit and metrics, the stack the "added p99 ≤ 1 ms" budget is written
-//! for; it plugs in here once those exist. `apply` adds a stack's settings to every generated
-//! gateway config and `client_headers` gives the credentials a client then needs. Every
-//! measurement goes through these two functions, so nothing else has to change.
+//! `full` is `policy` plus the audit trail (every call's event committed to the SQLite store
+//! before the call is answered, arguments recorded as a digest), Prometheus metrics on an admin
+//! listener, and tracing: the stack the "added p99 ≤ 1 ms" budget is written for. `apply` adds a
+//! stack's settings to every generated gateway config and `client_headers` gives the credentials
+//! a client then needs. Every measurement goes through these two functions, so nothing else has
+//! to change.
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
@@ -16,10 +18,6 @@ use serde_json::{Value, json};
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-
-/// What `--stack full` reports until the features it needs exist.
-pub const FULL_STACK_MISSING: &str = "not available: needs audit and metrics (issue 6); \
-     `--stack policy` measures authentication and policy";
 
 const ISSUER: &str = "https://issuer.bench.toolgate";
 const RESOURCE: &str = "http://toolgate.bench/mcp";
@@ -30,7 +28,7 @@ pub enum Stack {
     Current,
     /// JWT authentication and 100 Cedar policies on every call and list.
     Policy,
-    /// `policy` plus audit and metrics (not available yet).
+    /// `policy` plus the audit trail (SQLite), metrics and tracing.
     Full,
 }
 
@@ -88,6 +86,8 @@ impl Stack {
                 // The default trail: every call's event committed to the SQLite store
                 // beside the generated config before the call is answered.
                 config["audit"] = json!({ "sinks": ["store"] });
+                // Metrics are recorded only where an admin listener serves them.
+                config["admin"] = json!({ "listen": "127.0.0.1:0" });
                 Ok(())
             }
         }

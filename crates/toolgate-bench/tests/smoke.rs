@@ -169,14 +169,40 @@ fn quick_run_completes_and_writes_the_results() {
     );
 }
 
+/// The full stack (authentication, policy, the audit trail in SQLite, metrics) runs the calls and
+/// the lists.
 #[test]
-fn full_stack_says_what_it_waits_for() {
-    let out = run_bench(&["--stack", "full"], Duration::from_secs(30));
+fn full_stack_runs_calls_and_lists() {
+    let out_dir = tempfile::tempdir().expect("a temp dir");
+    let out = run_bench(
+        &[
+            "--quick",
+            "--stack",
+            "full",
+            "--only",
+            "latency,lists",
+            "--out",
+            out_dir.path().to_str().expect("a UTF-8 path"),
+        ],
+        LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(
-        stdout.contains("not available: needs audit and metrics (issue 6)"),
-        "{stdout}"
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = std::fs::read_to_string(out_dir.path().join("results.json")).expect("results.json");
+    assert!(json.contains("the audit trail"), "{json}");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let stack = results["sections"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["data"]["stack"].is_string()))
+        .map(|s| s["data"].clone());
+    assert_eq!(
+        stack,
+        Some(serde_json::json!({ "stack": "full", "audit_and_metrics": true })),
+        "{json}"
     );
 }
 
