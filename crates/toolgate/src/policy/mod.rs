@@ -17,6 +17,7 @@ mod entities;
 mod load;
 mod partial;
 mod schema;
+pub mod simulate;
 mod slice;
 mod store;
 mod targets;
