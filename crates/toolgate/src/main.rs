@@ -61,7 +61,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Cedar policies: check them, print their schema, explain a decision.
+    /// Cedar policies: check them, print their schema, explain a decision,
+    /// replay the audit trail against a change.
     Policy {
         #[command(subcommand)]
         command: toolgate::policy::cli::PolicyCommand,
@@ -198,7 +199,7 @@ async fn run(command: Command) -> ExitCode {
             report(stdio(c).await)
         }
         Command::Keys { command } => report(keys(command).await),
-        Command::Policy { command } => toolgate::policy::cli::run(command),
+        Command::Policy { command } => toolgate::policy::cli::run(command).await,
         Command::Audit { command } => report(toolgate::audit::cli::run(command).await),
         Command::Catalog { config, json } => {
             let c = match load(&config) {

@@ -134,6 +134,10 @@ pub struct Event {
     /// The tool or prompt (as exposed) or the resource URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// What the server itself calls the target (its own tool or prompt name,
+    /// its own URI): the name policies know it by, so decisions can be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
     /// Arguments as the redaction setting allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
@@ -201,6 +205,7 @@ impl Event {
             method: None,
             server: None,
             target: None,
+            original: None,
             arguments: None,
             arguments_digest: None,
             result: None,

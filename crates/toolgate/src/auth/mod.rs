@@ -27,14 +27,14 @@ use crate::config::{AuthConfig, Config};
 use crate::store::Store;
 use apikey::ApiKeys;
 use http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// How a principal proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     Anonymous,
@@ -43,27 +43,28 @@ pub enum AuthMethod {
     Mtls,
 }
 
-/// An authenticated caller, as policies and audit see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An authenticated caller, as policies and audit see it. It reads back from
+/// the audit trail's `principal` (to replay a decision) as it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Principal {
     /// The user (or service) the credential names: a JWT's subject, an API key's
     /// principal, a certificate's subject.
     pub user: String,
     /// The agent or client application acting for the user (a JWT's `azp` /
     /// `client_id`), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// The tenant the caller belongs to; `None` for single-tenant setups.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Groups or roles.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     /// OAuth scopes the credential carries.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
     /// Further attributes mapped from claims, for policies.
-    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub attrs: Map<String, Value>,
     pub method: AuthMethod,
 }

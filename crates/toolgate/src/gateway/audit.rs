@@ -106,6 +106,7 @@ impl super::Gateway {
         e.method = Some(method.to_owned());
         e.server = f.server.map(|s| s.to_string());
         e.target = f.target;
+        e.original = f.original;
         e.arguments = f.arguments;
         e.arguments_digest = f.arguments_digest;
         e.decision = f.decision;

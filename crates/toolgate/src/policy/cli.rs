@@ -1,9 +1,13 @@
 //! `toolgate policy …`: check a policy directory, print the schema, explain a
-//! decision. The same operations the gateway performs, for people and CI.
+//! decision, replay the audit trail against a change. The same operations the
+//! gateway performs, for people and CI.
 
+use super::simulate::{self, Report};
 use super::{Action, CallContext, Decision, Era, Policies, Request, ServerRef, Target};
+use crate::audit::{Event, query};
 use crate::auth::{AuthMethod, Principal};
-use crate::config::{self, Config, Labels, PrefixMode};
+use crate::config::{self, AuditSink, Config, Labels, PrefixMode};
+use crate::store::Store;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -51,11 +55,47 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the calls decided in the audit trail against the policies in a
+    /// directory and list those whose decision would change. Exit 0 when none
+    /// would, 1 when some would, 2 when it cannot run.
+    Simulate(SimulateArgs),
+}
+
+/// The inputs of `policy simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The gateway config: where the trail is (`storage`), and the servers'
+    /// and items' labels.
+    #[arg(long, short, env = "TOOLGATE_CONFIG")]
+    pub config: PathBuf,
+    /// The candidate policies: a directory (with its `*.cedarschema`
+    /// declarations) or one `.cedar` file.
+    #[arg(long)]
+    pub policies: PathBuf,
+    /// Calls since then: a duration ago (`24h`, `90m`, `7d`) or an RFC 3339 time.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Calls before then (the same forms).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this principal's calls: `user` or `tenant/user`.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Only calls of this tool or prompt (as clients see it) or resource URI.
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Replay at most this many calls, oldest first.
+    #[arg(long, default_value_t = 100_000)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run a `policy` subcommand, printing to stdout/stderr.
-pub fn run(command: PolicyCommand) -> ExitCode {
+pub async fn run(command: PolicyCommand) -> ExitCode {
     let result = match command {
+        PolicyCommand::Simulate(args) => return simulate(&args).await,
         PolicyCommand::Check { path } => check(&path).map(|text| (text, ExitCode::SUCCESS)),
         PolicyCommand::Schema { policies } => {
             schema(policies.as_deref()).map(|text| (text, ExitCode::SUCCESS))
@@ -98,6 +138,116 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `policy simulate`: exit 0 when no decision would change, 1 when some
+/// would, 2 when it could not run (bad policies, config or trail).
+pub async fn simulate(a: &SimulateArgs) -> ExitCode {
+    match replay(a).await {
+        Ok((text, report)) => {
+            print!("{text}");
+            if report.changed() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Calls read from the store per query.
+const PAGE: u32 = 10_000;
+
+async fn replay(a: &SimulateArgs) -> Result<(String, Report), String> {
+    let policies = Policies::load(&a.policies)
+        .map_err(|e| format!("error: {e}").replace('\n', "\nerror: "))?;
+    for w in policies.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let config = config::load_file(&a.config).map_err(|e| format!("error: {e}"))?;
+    if !config.audit.sinks.contains(&AuditSink::Store) {
+        eprintln!(
+            "warning: audit.sinks does not include `store`: only calls recorded there before can be replayed"
+        );
+    }
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let since = query::parse_since(&a.since, now_us).map_err(|e| format!("error: --since: {e}"))?;
+    let until = a
+        .until
+        .as_deref()
+        .map(|t| query::parse_since(t, now_us))
+        .transpose()
+        .map_err(|e| format!("error: --until: {e}"))?;
+    let store = Store::for_config(&config)
+        .await
+        .map_err(|e| format!("error: {e:#}"))?;
+    let filter = query::Filter {
+        since_us: Some(since),
+        until_us: until,
+        principal: a.principal.clone(),
+        tool: a.tool.clone(),
+        kind: Some("request".into()),
+        limit: Some(PAGE),
+        ascending: true,
+        ..query::Filter::default()
+    };
+    let (calls, cut) = decided_calls(&store, filter, a.limit).await?;
+    let report = simulate::simulate(&calls, &policies, &config);
+    let last = calls.last().map(|e| query::format_time(e.time_us));
+    let text = if a.json {
+        let mut v = serde_json::to_value(&report).map_err(|e| format!("error: {e}"))?;
+        v["changed"] = json!(report.changed());
+        v["limit_reached"] = json!(cut);
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    } else {
+        let mut text = report.text();
+        if cut {
+            text.push_str(&format!(
+                "stopped at --limit {}: calls after {} were not replayed\n",
+                a.limit,
+                last.unwrap_or_default()
+            ));
+        }
+        text
+    };
+    Ok((text, report))
+}
+
+/// The calls with a decision that `filter` selects, oldest first, at most
+/// `limit`; and whether there were more.
+async fn decided_calls(
+    store: &Store,
+    mut filter: query::Filter,
+    limit: usize,
+) -> Result<(Vec<Event>, bool), String> {
+    let mut calls = Vec::new();
+    loop {
+        let page = query::events(store, &filter)
+            .await
+            .map_err(|e| format!("error: cannot read the audit trail: {e:#}"))?;
+        let Some(last) = page.last() else {
+            return Ok((calls, false));
+        };
+        filter.after = Some(last.id.clone());
+        let more = page.len() == PAGE as usize;
+        for e in page {
+            if simulate::is_decided_call(&e) {
+                if calls.len() == limit {
+                    return Ok((calls, true));
+                }
+                calls.push(e);
+            }
+        }
+        if !more {
+            return Ok((calls, false));
         }
     }
 }

@@ -15,13 +15,16 @@
 pub mod cli;
 mod entities;
 mod load;
+mod partial;
 mod schema;
+pub mod simulate;
 mod slice;
 mod store;
 mod targets;
 mod values;
 
 pub use entities::{CallContext, Era, ServerRef, Target, TargetKind};
+pub use partial::{ArgsKnown, Settled};
 pub use schema::{NAMESPACE, SCHEMA};
 pub use store::{PolicyStore, Reloaded, Watcher};
 pub use targets::CatalogTargets;
@@ -257,6 +260,9 @@ struct Found {
     errored_permits: Vec<String>,
     errored_forbids: Vec<String>,
     errors: Vec<String>,
+    /// Partial evaluation only: policies whose outcome depends on the unknowns.
+    residual_permits: Vec<String>,
+    residual_forbids: Vec<String>,
 }
 
 impl Policies {
@@ -350,30 +356,13 @@ impl Policies {
             return verdict(Found::default());
         }
         let mut mapper = Mapper::default();
-        // Values of another type than declared become unknowns (deny, never a
-        // comparison that silently fails to match).
-        let mut principal_fixed = None;
-        if let Some((attrs, notes)) = self.schema.conform("Attrs", &req.principal.attrs) {
-            let mut p = req.principal.clone();
-            p.attrs = attrs;
-            principal_fixed = Some(p);
-            mapper.unrepresentable.extend(notes);
-        }
-        let args_fixed = match req.context.args {
-            Some(serde_json::Value::Object(map)) => {
-                self.schema.conform("Args", map).map(|(a, notes)| {
-                    mapper.unrepresentable.extend(notes);
-                    serde_json::Value::Object(a)
-                })
-            }
-            _ => None,
-        };
+        let fixed = self.conform(req, &mut mapper);
         let mut ctx = req.context;
-        if let Some(a) = &args_fixed {
+        if let Some(a) = &fixed.args {
             ctx.args = Some(a);
         }
         let principal = entities::principal_entity(
-            principal_fixed.as_ref().unwrap_or(req.principal),
+            fixed.principal.as_ref().unwrap_or(req.principal),
             &mut mapper,
         );
         let context = entities::context(&ctx, ArgsMode::Given, &mut mapper);
@@ -389,6 +378,26 @@ impl Policies {
             );
         }
         decision
+    }
+
+    /// Values of another type than declared become unknowns (deny, never a
+    /// comparison that silently fails to match): the principal's attributes
+    /// and the arguments as policies get them, when any had to change.
+    fn conform(&self, req: &Request<'_>, mapper: &mut Mapper) -> Conformed {
+        let mut fixed = Conformed::default();
+        if let Some((attrs, notes)) = self.schema.conform("Attrs", &req.principal.attrs) {
+            let mut p = req.principal.clone();
+            p.attrs = attrs;
+            fixed.principal = Some(p);
+            mapper.unrepresentable.extend(notes);
+        }
+        if let Some(serde_json::Value::Object(map)) = req.context.args
+            && let Some((a, notes)) = self.schema.conform("Args", map)
+        {
+            mapper.unrepresentable.extend(notes);
+            fixed.args = Some(serde_json::Value::Object(a));
+        }
+        fixed
     }
 
     /// [`Policies::decide`] without slicing: the whole set in one Cedar
@@ -435,12 +444,15 @@ impl Policies {
         let Some(found) = self.evaluate(req, principal, context, true) else {
             return false;
         };
-        found.forbids.is_empty() && found.errored_forbids.is_empty() && !found.permits.is_empty()
+        // A residual permit might be satisfied by some arguments: it counts. A
+        // residual forbid might not apply to some arguments: it does not hide.
+        found.forbids.is_empty()
+            && found.errored_forbids.is_empty()
+            && !(found.permits.is_empty() && found.residual_permits.is_empty())
     }
 
     /// Evaluate a request's slices. With `partial`, permits and forbids that
-    /// depend on unknowns count as "might be satisfied" (in `permits` /
-    /// neither); without, Cedar reports them as errors.
+    /// depend on unknowns are residuals; without, Cedar reports them as errors.
     fn evaluate(
         &self,
         req: &Request<'_>,
@@ -522,14 +534,21 @@ impl Policies {
                 _ => found.errored_forbids.push(id.to_string()),
             }
         }
-        // A residual permit might be satisfied by some arguments: it counts. A
-        // residual forbid might not apply to some arguments: it does not hide.
         for p in r.nontrivial_residuals() {
-            if p.effect() == Effect::Permit {
-                found.permits.push(p.id().to_string());
+            match p.effect() {
+                Effect::Permit => found.residual_permits.push(p.id().to_string()),
+                Effect::Forbid => found.residual_forbids.push(p.id().to_string()),
             }
         }
     }
+}
+
+/// The principal and arguments of a request after [`Policies::conform`];
+/// `None` where nothing had to change.
+#[derive(Default)]
+struct Conformed {
+    principal: Option<Principal>,
+    args: Option<serde_json::Value>,
 }
 
 /// The target's prebuilt entities with the principal and the action added.

@@ -28,6 +28,9 @@ pub(crate) struct Mapper {
     nodes: usize,
     /// `path: why` for every value that became an unknown.
     pub unrepresentable: Vec<String>,
+    /// Strings containing this were masked when recorded: they become
+    /// unknowns (what they held is not known).
+    pub masked: Option<&'static str>,
 }
 
 impl Mapper {
@@ -61,6 +64,9 @@ impl Mapper {
             Value::Null => self.unknown(path, "null"),
             Value::Bool(b) => RestrictedExpression::new_bool(*b),
             Value::String(s) if s.len() > MAX_STRING => self.unknown(path, "string too long"),
+            Value::String(s) if self.masked.is_some_and(|m| s.contains(m)) => {
+                self.unknown(path, "masked when recorded")
+            }
             Value::String(s) => RestrictedExpression::new_string(s.clone()),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {

@@ -314,6 +314,13 @@ impl Gateway {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Kill the process and wait until it has exited (its config directory
+    /// goes with it).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = within(START_TIMEOUT, "toolgate serve exiting", self.child.wait()).await;
+    }
 }
 
 impl Drop for Gateway {
