@@ -228,6 +228,69 @@ async fn authentication_without_policy_denies_everything() {
     assert!(gw.stderr().contains("no policy"), "the operator is warned");
 }
 
+/// The caller's address reaches the policies (`context.source`), in both eras.
+#[tokio::test]
+async fn policies_see_the_callers_address() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"@id("echo") permit (principal, action == Toolgate::Action::"call_tool", resource == Toolgate::Tool::"fx/echo");
+@id("sleep-from-afar") permit (principal, action == Toolgate::Action::"call_tool", resource == Toolgate::Tool::"fx/sleep")
+when { context has source && !context.source.isLoopback() };
+@id("no-local-x") forbid (principal, action == Toolgate::Action::"call_tool", resource == Toolgate::Tool::"fx/echo")
+when { context has source && context.source.isInRange(ip("127.0.0.0/8")) && context.args has text && context.args.text == "x" };
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("args.cedarschema"),
+        "namespace Toolgate {\n  type Args = { \"text\"?: String };\n  type Attrs = {};\n}\n",
+    )
+    .unwrap();
+    let gw = Gateway::serve(json!({
+        "auth": { "api_keys": {} },
+        "policy": { "path": dir.path(), "reveal_reasons": true },
+        "servers": { "fx": support::stdio_server(&[]) },
+    }))
+    .await;
+    let k = key(&gw.config.path, &["--principal", "dana"]).await;
+    let c = client(&gw, &k).await;
+    // `sleep` is only for callers from elsewhere: hidden from this loopback caller. `echo` is
+    // listed (most arguments are fine from here), but "x" from a loopback address is not.
+    assert_eq!(tool_names(&c).await, ["fx__echo"]);
+    let ok = c
+        .result(
+            "tools/call",
+            json!({"name": "fx__echo", "arguments": {"text": "y"}}),
+        )
+        .await;
+    assert_eq!(first_text(&ok), "y");
+    let e = c
+        .error(
+            "tools/call",
+            json!({"name": "fx__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(e["code"], -32040, "{e}");
+    assert_eq!(e["data"]["policies"], json!(["no-local-x"]), "{e}");
+    let modern = Client::http(
+        &gw.base,
+        Options {
+            bearer: Some(k),
+            protocol_version: "2026-07-28".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let e = modern
+        .error(
+            "tools/call",
+            json!({"name": "fx__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(e["data"]["policies"], json!(["no-local-x"]), "{e}");
+}
+
 #[tokio::test]
 async fn a_bad_policy_stops_startup_and_check() {
     let dir = tempfile::tempdir().unwrap();

@@ -127,12 +127,15 @@ pub(crate) struct Origin<'a> {
     pub endpoint: &'a str,
     pub session: Option<&'a str>,
     pub era: policy::Era,
+    /// The client's address, when it came over the network.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl<'a> Origin<'a> {
     fn context(&self, args: Option<&'a Value>) -> CallContext<'a> {
         let mut ctx = CallContext::now(self.endpoint);
         ctx.args = args;
+        ctx.source = self.source;
         ctx.session = self.session;
         ctx.era = self.era;
         ctx
@@ -285,11 +288,13 @@ impl Authz {
             Mode::Enforce(store) => Some(store.current()),
         };
         let generation = policies.as_ref().map_or(0, |p| p.generation());
+        // Policies may read the source address, so views are per address too.
         let key = format!(
-            "{}\u{0}{}\u{0}{}",
+            "{}\u{0}{}\u{0}{}\u{0}{:?}",
             serde_json::to_string(origin.principal).unwrap_or_default(),
             origin.endpoint,
-            origin.era.as_str()
+            origin.era.as_str(),
+            origin.source
         );
         if let Some(v) = self
             .views
@@ -478,6 +483,7 @@ impl super::Gateway {
             endpoint: &session.endpoint,
             session: (era == policy::Era::Legacy).then_some(session.id.as_str()),
             era,
+            source: session.source.get().copied(),
         }
     }
 
@@ -613,6 +619,7 @@ mod tests {
             endpoint: "/mcp",
             session: None,
             era: policy::Era::Legacy,
+            source: None,
         };
         let none = Labels::default();
         let target = Target::server(ServerRef {

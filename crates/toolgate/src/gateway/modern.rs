@@ -431,6 +431,7 @@ impl Gateway {
                 endpoint,
                 session: None,
                 era: crate::policy::Era::Modern,
+                source,
             };
             let audited = match self.audit_begin(&msg).await {
                 Ok(a) => a,
@@ -459,6 +460,7 @@ impl Gateway {
                     endpoint,
                     session: None,
                     era: crate::policy::Era::Modern,
+                    source,
                 };
                 self.listen(id, &params, &origin, out, cancel).await
             }

@@ -438,17 +438,13 @@ impl Policies {
         if self.slices_for(req).iter().all(Option::is_none) {
             return false;
         }
-        let mut mapper = Mapper::default();
-        let principal = entities::principal_entity(req.principal, &mut mapper);
-        let context = entities::context(&req.context, ArgsMode::Unknown, &mut mapper);
-        let Some(found) = self.evaluate(req, principal, context, true) else {
-            return false;
-        };
-        // A residual permit might be satisfied by some arguments: it counts. A
-        // residual forbid might not apply to some arguments: it does not hide.
-        found.forbids.is_empty()
-            && found.errored_forbids.is_empty()
-            && !(found.permits.is_empty() && found.residual_permits.is_empty())
+        // Decided for every argument: that decision. Depending on the
+        // arguments: some would be allowed, so the item is listed. (Everything
+        // else in the context — source, time, endpoint — is known and counts.)
+        match self.decide_partly(req, partial::ArgsKnown::Nothing) {
+            partial::Settled::Decided(d) => d.allowed,
+            partial::Settled::Depends { .. } => true,
+        }
     }
 
     /// Evaluate a request's slices. With `partial`, permits and forbids that
