@@ -92,6 +92,7 @@ impl super::Gateway {
                 e.error_code = Some(err.code);
             }
         }
+        crate::telemetry::finish_request(&e);
         self.audit.commit(audited.slot, e).await
     }
 
