@@ -29,6 +29,7 @@ pub const LOGGING_TOOL: &str = "test_logging_tool";
 pub const TRIGGER_TOOL_CHANGE: &str = "test_trigger_tool_change";
 pub const TRIGGER_PROMPT_CHANGE: &str = "test_trigger_prompt_change";
 pub const CUSTOM_HEADER_TOOL: &str = "test_custom_header";
+pub const TRACE_CONTEXT_TOOL: &str = "trace_context";
 
 /// Every tool this server lists, in a stable order, with `extra_tools` generated ones at the end.
 pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
@@ -197,6 +198,11 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
             no_args(),
         ),
         tool(
+            TRACE_CONTEXT_TOOL,
+            "Returns the W3C trace context the request arrived with, as JSON: `header` (the traceparent/tracestate HTTP headers, HTTP only) and `meta` (params._meta.traceparent/tracestate)",
+            no_args(),
+        ),
+        tool(
             crate::unknown_fields::TOOL,
             "Returns a result with a member and a content type no MCP revision defines; its listing has one too",
             no_args(),
@@ -304,6 +310,7 @@ pub async fn call(
         }
         "test_reconnection" => reconnect(fixture, &cx).await,
         "echo" => Ok(echo(&args)),
+        TRACE_CONTEXT_TOOL => Ok(trace_context(&cx)),
         "sleep" => sleep(fixture, &args, &cx).await,
         "sleep_cancellations" => {
             let n = fixture.state(&cx).cancelled_sleeps.load(Ordering::Relaxed);
@@ -400,6 +407,31 @@ fn echo(args: &JsonObject) -> CallToolResult {
         Some(t) => text(t),
         None => text(Value::Object(args.clone()).to_string()),
     }
+}
+
+/// What a test needs to see whether a client propagated its trace: the
+/// headers of the HTTP request and the keys of `_meta`, each absent when absent.
+fn trace_context(cx: &RequestContext<RoleServer>) -> CallToolResult {
+    let header = |name: &str| {
+        cx.extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    text(
+        json!({
+            "header": {
+                "traceparent": header("traceparent"),
+                "tracestate": header("tracestate"),
+            },
+            "meta": {
+                "traceparent": cx.meta.get_traceparent(),
+                "tracestate": cx.meta.get_tracestate(),
+            },
+        })
+        .to_string(),
+    )
 }
 
 async fn log_while_running(

@@ -89,6 +89,11 @@ pub struct Message {
     pub result: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorObject>,
+    /// W3C trace context that travels beside the message, not in it: read from
+    /// the HTTP request that brought it, sent as headers by HTTP upstreams
+    /// (boxed: almost every message has none).
+    #[serde(skip)]
+    pub trace: Option<Box<crate::telemetry::TraceHeaders>>,
 }
 
 /// The literal `"2.0"`; anything else is rejected at parse time.
@@ -130,6 +135,7 @@ impl Message {
             params,
             result: None,
             error: None,
+            trace: None,
         }
     }
 
@@ -141,6 +147,7 @@ impl Message {
             params,
             result: None,
             error: None,
+            trace: None,
         }
     }
 
@@ -152,6 +159,7 @@ impl Message {
             params: None,
             result: Some(result),
             error: None,
+            trace: None,
         }
     }
 
@@ -168,6 +176,7 @@ impl Message {
             params: None,
             result: None,
             error: Some(error),
+            trace: None,
         }
     }
 

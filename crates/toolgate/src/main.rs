@@ -74,21 +74,6 @@ enum Command {
     },
 }
 
-fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Always stderr: stdout belongs to the MCP stream in stdio mode.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load_file(path).map_err(|e| {
         eprintln!("error: {e}");
@@ -137,9 +122,23 @@ enum KeysCommand {
     },
 }
 
+/// How to log, from the command line.
+struct Logging {
+    filter: String,
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_json);
+    let logging = Logging {
+        filter: cli.log,
+        json: cli.log_json,
+    };
+    // `serve` and `stdio` set up logging once their config is read: its
+    // `telemetry` adds the span exporter. Everything else just logs.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. }) {
+        toolgate::telemetry::init_logging(&logging.filter, logging.json);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -147,13 +146,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(cli.command));
+    let code = runtime.block_on(run(cli.command, &logging));
     // Do not wait for stray blocking tasks (e.g. a child's stdio read) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     code
 }
 
-async fn run(command: Command) -> ExitCode {
+async fn run(command: Command, logging: &Logging) -> ExitCode {
     match command {
         Command::ConfigSchema => {
             let schema = config::json_schema();
@@ -189,14 +188,14 @@ async fn run(command: Command) -> ExitCode {
             if let Some(l) = listen {
                 c.listen = l;
             }
-            report(serve(c).await)
+            with_telemetry(logging, c, serve).await
         }
         Command::Stdio { config } => {
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            report(stdio(c).await)
+            with_telemetry(logging, c, stdio).await
         }
         Command::Keys { command } => report(keys(command).await),
         Command::Policy { command } => toolgate::policy::cli::run(command).await,
@@ -319,7 +318,29 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Run `serve` or `stdio` with logging and telemetry set up from `config`, and
+/// export what is left once it returns.
+async fn with_telemetry<F, Fut>(logging: &Logging, config: Config, command: F) -> ExitCode
+where
+    F: FnOnce(Config, Option<Box<dyn toolgate::audit::sink::Sink>>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let telemetry =
+        match toolgate::telemetry::Telemetry::start(&logging.filter, logging.json, &config) {
+            Ok(t) => t,
+            Err(e) => return report(Err(e)),
+        };
+    let otlp = telemetry.audit_sink();
+    let result = command(config, otlp).await;
+    // Exporting the last batches blocks on HTTP.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    report(result)
+}
+
+async fn serve(
+    config: Config,
+    otlp: Option<Box<dyn toolgate::audit::sink::Sink>>,
+) -> anyhow::Result<()> {
     let listen = config.listen;
     if !listen.ip().is_loopback()
         && config.serves_anonymous()
@@ -345,7 +366,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Built after binding: the default resource URL names the port actually bound.
     let auth = Arc::new(toolgate::auth::Authenticator::from_config(&config, listen).await?);
-    let audit = start_audit(&config).await?;
+    let audit = start_audit(&config, otlp).await?;
     let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);
@@ -381,24 +402,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// The audit trail as the config describes it: every sink opened before the
 /// gateway serves, so a trail that cannot be written stops `serve` at once.
-async fn start_audit(config: &Config) -> anyhow::Result<toolgate::audit::Auditor> {
+async fn start_audit(
+    config: &Config,
+    otlp: Option<Box<dyn toolgate::audit::sink::Sink>>,
+) -> anyhow::Result<toolgate::audit::Auditor> {
     if config.audit.sinks.is_empty() {
         tracing::warn!("audit.sinks is empty: no audit trail is kept");
         return Ok(toolgate::audit::Auditor::disabled());
     }
-    let sinks = toolgate::audit::sink::open(config, None)
+    let sinks = toolgate::audit::sink::open(config, otlp)
         .await
         .context("cannot open the audit trail")?;
     Ok(toolgate::audit::Auditor::start(&config.audit, sinks))
 }
 
-async fn stdio(config: Config) -> anyhow::Result<()> {
+async fn stdio(
+    config: Config,
+    otlp: Option<Box<dyn toolgate::audit::sink::Sink>>,
+) -> anyhow::Result<()> {
     if config.audit.sinks.contains(&config::AuditSink::Stdout) {
         anyhow::bail!(
             "audit.sinks: `stdout` cannot be used with `toolgate stdio`, whose stdout is the MCP stream"
         );
     }
-    let audit = start_audit(&config).await?;
+    let audit = start_audit(&config, otlp).await?;
     let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);

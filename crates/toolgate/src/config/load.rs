@@ -87,6 +87,15 @@ pub fn load_str(text: &str, file: &str, json: bool) -> Result<Config, ConfigErro
         return Err(err("page_size".into(), "must be at least 1".into()));
     }
     validate_tls(&config).map_err(|(k, m)| err(k, m))?;
+    if let Some(t) = &mut config.telemetry {
+        t.prepare().map_err(|(k, m)| err(k, m))?;
+    }
+    if config.telemetry.is_none() && config.audit.sinks.contains(&super::AuditSink::Otlp) {
+        return Err(err(
+            "audit.sinks".into(),
+            "`otlp` sends events to `telemetry.otlp_endpoint`: configure `telemetry` too".into(),
+        ));
+    }
     validate_endpoints(&config).map_err(|(k, m)| err(k, m))?;
     Ok(config)
 }
@@ -278,7 +287,7 @@ fn expand_server(name: &str, s: &mut ServerConfig) -> Result<(), KeyedError> {
     Ok(())
 }
 
-fn expand(text: &str) -> Result<String, String> {
+pub(super) fn expand(text: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

@@ -7,10 +7,12 @@
 mod audit;
 mod duration;
 mod load;
+mod telemetry;
 
 pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
 pub use duration::Seconds;
 pub use load::{ConfigError, load_file, load_str};
+pub use telemetry::TelemetryConfig;
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -88,6 +90,10 @@ pub struct Config {
     /// reload, with who asked. On by default, into `storage`.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// OpenTelemetry: a span per request and per upstream call, and audit
+    /// events as log records, exported over OTLP/HTTP. Off without it.
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
     /// Prometheus metrics, health and the admin API on a separate listener.
     #[serde(default)]
     pub admin: Option<AdminConfig>,

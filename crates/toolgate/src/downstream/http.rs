@@ -17,6 +17,7 @@ use crate::gateway::{EventStream, Gateway, Session};
 use crate::headers;
 use crate::jsonrpc::{self, ErrorObject, Kind, LEGACY_VERSIONS, Message, code};
 use crate::sse::format_event;
+use crate::telemetry::TraceHeaders;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, Query, Request, State};
@@ -460,10 +461,11 @@ async fn mcp_post(
             ),
         );
     }
-    let msg = match jsonrpc::parse(&body) {
+    let mut msg = match jsonrpc::parse(&body) {
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
     };
+    msg.trace = TraceHeaders::from_http(&headers);
     // One endpoint, two eras: modern `_meta` (or a modern version header on a
     // sessionless request) is 2026-07-28; `initialize` opens a legacy session.
     let modern_header =
@@ -855,6 +857,7 @@ async fn legacy_message(
     Extension(principal): Extension<Arc<Principal>>,
     peer: Peer,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(id) = query.get("sessionId") else {
@@ -888,10 +891,11 @@ async fn legacy_message(
             ErrorObject::new(-32001, "Session not found"),
         );
     };
-    let msg = match jsonrpc::parse(&body) {
+    let mut msg = match jsonrpc::parse(&body) {
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
     };
+    msg.trace = TraceHeaders::from_http(&headers);
     let session = conn
         .session
         .lock()

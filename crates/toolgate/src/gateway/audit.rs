@@ -94,6 +94,7 @@ impl super::Gateway {
         }
         // From the finished event, so the metrics count what the trail says.
         crate::metrics::record(&e);
+        crate::telemetry::finish_request(&e);
         self.audit.commit(audited.slot, e).await
     }
 

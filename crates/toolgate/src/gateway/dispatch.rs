@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 type Outcome = Result<Box<RawValue>, ErrorObject>;
 
@@ -36,29 +37,45 @@ impl Gateway {
     ) -> Option<Message> {
         let id = msg.id.clone()?;
         session.touch();
-        // Nothing happens that cannot be audited: a full trail refuses the call.
-        let audited = match self.audit_begin(&msg).await {
-            Ok(a) => a,
-            Err(e) => return Some(Message::error_response(Some(id), e)),
-        };
-        let method = msg.method().to_owned();
-        let cancel = session.begin_request(&id);
-        let outcome = tokio::select! {
-            r = audited.scope(self.dispatch(session, msg, out)) => Some(r),
-            _ = cancel.cancelled() => None,
-        };
-        session.end_request(&id);
-        let written = self
-            .audit_end(audited, session.as_ref().into(), &method, outcome.as_ref())
-            .await;
-        let outcome = match (outcome, written) {
-            (Some(_), Err(e)) => Some(Err(e)),
-            (o, _) => o,
-        };
-        outcome.map(|r| match r {
-            Ok(result) => Message::response(id, result),
-            Err(e) => Message::error_response(Some(id), e),
-        })
+        // The request's span covers its audit event too, which records the
+        // span's trace id and fills in the span's outcome.
+        let span = crate::telemetry::server_span(
+            &msg,
+            &crate::telemetry::Request {
+                session: (session.era == Era::Legacy).then_some(session.id.as_str()),
+                protocol_version: &session.protocol_version,
+                user: &session.identity.user,
+                tenant: session.identity.tenant.as_deref(),
+                client: session.source.get().copied(),
+            },
+        );
+        async move {
+            // Nothing happens that cannot be audited: a full trail refuses the call.
+            let audited = match self.audit_begin(&msg).await {
+                Ok(a) => a,
+                Err(e) => return Some(Message::error_response(Some(id), e)),
+            };
+            let method = msg.method().to_owned();
+            let cancel = session.begin_request(&id);
+            let outcome = tokio::select! {
+                r = audited.scope(self.dispatch(session, msg, out)) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            session.end_request(&id);
+            let written = self
+                .audit_end(audited, session.as_ref().into(), &method, outcome.as_ref())
+                .await;
+            let outcome = match (outcome, written) {
+                (Some(_), Err(e)) => Some(Err(e)),
+                (o, _) => o,
+            };
+            outcome.map(|r| match r {
+                Ok(result) => Message::response(id, result),
+                Err(e) => Message::error_response(Some(id), e),
+            })
+        }
+        .instrument(span)
+        .await
     }
 
     /// A notification or a response from a client.
@@ -475,7 +492,13 @@ impl Gateway {
                 .await
                 .map_err(|e| e.to_error())?;
             let (sink, mut events) = mpsc::channel(64);
-            let sent = if conn.is_modern() {
+            let span = crate::telemetry::upstream_span(
+                &up.name,
+                method,
+                params.as_ref(),
+                up.cfg.transport() == crate::config::TransportKind::Stdio,
+            );
+            let mut sent = if conn.is_modern() {
                 // A modern server learns who is asking from every request.
                 Some(crate::upstream::with_request_meta(
                     params.clone(),
@@ -490,9 +513,14 @@ impl Gateway {
             } else {
                 params.clone()
             };
+            crate::telemetry::inject_meta(&span, &mut sent, conn.is_modern());
             let asked_at = std::time::Instant::now();
-            let call =
-                tokio::time::timeout(up.cfg.timeout(), conn.request(method, sent, Some(sink)));
+            // Inside the span, the request picks up its trace context for HTTP headers.
+            let call = tokio::time::timeout(
+                up.cfg.timeout(),
+                conn.request(method, sent, Some(sink))
+                    .instrument(span.clone()),
+            );
             tokio::pin!(call);
             // Upstream ids of server→client requests relayed for this call → ours.
             let mut asked: HashMap<Id, Id> = HashMap::new();
@@ -507,6 +535,11 @@ impl Gateway {
                 }
             };
             let waited = asked_at.elapsed();
+            crate::telemetry::upstream_done(&span, waited, || match &outcome {
+                Err(_) => Some(code::UPSTREAM_TIMEOUT),
+                Ok(Err(e)) => Some(e.to_error().code),
+                Ok(Ok(resp)) => resp.error.as_ref().map(|e| e.code),
+            });
             crate::audit::note(|f| {
                 f.upstream += waited;
                 f.server.get_or_insert_with(|| up.name.clone());

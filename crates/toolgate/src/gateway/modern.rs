@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Marks a `requestState` sealed by toolgate (others belong to modern servers).
 const SEAL_PREFIX: &str = "tg1.";
@@ -433,23 +434,33 @@ impl Gateway {
                 era: crate::policy::Era::Modern,
                 source,
             };
-            let audited = match self.audit_begin(&msg).await {
-                Ok(a) => a,
-                Err(e) => return Some(answer(Err(e))),
-            };
-            let listed = audited
-                .scope(async { self.modern_list(kind, &params, &origin) })
-                .await;
-            let who = super::audit::Caller {
-                principal,
-                session: None,
-                source,
-                endpoint,
-                era: "modern",
-            };
-            if let Err(e) = self.audit_end(audited, who, &method, Some(&listed)).await {
-                return Some(answer(Err(e)));
+            let span = crate::telemetry::server_span(
+                &msg,
+                &crate::telemetry::Request {
+                    session: None,
+                    protocol_version: &meta.version,
+                    user: &principal.user,
+                    tenant: principal.tenant.as_deref(),
+                    client: source,
+                },
+            );
+            let listed = async {
+                let audited = self.audit_begin(&msg).await?;
+                let listed = audited
+                    .scope(async { self.modern_list(kind, &params, &origin) })
+                    .await;
+                let who = super::audit::Caller {
+                    principal,
+                    session: None,
+                    source,
+                    endpoint,
+                    era: "modern",
+                };
+                self.audit_end(audited, who, &method, Some(&listed)).await?;
+                listed
             }
+            .instrument(span)
+            .await;
             return Some(answer(listed));
         }
         match method.as_str() {

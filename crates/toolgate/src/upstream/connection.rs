@@ -270,12 +270,10 @@ impl Connection {
             id,
             armed: true,
         };
-        if self
-            .tx
-            .send(Message::request(Id::Num(id), method, params))
-            .await
-            .is_err()
-        {
+        let mut msg = Message::request(Id::Num(id), method, params);
+        // HTTP transports send it as `traceparent`/`tracestate` headers.
+        msg.trace = crate::telemetry::outgoing();
+        if self.tx.send(msg).await.is_err() {
             guard.armed = false;
             self.shared.lock().pending.remove(&id);
             return Err(self.closed_error());

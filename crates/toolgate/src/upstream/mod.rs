@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a transport hands up to its connection.
+// Nearly every event is a message: boxing it would add an allocation per
+// message to spare the rare other variants some bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum TransportEvent {
     /// A message from the server. `origin` is the id of the gateway's request whose

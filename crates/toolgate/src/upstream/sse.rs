@@ -116,13 +116,14 @@ pub async fn open(
                 (Some(Id::Num(n)), Kind::Request) => Some(*n),
                 _ => None,
             };
-            let sent = http_client()
+            let mut post = http_client()
                 .post(post_url.clone())
                 .headers(headers.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(msg.to_json())
-                .send()
-                .await;
+                .header(CONTENT_TYPE, "application/json");
+            for (k, v) in msg.trace.iter().flat_map(|t| t.pairs()) {
+                post = post.header(k, v);
+            }
+            let sent = post.body(msg.to_json()).send().await;
             let error = match sent {
                 Ok(r) if r.status().is_success() => continue,
                 Ok(r) => UpstreamError::Http {

@@ -180,7 +180,10 @@ impl Http {
             let _ = tokio::time::timeout(Duration::from_secs(2), connected).await;
         }
         let body = msg.to_json();
-        let headers = self.modern_headers(&msg);
+        let mut headers = self.modern_headers(&msg);
+        if let Some(t) = &msg.trace {
+            headers.extend(t.pairs().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        }
         let mut sent = self.send_post(&body, &headers).await;
         if let Err(e) = &sent
             && stale_connection(e)

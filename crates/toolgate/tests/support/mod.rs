@@ -267,12 +267,18 @@ pub struct Gateway {
 impl Gateway {
     /// Start serving `config` on a port the system picks and wait until it serves.
     pub async fn serve(config: Value) -> Gateway {
+        Gateway::serve_with_env(config, &[]).await
+    }
+
+    /// The same with extra environment variables for the gateway process.
+    pub async fn serve_with_env(config: Value, env: &[(&str, &str)]) -> Gateway {
         let config = ConfigFile::json(&config);
         let stderr = tempfile::NamedTempFile::new().expect("a temp file");
         let mut child = tokio::process::Command::new(toolgate_bin())
             .args(["serve", "--log", "toolgate=debug,info", "--config"])
             .arg(&config.path)
             .args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -2,10 +2,12 @@
 //! a batch is acknowledged once every sink took it.
 
 mod jsonl;
+pub mod otlp;
 mod stdout;
 pub mod store;
 
 pub use jsonl::Jsonl;
+pub use otlp::Otlp;
 pub use stdout::Stdout;
 pub use store::StoreSink;
 
