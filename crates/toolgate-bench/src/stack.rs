@@ -6,7 +6,8 @@
 //! required scope), and a set of 100 Cedar policies decides every call and filters every list.
 //! `full` is `policy` plus the audit trail (every call's event committed to the SQLite store
 //! before the call is answered, arguments recorded as a digest), Prometheus metrics on an admin
-//! listener, and tracing: the stack the "added p99 ≤ 1 ms" budget is written for. `apply` adds a
+//! listener, and tracing (every request's spans exported over OTLP to a sink the benchmark runs):
+//! the stack the "added p99 ≤ 1 ms" budget is written for. `apply` adds a
 //! stack's settings to every generated gateway config and `client_headers` gives the credentials
 //! a client then needs. Every measurement goes through these two functions, so nothing else has
 //! to change.
@@ -88,6 +89,8 @@ impl Stack {
                 config["audit"] = json!({ "sinks": ["store"] });
                 // Metrics are recorded only where an admin listener serves them.
                 config["admin"] = json!({ "listen": "127.0.0.1:0" });
+                // Every request traced and exported, to a collector that takes and drops.
+                config["telemetry"] = json!({ "otlp_endpoint": collector()?, "sample_ratio": 1.0 });
                 Ok(())
             }
         }
@@ -188,6 +191,63 @@ fn policy_set(count: usize) -> String {
 
 /// Serve `body` as JSON to every HTTP request on a loopback port, from a thread, for the life
 /// of the process (the gateway fetches the JWKS at start and on unknown key ids only).
+/// An OTLP/HTTP endpoint that reads every export whole and answers it with an empty success,
+/// as a collector would; started once.
+fn collector() -> Result<&'static str, NotAvailable> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    URL.get_or_init(|| serve_collector().map_err(|e| format!("cannot start the OTLP sink: {e:#}")))
+        .as_deref()
+        .map_err(|e| NotAvailable(e.to_owned()))
+}
+
+fn serve_collector() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || drain_exports(conn));
+        }
+    });
+    Ok(url)
+}
+
+/// Answer each request on a keep-alive connection once its body has been read in full.
+fn drain_exports(conn: std::net::TcpStream) {
+    use std::io::BufRead as _;
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = std::io::BufReader::new(conn);
+    loop {
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let ok =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(ok.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 fn serve_forever(body: String) -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}/jwks", listener.local_addr()?);
