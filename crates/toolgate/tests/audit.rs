@@ -6,7 +6,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -191,6 +191,35 @@ async fn every_request_is_recorded_with_who_what_decision_and_outcome() {
         assert_eq!(calls[3].decision, Some(Verdict::Allow));
         assert_eq!(calls[3].policies, ["ops-sleep"]);
 
+        // A 2026-07-28 client's requests are recorded too, with their era.
+        let discovered = modern_post(&gw, &alice, "server/discover", json!({})).await;
+        assert!(
+            discovered["result"]["supportedVersions"].is_array(),
+            "{discovered}"
+        );
+        let r = modern_post(
+            &gw,
+            &alice,
+            "tools/call",
+            json!({ "name": "fx__echo", "arguments": { "text": "modern" } }),
+        )
+        .await;
+        assert_eq!(first_text(&r["result"]), "modern", "{r}");
+        let events_now = all_events(&store).await;
+        let discover = events_now
+            .iter()
+            .find(|e| e.method.as_deref() == Some("server/discover"))
+            .expect("server/discover is recorded");
+        assert_eq!(discover.era.as_deref(), Some("modern"));
+        assert_eq!(discover.user.as_deref(), Some("alice"));
+        let modern_call = events_now
+            .iter()
+            .find(|e| e.arguments == Some(json!({ "text": "modern" })))
+            .expect("the modern call is recorded");
+        assert_eq!(modern_call.era.as_deref(), Some("modern"));
+        assert_eq!(modern_call.session, None);
+        assert_eq!(modern_call.decision, Some(Verdict::Allow));
+
         let list = all_events(&store)
             .await
             .into_iter()
@@ -368,6 +397,11 @@ async fn a_trail_that_cannot_be_written_stops_calls_unless_told_to_drop() {
             assert_eq!(r["error"]["code"], -32041, "{r}");
         }
         assert_eq!(support::upstream_calls(&log).len(), before);
+        // Not ready while the trail cannot be written.
+        let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+        assert_eq!(ready.status(), 503);
+        let body: serde_json::Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
+        assert_eq!(body["checks"]["audit"]["ok"], false, "{body}");
         assert!(gw.stderr().contains("audit sink failed"), "{}", gw.stderr());
         drop(c);
         drop(gw);
@@ -515,4 +549,41 @@ fn sigterm(child: &tokio::process::Child) {
             .args(["-TERM", &pid.to_string()])
             .status();
     }
+}
+
+/// One 2026-07-28 request (no session; the context in `_meta`, the mirrored
+/// headers) with `key` as its bearer credential; the final JSON-RPC message.
+async fn modern_post(gw: &Gateway, key: &str, method: &str, mut params: Value) -> Value {
+    const VERSION: &str = "2026-07-28";
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": { "name": "audit-test", "version": "1" },
+    });
+    let mut req = reqwest::Client::new()
+        .post(gw.mcp_url())
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .header("MCP-Protocol-Version", VERSION)
+        .header("Mcp-Method", method)
+        .bearer_auth(key);
+    if let Some(name) = params.get("name").and_then(Value::as_str) {
+        req = req.header("Mcp-Name", name);
+    }
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+    let text = req
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // A JSON body, or an SSE stream whose last event is the answer.
+    let last = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()
+        .unwrap_or(&text);
+    serde_json::from_str(last.trim()).unwrap_or_else(|e| panic!("{method}: {e}: {text}"))
 }

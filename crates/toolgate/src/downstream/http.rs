@@ -232,6 +232,14 @@ pub(super) async fn readiness(gw: &Gateway, auth: &Authenticator) -> Response {
     if let Some(store) = auth.store_check().await {
         check("store".into(), store.is_ok(), store.err());
     }
+    // With `overflow: fail_closed`, calls are refused while the trail cannot be
+    // written: not ready.
+    let audit = gw.audit.is_healthy();
+    check(
+        "audit".into(),
+        audit,
+        (!audit).then(|| "the audit sinks are failing".to_owned()),
+    );
     let status = if ready {
         StatusCode::OK
     } else {

@@ -463,8 +463,24 @@ impl Gateway {
             .await;
             return Some(answer(listed));
         }
+        let who = super::audit::Caller {
+            principal,
+            session: None,
+            source,
+            endpoint,
+            era: "modern",
+        };
         match method.as_str() {
-            "server/discover" => Some(answer(Ok(to_raw(&self.discover_result())))),
+            "server/discover" => {
+                let discovered = async {
+                    let audited = self.audit_begin(&msg).await?;
+                    let result = Ok(to_raw(&self.discover_result()));
+                    self.audit_end(audited, who, &method, Some(&result)).await?;
+                    result
+                }
+                .await;
+                Some(answer(discovered))
+            }
             "subscriptions/listen" => {
                 let origin = super::authz::Origin {
                     principal,
@@ -473,7 +489,19 @@ impl Gateway {
                     era: crate::policy::Era::Modern,
                     source,
                 };
-                self.listen(id, &params, &origin, out, cancel).await
+                let audited = match self.audit_begin(&msg).await {
+                    Ok(a) => a,
+                    Err(e) => return Some(answer(Err(e))),
+                };
+                let last = self.listen(id, &params, &origin, out, cancel).await;
+                // The stream is over: its event records how it ended (a failed
+                // write can no longer change what the client saw).
+                let ended = last.as_ref().map(|m| match &m.error {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(crate::jsonrpc::empty_object()),
+                });
+                let _ = self.audit_end(audited, who, &method, ended.as_ref()).await;
+                last
             }
             "tools/call"
             | "prompts/get"
