@@ -40,8 +40,89 @@ pub(crate) struct Authz {
     mode: Mode,
     reveal: bool,
     targets: Mutex<Option<Arc<Targets>>>,
-    views: Mutex<HashMap<String, Arc<View>>>,
+    views: Mutex<Views>,
     _watcher: Option<policy::Watcher>,
+}
+
+/// Discovery views by caller: a hash of who asked, then the exact caller. The
+/// lookup on every call hashes a few strings and compares them; nothing is
+/// serialised or allocated.
+#[derive(Default)]
+struct Views {
+    by_hash: HashMap<u64, Vec<(ViewKey, Arc<View>)>>,
+    len: usize,
+}
+
+/// Who a view was decided for. Policies may read any of it, the source address
+/// included, so views are per address too.
+struct ViewKey {
+    principal: Principal,
+    endpoint: String,
+    era: policy::Era,
+    source: Option<std::net::IpAddr>,
+}
+
+impl ViewKey {
+    fn matches(&self, o: &Origin<'_>) -> bool {
+        self.principal == *o.principal
+            && self.endpoint == o.endpoint
+            && self.era == o.era
+            && self.source == o.source
+    }
+
+    /// A hash of everything but the principal's free-form attributes (which
+    /// equality still compares).
+    fn hash(o: &Origin<'_>) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let mut h = SEED.get_or_init(Default::default).build_hasher();
+        let p = o.principal;
+        (&p.user, &p.agent, &p.tenant, &p.groups, &p.scopes).hash(&mut h);
+        std::mem::discriminant(&p.method).hash(&mut h);
+        (o.endpoint, o.era.as_str(), o.source).hash(&mut h);
+        h.finish()
+    }
+}
+
+impl Views {
+    fn get(&self, hash: u64, o: &Origin<'_>) -> Option<&Arc<View>> {
+        let bucket = self.by_hash.get(&hash)?;
+        bucket.iter().find(|(k, _)| k.matches(o)).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, hash: u64, o: &Origin<'_>, view: Arc<View>) {
+        if self.len >= VIEWS_MAX {
+            let mut ages: Vec<Instant> = self
+                .by_hash
+                .values()
+                .flatten()
+                .map(|(_, v)| v.made)
+                .collect();
+            ages.sort();
+            let cut = ages[ages.len() / 2];
+            for bucket in self.by_hash.values_mut() {
+                bucket.retain(|(_, v)| v.made > cut);
+            }
+            self.by_hash.retain(|_, b| !b.is_empty());
+            self.len = self.by_hash.values().map(Vec::len).sum();
+        }
+        let bucket = self.by_hash.entry(hash).or_default();
+        if let Some(slot) = bucket.iter_mut().find(|(k, _)| k.matches(o)) {
+            slot.1 = view;
+            return;
+        }
+        bucket.push((
+            ViewKey {
+                principal: o.principal.clone(),
+                endpoint: o.endpoint.to_owned(),
+                era: o.era,
+                source: o.source,
+            },
+            view,
+        ));
+        self.len += 1;
+    }
 }
 
 /// Cedar entities for every item of one catalog snapshot.
@@ -288,19 +369,12 @@ impl Authz {
             Mode::Enforce(store) => Some(store.current()),
         };
         let generation = policies.as_ref().map_or(0, |p| p.generation());
-        // Policies may read the source address, so views are per address too.
-        let key = format!(
-            "{}\u{0}{}\u{0}{}\u{0}{:?}",
-            serde_json::to_string(origin.principal).unwrap_or_default(),
-            origin.endpoint,
-            origin.era.as_str(),
-            origin.source
-        );
+        let key = ViewKey::hash(origin);
         if let Some(v) = self
             .views
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(key, origin)
             && v.catalog == cat.generation
             && v.policies == generation
             && v.made.elapsed() < VIEW_TTL
@@ -343,14 +417,10 @@ impl Authz {
                 ListKind::Templates,
             ),
         });
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        if views.len() >= VIEWS_MAX {
-            let mut ages: Vec<Instant> = views.values().map(|v| v.made).collect();
-            ages.sort();
-            let cut = ages[ages.len() / 2];
-            views.retain(|_, v| v.made > cut);
-        }
-        views.insert(key, view.clone());
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, origin, view.clone());
         Some(view)
     }
 
