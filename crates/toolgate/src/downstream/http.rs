@@ -551,7 +551,9 @@ async fn mcp_post(
         }
     }));
     match stream.next(0).await {
-        Next::Event(seq, text) if stream.is_single_final(seq) => json_response(StatusCode::OK, text),
+        Next::Event(seq, text) if stream.is_single_final(seq) => {
+            json_response(StatusCode::OK, text)
+        }
         Next::Event(..) => request_sse(&state, &session, stream, 0, true),
         Next::End => StatusCode::ACCEPTED.into_response(),
     }

@@ -10,7 +10,7 @@
 //! generation (and at most a minute old): which items could this principal use
 //! with *some* arguments. Calls are decided one by one, with their arguments.
 
-use crate::auth::Principal;
+use crate::auth::{ByPrincipal, Principal};
 use crate::catalog::{Catalog, Item, ListKind};
 use crate::config::{Config, Labels};
 use crate::jsonrpc::ErrorObject;
@@ -18,14 +18,13 @@ use crate::policy::{
     self, Action, CallContext, Decision, Policies, PolicyStore, Reason, Request, ServerRef, Target,
 };
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a caller's discovery view is reused before it is decided again (so
 /// time-dependent policies reach listings too).
 const VIEW_TTL: Duration = Duration::from_secs(60);
-/// Views kept at most; beyond it the oldest half is dropped.
+/// Views kept at most; beyond it they are decided afresh.
 const VIEWS_MAX: usize = 4096;
 
 enum Mode {
@@ -44,84 +43,50 @@ pub(crate) struct Authz {
     _watcher: Option<policy::Watcher>,
 }
 
-/// Discovery views by caller: a hash of who asked, then the exact caller. The
-/// lookup on every call hashes a few strings and compares them; nothing is
-/// serialised or allocated.
-#[derive(Default)]
-struct Views {
-    by_hash: HashMap<u64, Vec<(ViewKey, Arc<View>)>>,
-    len: usize,
-}
+/// Discovery views are per caller, endpoint, era and source address (policies
+/// may read any of them).
+type Views = ByPrincipal<ViewKey, Arc<View>>;
 
-/// Who a view was decided for. Policies may read any of it, the source address
-/// included, so views are per address too.
+#[derive(PartialEq)]
 struct ViewKey {
-    principal: Principal,
     endpoint: String,
     era: policy::Era,
     source: Option<std::net::IpAddr>,
 }
 
-impl ViewKey {
-    fn matches(&self, o: &Origin<'_>) -> bool {
-        self.principal == *o.principal
-            && self.endpoint == o.endpoint
-            && self.era == o.era
-            && self.source == o.source
-    }
+/// A [`ViewKey`] borrowed from a request's [`Origin`]: hashes and compares
+/// like the owned one.
+struct ViewRef<'a> {
+    endpoint: &'a str,
+    era: policy::Era,
+    source: Option<std::net::IpAddr>,
+}
 
-    /// A hash of everything but the principal's free-form attributes (which
-    /// equality still compares).
-    fn hash(o: &Origin<'_>) -> u64 {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-            std::sync::OnceLock::new();
-        let mut h = SEED.get_or_init(Default::default).build_hasher();
-        let p = o.principal;
-        (&p.user, &p.agent, &p.tenant, &p.groups, &p.scopes).hash(&mut h);
-        std::mem::discriminant(&p.method).hash(&mut h);
-        (o.endpoint, o.era.as_str(), o.source).hash(&mut h);
-        h.finish()
+impl std::hash::Hash for ViewKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.endpoint.as_str(), self.era.as_str(), self.source).hash(h);
     }
 }
 
-impl Views {
-    fn get(&self, hash: u64, o: &Origin<'_>) -> Option<&Arc<View>> {
-        let bucket = self.by_hash.get(&hash)?;
-        bucket.iter().find(|(k, _)| k.matches(o)).map(|(_, v)| v)
+impl std::hash::Hash for ViewRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.endpoint, self.era.as_str(), self.source).hash(h);
     }
+}
 
-    fn insert(&mut self, hash: u64, o: &Origin<'_>, view: Arc<View>) {
-        if self.len >= VIEWS_MAX {
-            let mut ages: Vec<Instant> = self
-                .by_hash
-                .values()
-                .flatten()
-                .map(|(_, v)| v.made)
-                .collect();
-            ages.sort();
-            let cut = ages[ages.len() / 2];
-            for bucket in self.by_hash.values_mut() {
-                bucket.retain(|(_, v)| v.made > cut);
-            }
-            self.by_hash.retain(|_, b| !b.is_empty());
-            self.len = self.by_hash.values().map(Vec::len).sum();
+impl PartialEq<ViewRef<'_>> for ViewKey {
+    fn eq(&self, o: &ViewRef<'_>) -> bool {
+        self.endpoint == o.endpoint && self.era == o.era && self.source == o.source
+    }
+}
+
+impl<'a> From<&Origin<'a>> for ViewRef<'a> {
+    fn from(o: &Origin<'a>) -> Self {
+        ViewRef {
+            endpoint: o.endpoint,
+            era: o.era,
+            source: o.source,
         }
-        let bucket = self.by_hash.entry(hash).or_default();
-        if let Some(slot) = bucket.iter_mut().find(|(k, _)| k.matches(o)) {
-            slot.1 = view;
-            return;
-        }
-        bucket.push((
-            ViewKey {
-                principal: o.principal.clone(),
-                endpoint: o.endpoint.to_owned(),
-                era: o.era,
-                source: o.source,
-            },
-            view,
-        ));
-        self.len += 1;
     }
 }
 
@@ -257,7 +222,7 @@ impl Authz {
             mode,
             reveal: config.policy.as_ref().is_some_and(|p| p.reveal_reasons),
             targets: Mutex::default(),
-            views: Mutex::default(),
+            views: Mutex::new(Views::new(VIEWS_MAX)),
             _watcher: watcher,
         })
     }
@@ -273,7 +238,7 @@ impl Authz {
             mode: Mode::DenyAll,
             reveal: false,
             targets: Mutex::default(),
-            views: Mutex::default(),
+            views: Mutex::new(Views::new(VIEWS_MAX)),
             _watcher: None,
         }
     }
@@ -369,12 +334,11 @@ impl Authz {
             Mode::Enforce(store) => Some(store.current()),
         };
         let generation = policies.as_ref().map_or(0, |p| p.generation());
-        let key = ViewKey::hash(origin);
         if let Some(v) = self
             .views
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(key, origin)
+            .get(origin.principal, &ViewRef::from(origin))
             && v.catalog == cat.generation
             && v.policies == generation
             && v.made.elapsed() < VIEW_TTL
@@ -417,10 +381,15 @@ impl Authz {
                 ListKind::Templates,
             ),
         });
-        self.views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, origin, view.clone());
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            origin.principal,
+            ViewKey {
+                endpoint: origin.endpoint.to_owned(),
+                era: origin.era,
+                source: origin.source,
+            },
+            view.clone(),
+        );
         Some(view)
     }
 
