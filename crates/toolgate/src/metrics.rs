@@ -14,6 +14,7 @@
 //! becomes a label.
 
 use crate::audit::{Event, Verdict};
+use crate::gateway::stream::StreamKind;
 use crate::gateway::{Gateway, Status};
 use indexmap::{Equivalent, IndexMap};
 use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder as _, Unit};
@@ -31,6 +32,7 @@ pub const GATEWAY_OVERHEAD: &str = "toolgate_gateway_overhead_seconds";
 pub const UPSTREAM_DURATION: &str = "toolgate_upstream_duration_seconds";
 pub const DENIALS: &str = "toolgate_denials_total";
 pub const SESSIONS: &str = "toolgate_sessions_active";
+pub const STREAMS: &str = "toolgate_streams_active";
 pub const UPSTREAM_UP: &str = "toolgate_upstream_up";
 pub const AUDIT_QUEUED: &str = "toolgate_audit_queue_events";
 pub const AUDIT_WRITTEN: &str = "toolgate_audit_events_written_total";
@@ -173,6 +175,10 @@ impl Metrics {
         let gauges = [
             (SESSIONS, "Open legacy (Mcp-Session-Id) sessions"),
             (
+                STREAMS,
+                "Response streams open to clients, by kind (request, listen, legacy)",
+            ),
+            (
                 UPSTREAM_UP,
                 "1 while an upstream server is ready, 0 otherwise",
             ),
@@ -289,6 +295,13 @@ impl Metrics {
                 .set(v);
         };
         gauge(SESSIONS, Vec::new(), gw.sessions.len() as f64);
+        for kind in StreamKind::ALL {
+            gauge(
+                STREAMS,
+                vec![Label::new("kind", kind.as_str())],
+                gw.streams.count(kind) as f64,
+            );
+        }
         for up in &gw.servers {
             let ready = matches!(up.status(), Status::Ready);
             gauge(

@@ -205,6 +205,10 @@ async fn traffic_shows_in_metrics_the_admin_api_and_the_audit_commands() {
         );
         assert_eq!(must(&text, r#"toolgate_upstream_up{server="fx"}"#), 1.0);
         assert_eq!(must(&text, "toolgate_sessions_active"), 1.0);
+        // The client's session keeps its GET stream open; no request is streaming.
+        assert_eq!(must(&text, r#"toolgate_streams_active{kind="listen"}"#), 1.0);
+        assert_eq!(must(&text, r#"toolgate_streams_active{kind="request"}"#), 0.0);
+        assert_eq!(must(&text, r#"toolgate_streams_active{kind="legacy"}"#), 0.0);
         // Every answered call's event was committed before its answer (fail_closed).
         assert!(must(&text, "toolgate_audit_events_written_total") >= 6.0, "{text}");
         assert_eq!(must(&text, "toolgate_audit_events_dropped_total"), 0.0);

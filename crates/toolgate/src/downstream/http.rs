@@ -12,7 +12,7 @@ use crate::auth::{AuthError, Authenticator, ClientCert, Principal};
 use crate::catalog::ListKind;
 use crate::gateway::audit::Refusal;
 use crate::gateway::modern::{self, MODERN_VERSIONS};
-use crate::gateway::stream::Next;
+use crate::gateway::stream::{Next, OpenStream, StreamKind};
 use crate::gateway::{EventStream, Gateway, Session};
 use crate::headers;
 use crate::jsonrpc::{self, ErrorObject, Kind, LEGACY_VERSIONS, Message, code};
@@ -641,6 +641,7 @@ async fn modern_post(
             first: None,
             // Closing the response stream cancels the request.
             _guard: guard,
+            _open: state.gw.streams.open(StreamKind::Request),
         }),
         Next::End => StatusCode::ACCEPTED.into_response(),
     }
@@ -693,6 +694,7 @@ async fn mcp_get(
         ids: true,
         first: None,
         _guard: ReaderGuard(session.clone()),
+        _open: state.gw.streams.open(StreamKind::Listen),
     })
 }
 
@@ -745,6 +747,8 @@ struct SseBody<G> {
     first: Option<String>,
     /// Held, never read: its `Drop` runs when the client goes away.
     _guard: G,
+    /// Counts the stream as open while the body lives.
+    _open: OpenStream,
 }
 
 fn sse_body<G: Send + 'static>(body: SseBody<G>) -> Response {
@@ -799,6 +803,12 @@ fn request_sse(
         ids: true,
         first,
         _guard: (),
+        // A resumed stream is read like a session's GET stream.
+        _open: state.gw.streams.open(if prime {
+            StreamKind::Request
+        } else {
+            StreamKind::Listen
+        }),
     })
 }
 
@@ -867,6 +877,7 @@ async fn legacy_sse(
         ids: false,
         first: Some(endpoint),
         _guard: guard,
+        _open: state.gw.streams.open(StreamKind::Legacy),
     })
 }
 

@@ -41,6 +41,8 @@ pub struct Gateway {
     generation: AtomicU64,
     pub cursors: Cursors,
     pub sessions: Sessions,
+    /// Response streams open to clients, for metrics.
+    pub streams: stream::OpenStreams,
     pub stop: CancellationToken,
     /// Modern calls held between MRTR rounds.
     pub(crate) mrtr: modern::Mrtr,
@@ -104,6 +106,7 @@ impl Gateway {
             generation: AtomicU64::new(0),
             cursors: Cursors::new(crate::seal::Sealer::new()),
             sessions: Sessions::default(),
+            streams: stream::OpenStreams::default(),
             stop: CancellationToken::new(),
             mrtr: modern::Mrtr::new(config.input_required_ttl.0),
             listeners: listen::Listeners::default(),

@@ -203,3 +203,76 @@ mod tests {
         assert!(!s.is_single_final(0));
     }
 }
+
+/// What a response stream open to a client is for (the label of
+/// `toolgate_streams_active`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// A request answered as an SSE stream (progress, server requests, the answer).
+    Request,
+    /// A session's GET stream, or a resumed request stream.
+    Listen,
+    /// A 2024-11-05 HTTP+SSE connection (`/sse`).
+    Legacy,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 3] = [StreamKind::Request, StreamKind::Listen, StreamKind::Legacy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Request => "request",
+            StreamKind::Listen => "listen",
+            StreamKind::Legacy => "legacy",
+        }
+    }
+}
+
+/// Counts of the response streams open to clients, by kind.
+#[derive(Debug, Default)]
+pub struct OpenStreams([Arc<std::sync::atomic::AtomicUsize>; 3]);
+
+impl OpenStreams {
+    /// Count one more open stream of `kind` until the returned guard drops.
+    pub fn open(&self, kind: StreamKind) -> OpenStream {
+        let counter = self.0[kind as usize].clone();
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream(counter)
+    }
+
+    pub fn count(&self, kind: StreamKind) -> usize {
+        self.0[kind as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One open response stream; dropping it (the client went away, the stream
+/// ended) stops counting it.
+#[derive(Debug)]
+pub struct OpenStream(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod open_stream_tests {
+    use super::*;
+
+    #[test]
+    fn counts_streams_while_they_are_open() {
+        let open = OpenStreams::default();
+        let a = open.open(StreamKind::Listen);
+        let b = open.open(StreamKind::Listen);
+        let c = open.open(StreamKind::Request);
+        assert_eq!(open.count(StreamKind::Listen), 2);
+        assert_eq!(open.count(StreamKind::Request), 1);
+        assert_eq!(open.count(StreamKind::Legacy), 0);
+        drop((a, c));
+        assert_eq!(open.count(StreamKind::Listen), 1);
+        assert_eq!(open.count(StreamKind::Request), 0);
+        drop(b);
+        assert_eq!(open.count(StreamKind::Listen), 0);
+    }
+}
