@@ -58,7 +58,7 @@ impl Gateway {
             method,
             item,
         };
-        match self.limits.admit(&call).await {
+        match self.limits.admit(&snapshot, &call).await {
             Ok(permits) => Ok(Admitted {
                 _permits: permits,
                 max_result: sizes.max_result,

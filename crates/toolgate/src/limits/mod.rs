@@ -246,11 +246,15 @@ impl Limits {
         &*self.limiter
     }
 
-    /// Take a unit of every rule that matches `call`, concurrency first, then
+    /// Take a unit of every rule of `snapshot` (the one in force, from
+    /// [`Limits::snapshot`]) that matches `call`, concurrency first, then
     /// rates, then quotas: a call refused by a rate never spends its quota.
     /// The first refusal ends the check; slots taken for it are given back.
-    pub async fn admit(&self, call: &Call<'_>) -> Result<Vec<Permit>, Refused> {
-        let snapshot = self.snapshot.load();
+    pub async fn admit(
+        &self,
+        snapshot: &Snapshot,
+        call: &Call<'_>,
+    ) -> Result<Vec<Permit>, Refused> {
         let mut permits = Vec::new();
         for rule in snapshot.matching(call) {
             let key = rule.key(call);
@@ -266,6 +270,59 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load_str;
+
+    fn config(limits: &str) -> crate::config::Config {
+        let text = format!("servers:\n  fx: {{ command: x }}\nlimits:\n{limits}");
+        load_str(&text, "t.yaml", false).unwrap()
+    }
+
+    async fn call(limits: &Limits) -> Result<Vec<Permit>, Refused> {
+        let p = crate::auth::Principal::anonymous("ann");
+        let c = Call {
+            principal: &p,
+            endpoint: "/mcp",
+            server: "fx",
+            method: "tools/call",
+            item: Some("fx__echo"),
+        };
+        limits.admit(&limits.snapshot(), &c).await
+    }
+
+    #[tokio::test]
+    async fn a_swap_keeps_the_budgets_of_unchanged_rules() {
+        let limits = Limits::new(
+            &config("  - { id: r, rate: 1/h, burst: 2 }\n"),
+            Arc::new(LocalLimiter::default()),
+        );
+        call(&limits).await.unwrap();
+        call(&limits).await.unwrap();
+        assert!(matches!(
+            call(&limits).await,
+            Err(Refused::RateLimited { .. })
+        ));
+        // The same rule beside a new one: still spent.
+        limits.swap(&config(
+            "  - { id: r, rate: 1/h, burst: 2 }\n  - { id: c, concurrency: 1 }\n",
+        ));
+        assert!(matches!(
+            call(&limits).await,
+            Err(Refused::RateLimited { .. })
+        ));
+        // The concurrency slot taken before the rate refused is back.
+        let held = {
+            limits.swap(&config("  - { id: c, concurrency: 1 }\n"));
+            call(&limits).await.unwrap()
+        };
+        assert!(matches!(
+            call(&limits).await,
+            Err(Refused::ConcurrencyLimited { .. })
+        ));
+        drop(held);
+        // A changed rule starts afresh.
+        limits.swap(&config("  - { id: r, rate: 2/h, burst: 2 }\n"));
+        call(&limits).await.unwrap();
+    }
 
     #[test]
     fn refusals_carry_code_limit_and_hint() {

@@ -6,7 +6,6 @@ use crate::auth::Principal;
 use crate::config::{Config, LimitDimension, LimitMatch, LimitRule};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// One call at the admit stage, as the rules see it.
@@ -85,10 +84,6 @@ impl Snapshot {
     pub fn sizes(&self, server: &str) -> Sizes {
         self.sizes.get(server).copied().unwrap_or_default()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.sizes.values().all(|s| s.max_request.is_none())
-    }
 }
 
 impl Rule {
@@ -108,13 +103,10 @@ impl Rule {
                 max: c.unwrap_or(1),
             },
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        format!("{budget:?}").hash(&mut h);
-        cfg.per.hash(&mut h);
         Rule {
             id: cfg.id.as_str().into(),
             budget,
-            prefix: format!("{}#{:08x}", cfg.id, h.finish() as u32),
+            prefix: format!("{}#{}", cfg.id, fingerprint(&budget, &cfg.per)),
             per: cfg.per.clone(),
             matcher: Matcher::compile(&cfg.matches),
         }
@@ -165,6 +157,38 @@ impl Rule {
                 Refused::RateLimited { rule, retry_after }
             }
         }
+    }
+}
+
+/// What makes two versions of a rule keep the same budgets: its numbers and
+/// dimensions, spelled out (not `Debug`, not a std hasher: the fingerprint
+/// must stay the same across builds, for budgets a shared store keeps).
+fn fingerprint(budget: &Budget, per: &[LimitDimension]) -> String {
+    use sha2::Digest as _;
+    let mut text = match budget {
+        Budget::Rate { count, per, burst } => {
+            format!("rate {count} per {}ns burst {burst}", per.as_nanos())
+        }
+        Budget::Quota { count, window } => format!("quota {count} per {}s", window.as_secs()),
+        Budget::Concurrency { max } => format!("concurrency {max}"),
+    };
+    for d in per {
+        text.push(' ');
+        text.push_str(dimension_name(*d));
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    crate::seal::hex(&digest[..4])
+}
+
+fn dimension_name(d: LimitDimension) -> &'static str {
+    match d {
+        LimitDimension::Principal => "principal",
+        LimitDimension::User => "user",
+        LimitDimension::Agent => "agent",
+        LimitDimension::Tenant => "tenant",
+        LimitDimension::Endpoint => "endpoint",
+        LimitDimension::Server => "server",
+        LimitDimension::Tool => "tool",
     }
 }
 
