@@ -306,6 +306,9 @@ async fn a_quota_is_per_tenant_counted_in_metrics_and_audited() {
             "{text}"
         );
 
+        let keys = sample(&text, "toolgate_limiter_keys").expect("the limiter's size");
+        assert!(keys >= 2.0, "acme's and globex's budgets: {keys}");
+
         // Audited: a denial whose reason is the refusal's code.
         let rows = denials(&s.gw, "carol").await;
         assert_eq!(rows.len(), 1, "{rows:#?}");

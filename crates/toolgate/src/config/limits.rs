@@ -237,7 +237,8 @@ pub(super) fn validate(config: &super::Config) -> Result<(), (String, String)> {
         }
         for (n, d) in rule.per.iter().enumerate() {
             if rule.per[..n].contains(d) {
-                return Err((key("per"), format!("`{d:?}` is listed twice")));
+                let name = format!("{d:?}").to_lowercase();
+                return Err((key("per"), format!("`{name}` is listed twice")));
             }
         }
         for server in rule.matches.servers.iter().flatten() {

@@ -545,8 +545,8 @@ async fn mcp_post(
 }
 
 /// A limit's refusal of a 2026-07-28 request, said in HTTP too: 429 with
-/// `Retry-After` (whole seconds, rounded up) when waiting helps, 413 for a
-/// request too large. Legacy sessions keep 200: their clients treat any other
+/// `Retry-After` (whole seconds, rounded up) when waiting helps (503 if the
+/// limiter itself could not be asked), 413 for a request too large. Legacy sessions keep 200: their clients treat any other
 /// status as a broken transport and would never see the JSON-RPC error.
 fn limited_status(resp: &mut Response, e: &ErrorObject) {
     if e.code != crate::limits::LIMITED {
@@ -558,7 +558,12 @@ fn limited_status(resp: &mut Response, e: &ErrorObject) {
         .and_then(|d| d.get("code"))
         .and_then(Value::as_str);
     if let Some(secs) = crate::limits::retry_after_secs(e) {
-        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        // A limiter that cannot be asked is the gateway's trouble, not the caller's rate.
+        *resp.status_mut() = if code == Some("limiter_unavailable") {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     } else if code == Some("request_too_large") {
