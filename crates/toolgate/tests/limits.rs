@@ -571,3 +571,142 @@ async fn a_session_holds_at_most_max_session_streams_get_streams() {
     })
     .await;
 }
+
+/// The Redis (or Valkey) server the shared-limiter tests use: `TOOLGATE_TEST_REDIS`, or the
+/// machine's own.
+fn test_redis() -> String {
+    std::env::var("TOOLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_with_redis_share_their_budgets() {
+    within(TEST_TIMEOUT, "two replicas, one budget", async {
+        // Ids of their own, so budgets left in the server by an earlier run never count.
+        let run = format!("{:x}", rand_suffix());
+        let (rate_id, slots_id) = (format!("shared-rate-{run}"), format!("shared-slots-{run}"));
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("upstream.log");
+        let config = json!({
+            "redis": test_redis(),
+            "servers": { "fx": support::logged_stdio_fixture(&log) },
+            "limits": [
+                { "id": rate_id, "match": { "tools": ["fx__echo"] }, "rate": "5/s", "burst": 5 },
+                { "id": slots_id, "match": { "tools": ["fx__sleep"] }, "concurrency": 1 },
+            ],
+        });
+        // Two replicas; each starts its own fixture, and both log to the same file.
+        let (a, b) = tokio::join!(Gateway::serve(config.clone()), Gateway::serve(config));
+        let (ca, cb) = tokio::join!(
+            Client::http(&a.base, Options::default()),
+            Client::http(&b.base, Options::default())
+        );
+
+        // Both replicas flood one budget of 5/s, burst 5: without the shared store each would
+        // admit that much on its own.
+        let started = Instant::now();
+        let refusals = std::sync::atomic::AtomicUsize::new(0);
+        let flood = |c, w| shared_flood(c, w, started, &refusals, &rate_id);
+        let oks =
+            futures::future::join_all([flood(&ca, 0), flood(&ca, 1), flood(&cb, 2), flood(&cb, 3)])
+                .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let ok: usize = oks.iter().sum();
+        wait_reached(&log, "echo", "shared-", ok).await;
+        let upstream = reached(&log, "echo", "shared-");
+        assert_eq!(upstream, ok);
+        let allowed = 5.0 + 5.0 * elapsed + 1.0;
+        assert!(
+            (upstream as f64) <= allowed,
+            "{upstream} calls through two replicas in {elapsed:.2} s; one shared budget allows {allowed:.1}"
+        );
+
+        // One slot for both replicas: a call held on A refuses B's until A's ends.
+        let (held, _answer) = ca.start_request(
+            "tools/call",
+            json!({ "name": "fx__sleep", "arguments": { "ms": 60_000 } }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !upstream_calls(&log)
+            .iter()
+            .any(|m| m["params"]["name"] == "sleep")
+        {
+            assert!(Instant::now() < deadline, "the held call never reached the upstream");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let e = cb
+            .error("tools/call", json!({ "name": "fx__sleep", "arguments": { "ms": 1 } }))
+            .await;
+        limit_error(&e, "concurrency_limited", &slots_id);
+        ca.notify("notifications/cancelled", Some(json!({ "requestId": held })))
+            .await;
+        ca.wait_stream_ended(&held).await;
+        // The slot is given back in the background: B gets it within moments.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let args = json!({ "name": "fx__sleep", "arguments": { "ms": 1 } });
+            let resp = cb.request("tools/call", args).await;
+            if resp.get("error").is_none() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the slot never came back: {resp}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+/// One worker of the shared flood: calls until the flood has lasted 1.5 s and the limit
+/// refused a few calls; returns how many went through.
+async fn shared_flood(
+    c: &Client,
+    w: usize,
+    started: Instant,
+    refusals: &std::sync::atomic::AtomicUsize,
+    rate_id: &str,
+) -> usize {
+    let mut ok = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_millis(1500) || refusals.load(Ordering::Relaxed) < 3 {
+        i += 1;
+        let text = format!("shared-{w}-{i}");
+        let args = json!({ "name": "fx__echo", "arguments": { "text": text } });
+        let resp = c.request("tools/call", args).await;
+        match resp.get("error") {
+            Some(e) => {
+                let wait = limit_error(e, "rate_limited", rate_id);
+                assert!(wait.is_some_and(|w| w <= 1000), "{e}");
+                refusals.fetch_add(1, Ordering::Relaxed);
+            }
+            None => ok += 1,
+        }
+    }
+    ok
+}
+
+/// A value unlikely to repeat across runs.
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_redis_refuses_calls_instead_of_not_limiting() {
+    within(TEST_TIMEOUT, "fail closed", async {
+        let port = support::free_port();
+        let s = setup(json!([{ "id": "any", "rate": "100/s" }]), |c| {
+            c["redis"] = json!(format!("redis://127.0.0.1:{port}"));
+        })
+        .await;
+        let alice = client(&s.gw, &key(&s.gw, &["--principal", "alice"]).await).await;
+        let e = alice
+            .error(
+                "tools/call",
+                json!({ "name": "fx__echo", "arguments": { "text": "down-1" } }),
+            )
+            .await;
+        let wait = limit_error(&e, "limiter_unavailable", "any");
+        assert_eq!(wait, Some(1000), "{e}");
+        assert_eq!(reached(&s.log, "echo", "down-"), 0);
+    })
+    .await;
+}

@@ -277,6 +277,22 @@ pub(super) fn validate(config: &super::Config) -> Result<(), (String, String)> {
             }
         }
     }
+    if let Some(url) = &config.redis {
+        // TLS (`rediss://`) needs a TLS-enabled client build; say so rather
+        // than fail at the first call.
+        if !url.starts_with("redis://")
+            && !url.starts_with("redis+unix://")
+            && !url.starts_with("unix://")
+        {
+            return Err((
+                "redis".into(),
+                "must be a redis:// (or unix://) URL; rediss:// (TLS) is not supported yet".into(),
+            ));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(("redis".into(), format!("not a usable Redis URL: {e}")));
+        }
+    }
     if config.max_session_streams == 0 {
         return Err(("max_session_streams".into(), "must be at least 1".into()));
     }

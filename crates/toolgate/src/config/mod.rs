@@ -116,6 +116,11 @@ pub struct Config {
     /// refused with 429.
     #[serde(default = "default_session_streams")]
     pub max_session_streams: usize,
+    /// A Redis (or Valkey) server, `redis://[:PASSWORD@]HOST[:PORT][/DB]`,
+    /// holding state the replicas of a gateway share: today, the budgets of
+    /// `limits`. Without it each process keeps its own budgets.
+    #[serde(default)]
+    pub redis: Option<String>,
     /// Where the file came from, for messages; not part of the file.
     #[serde(skip)]
     #[schemars(skip)]

@@ -114,10 +114,7 @@ impl Gateway {
             authz,
             endpoints: endpoints::Endpoints::new(&config),
             redactor: crate::audit::redact::Redactor::new(&config),
-            limits: crate::limits::Limits::new(
-                &config,
-                Arc::new(crate::limits::LocalLimiter::default()),
-            ),
+            limits: crate::limits::Limits::new(&config, crate::limits::limiter_for(&config)),
             audit,
             policy_error,
         });

@@ -14,9 +14,11 @@
 pub mod gcra;
 pub mod local;
 pub mod rules;
+pub mod shared;
 
 pub use local::LocalLimiter;
 pub use rules::{Call, Rule, Snapshot};
+pub use shared::RedisLimiter;
 
 use crate::jsonrpc::ErrorObject;
 use arc_swap::ArcSwap;
@@ -212,6 +214,33 @@ pub trait Limiter: Send + Sync + 'static {
     /// Budgets currently remembered, for metrics.
     fn keys(&self) -> usize {
         0
+    }
+}
+
+/// Where `config` keeps budgets: in Redis with `redis:` (shared by replicas),
+/// else in this process. A URL that cannot be used was refused by `load`;
+/// should one slip through, every limited call is refused rather than
+/// silently unlimited.
+pub fn limiter_for(config: &crate::config::Config) -> Arc<dyn Limiter> {
+    let Some(url) = config.redis.as_deref() else {
+        return Arc::new(LocalLimiter::default());
+    };
+    match RedisLimiter::new(url) {
+        Ok(l) => Arc::new(l),
+        Err(e) => Arc::new(Broken(e)),
+    }
+}
+
+/// A limiter that refuses every call: the configured store is unusable.
+struct Broken(String);
+
+impl Limiter for Broken {
+    fn acquire<'a>(
+        &'a self,
+        _key: &'a str,
+        _rule: &'a Rule,
+    ) -> BoxFuture<'a, Result<Permit, Denied>> {
+        Box::pin(std::future::ready(Err(Denied::Unavailable(self.0.clone()))))
     }
 }
 
