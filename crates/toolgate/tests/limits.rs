@@ -575,7 +575,14 @@ async fn a_session_holds_at_most_max_session_streams_get_streams() {
 /// The Redis (or Valkey) server the shared-limiter tests use: `TOOLGATE_TEST_REDIS`, or the
 /// machine's own.
 fn test_redis() -> String {
-    std::env::var("TOOLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    if let Ok(url) = std::env::var("TOOLGATE_TEST_REDIS") {
+        return url;
+    }
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
+        "no Redis on 127.0.0.1:6379: run scripts/setup-services, or set TOOLGATE_TEST_REDIS"
+    );
+    "redis://127.0.0.1:6379".into()
 }
 
 #[tokio::test(flavor = "multi_thread")]
