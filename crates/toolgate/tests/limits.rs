@@ -590,7 +590,11 @@ async fn replicas_with_redis_share_their_budgets() {
     within(TEST_TIMEOUT, "two replicas, one budget", async {
         // Ids of their own, so budgets left in the server by an earlier run never count.
         let run = format!("{:x}", rand_suffix());
-        let (rate_id, slots_id) = (format!("shared-rate-{run}"), format!("shared-slots-{run}"));
+        let (rate_id, slots_id, quota_id) = (
+            format!("shared-rate-{run}"),
+            format!("shared-slots-{run}"),
+            format!("shared-quota-{run}"),
+        );
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("upstream.log");
         let config = json!({
@@ -599,6 +603,7 @@ async fn replicas_with_redis_share_their_budgets() {
             "limits": [
                 { "id": rate_id, "match": { "tools": ["fx__echo"] }, "rate": "5/s", "burst": 5 },
                 { "id": slots_id, "match": { "tools": ["fx__sleep"] }, "concurrency": 1 },
+                { "id": quota_id, "match": { "tools": ["fx__test_simple_text"] }, "quota": "2/day" },
             ],
         });
         // Two replicas; each starts its own fixture, and both log to the same file.
@@ -626,6 +631,14 @@ async fn replicas_with_redis_share_their_budgets() {
             (upstream as f64) <= allowed,
             "{upstream} calls through two replicas in {elapsed:.2} s; one shared budget allows {allowed:.1}"
         );
+
+        // One quota for both replicas.
+        let simple = json!({ "name": "fx__test_simple_text", "arguments": {} });
+        ca.result("tools/call", simple.clone()).await;
+        cb.result("tools/call", simple.clone()).await;
+        let e = ca.error("tools/call", simple).await;
+        let wait = limit_error(&e, "quota_exceeded", &quota_id).expect("a retry hint");
+        assert!((1000..=86_400_000).contains(&wait), "{e}");
 
         // One slot for both replicas: a call held on A refuses B's until A's ends.
         let (held, _answer) = ca.start_request(

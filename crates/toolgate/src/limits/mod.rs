@@ -198,10 +198,8 @@ impl Permit {
 /// Where budgets live. `key` names one budget of `rule` (the rule's id and
 /// fingerprint, then the values of its `per` dimensions): an implementation
 /// keeps one budget per distinct key and may forget a key whose budget is
-/// full again. A shared implementation (Redis) implements the same three
-/// budgets with the store's clock: GCRA as a script on the key's TAT, quotas
-/// as `INCR` + `EXPIREAT` on a key per window, concurrency as a counter with
-/// a lease; see `docs/limits.md`.
+/// full again. [`LocalLimiter`] keeps them in this process; [`RedisLimiter`]
+/// in a store the replicas share, with the store's clock (`docs/limits.md`).
 pub trait Limiter: Send + Sync + 'static {
     /// Take one unit of `rule`'s budget for `key`.
     fn acquire<'a>(&'a self, key: &'a str, rule: &'a Rule)
