@@ -406,7 +406,8 @@ async fn requests_and_results_over_a_servers_sizes_are_refused() {
             c["servers"]["fx"]["max_result_bytes"] = json!(400);
         })
         .await;
-        let alice = client(&s.gw, &key(&s.gw, &["--principal", "alice"]).await).await;
+        let alice_key = key(&s.gw, &["--principal", "alice"]).await;
+        let alice = client(&s.gw, &alice_key).await;
         let small = alice
             .call_tool("fx__echo", json!({ "text": "size-small" }))
             .await;
@@ -425,6 +426,11 @@ async fn requests_and_results_over_a_servers_sizes_are_refused() {
             None,
             "{e}"
         );
+        // A 2026-07-28 request says it in HTTP too.
+        let big = format!("size-big-{}", "x".repeat(2000));
+        let modern = modern_echo(&s.gw, &alice_key, &big).await;
+        assert_eq!(modern.status(), 413);
+        assert!(modern.headers().get("retry-after").is_none());
 
         // Small enough to send, too large to return: the client gets a clear error.
         let medium = format!("size-medium-{}", "y".repeat(600));
@@ -717,7 +723,8 @@ async fn an_unreachable_redis_refuses_calls_instead_of_not_limiting() {
             c["redis"] = json!(format!("redis://127.0.0.1:{port}"));
         })
         .await;
-        let alice = client(&s.gw, &key(&s.gw, &["--principal", "alice"]).await).await;
+        let alice_key = key(&s.gw, &["--principal", "alice"]).await;
+        let alice = client(&s.gw, &alice_key).await;
         let e = alice
             .error(
                 "tools/call",
@@ -726,6 +733,13 @@ async fn an_unreachable_redis_refuses_calls_instead_of_not_limiting() {
             .await;
         let wait = limit_error(&e, "limiter_unavailable", "any");
         assert_eq!(wait, Some(1000), "{e}");
+        let modern = modern_echo(&s.gw, &alice_key, "down-2").await;
+        assert_eq!(
+            modern.status(),
+            503,
+            "the gateway's trouble, not the caller's rate"
+        );
+        assert_eq!(modern.headers()["retry-after"], "1");
         assert_eq!(reached(&s.log, "echo", "down-"), 0);
     })
     .await;

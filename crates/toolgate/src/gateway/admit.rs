@@ -88,7 +88,12 @@ impl Admitted {
             size,
             max,
         };
-        tracing::info!(server = %self.server, size, max, "result withheld: larger than max_result_bytes");
+        tracing::info!(
+            server = %self.server,
+            size,
+            max,
+            "result withheld: larger than max_result_bytes"
+        );
         crate::metrics::limited(refused.limit(), refused.kind(), &self.server);
         // The call was allowed and made; only its result is withheld.
         crate::audit::note(|f| {
@@ -101,7 +106,9 @@ impl Admitted {
 
 /// Log, count and audit a refusal; the client's error.
 fn refuse(session: &Session, server: &str, refused: Refused) -> ErrorObject {
-    tracing::info!(
+    // Debug, not info: a flood would flood the log too; metrics and the audit
+    // trail count every refusal.
+    tracing::debug!(
         principal = %session.principal,
         server,
         limit = refused.limit(),
