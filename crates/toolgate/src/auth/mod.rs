@@ -14,12 +14,14 @@
 //! [`Authenticator`] that picks the method for each request.
 
 pub mod apikey;
+mod by_principal;
 mod claims;
 mod jwks;
 pub mod jwt;
 pub mod metadata;
 pub mod mtls;
 
+pub(crate) use by_principal::ByPrincipal;
 pub use jwks::JwksError;
 pub use mtls::{CertRejection, ClientCert};
 

@@ -436,6 +436,23 @@ fn check_version(headers: &HeaderMap) -> Result<(), Reject> {
     }
 }
 
+/// A stream's one event as a plain JSON answer: the body shares the event's
+/// text instead of copying it.
+fn json_response(status: StatusCode, text: Arc<str>) -> Response {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from_owner(Shared(text)),
+    )
+        .into_response()
+}
+
 async fn mcp_post(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -522,7 +539,8 @@ async fn mcp_post(
     }
     let stream = session.open_stream();
     let (gw, s, out) = (state.gw.clone(), session.clone(), stream.clone());
-    tokio::spawn(async move {
+    // Boxed: the task takes a pointer to the request's (large) state, not a copy.
+    tokio::spawn(Box::pin(async move {
         // Runs to completion even if the client disconnects: a dropped connection is
         // not a cancellation, and the client may resume the stream.
         match gw.handle_request(&s, msg, &out).await {
@@ -531,14 +549,11 @@ async fn mcp_post(
             }
             None => out.close(),
         }
-    });
+    }));
     match stream.next(0).await {
-        Next::Event(seq, text) if stream.is_single_final(seq) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            text.to_string(),
-        )
-            .into_response(),
+        Next::Event(seq, text) if stream.is_single_final(seq) => {
+            json_response(StatusCode::OK, text)
+        }
         Next::Event(..) => request_sse(&state, &session, stream, 0, true, ()),
         Next::End => StatusCode::ACCEPTED.into_response(),
     }
@@ -643,12 +658,7 @@ async fn modern_post(
                 _ => StatusCode::OK,
             };
             drop(guard);
-            let mut resp = (
-                status,
-                [(header::CONTENT_TYPE, "application/json")],
-                text.to_string(),
-            )
-                .into_response();
+            let mut resp = json_response(status, text);
             if let Some(e) = &error {
                 limited_status(&mut resp, e);
             }

@@ -10,7 +10,7 @@
 //! generation (and at most a minute old): which items could this principal use
 //! with *some* arguments. Calls are decided one by one, with their arguments.
 
-use crate::auth::Principal;
+use crate::auth::{ByPrincipal, Principal};
 use crate::catalog::{Catalog, Item, ListKind};
 use crate::config::{Config, Labels};
 use crate::jsonrpc::ErrorObject;
@@ -18,14 +18,13 @@ use crate::policy::{
     self, Action, CallContext, Decision, Policies, PolicyStore, Reason, Request, ServerRef, Target,
 };
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a caller's discovery view is reused before it is decided again (so
 /// time-dependent policies reach listings too).
 const VIEW_TTL: Duration = Duration::from_secs(60);
-/// Views kept at most; beyond it the oldest half is dropped.
+/// Views kept at most; beyond it they are decided afresh.
 const VIEWS_MAX: usize = 4096;
 
 enum Mode {
@@ -40,8 +39,55 @@ pub(crate) struct Authz {
     mode: Mode,
     reveal: bool,
     targets: Mutex<Option<Arc<Targets>>>,
-    views: Mutex<HashMap<String, Arc<View>>>,
+    views: Mutex<Views>,
     _watcher: Option<policy::Watcher>,
+}
+
+/// Discovery views are per caller, endpoint, era and source address (policies
+/// may read any of them).
+type Views = ByPrincipal<ViewKey, Arc<View>>;
+
+#[derive(PartialEq)]
+struct ViewKey {
+    endpoint: String,
+    era: policy::Era,
+    source: Option<std::net::IpAddr>,
+}
+
+/// A [`ViewKey`] borrowed from a request's [`Origin`]: hashes and compares
+/// like the owned one.
+struct ViewRef<'a> {
+    endpoint: &'a str,
+    era: policy::Era,
+    source: Option<std::net::IpAddr>,
+}
+
+impl std::hash::Hash for ViewKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.endpoint.as_str(), self.era.as_str(), self.source).hash(h);
+    }
+}
+
+impl std::hash::Hash for ViewRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.endpoint, self.era.as_str(), self.source).hash(h);
+    }
+}
+
+impl PartialEq<ViewRef<'_>> for ViewKey {
+    fn eq(&self, o: &ViewRef<'_>) -> bool {
+        self.endpoint == o.endpoint && self.era == o.era && self.source == o.source
+    }
+}
+
+impl<'a> From<&Origin<'a>> for ViewRef<'a> {
+    fn from(o: &Origin<'a>) -> Self {
+        ViewRef {
+            endpoint: o.endpoint,
+            era: o.era,
+            source: o.source,
+        }
+    }
 }
 
 /// Cedar entities for every item of one catalog snapshot.
@@ -176,7 +222,7 @@ impl Authz {
             mode,
             reveal: config.policy.as_ref().is_some_and(|p| p.reveal_reasons),
             targets: Mutex::default(),
-            views: Mutex::default(),
+            views: Mutex::new(Views::new(VIEWS_MAX)),
             _watcher: watcher,
         })
     }
@@ -192,7 +238,7 @@ impl Authz {
             mode: Mode::DenyAll,
             reveal: false,
             targets: Mutex::default(),
-            views: Mutex::default(),
+            views: Mutex::new(Views::new(VIEWS_MAX)),
             _watcher: None,
         }
     }
@@ -288,19 +334,11 @@ impl Authz {
             Mode::Enforce(store) => Some(store.current()),
         };
         let generation = policies.as_ref().map_or(0, |p| p.generation());
-        // Policies may read the source address, so views are per address too.
-        let key = format!(
-            "{}\u{0}{}\u{0}{}\u{0}{:?}",
-            serde_json::to_string(origin.principal).unwrap_or_default(),
-            origin.endpoint,
-            origin.era.as_str(),
-            origin.source
-        );
         if let Some(v) = self
             .views
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(origin.principal, &ViewRef::from(origin))
             && v.catalog == cat.generation
             && v.policies == generation
             && v.made.elapsed() < VIEW_TTL
@@ -343,14 +381,15 @@ impl Authz {
                 ListKind::Templates,
             ),
         });
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        if views.len() >= VIEWS_MAX {
-            let mut ages: Vec<Instant> = views.values().map(|v| v.made).collect();
-            ages.sort();
-            let cut = ages[ages.len() / 2];
-            views.retain(|_, v| v.made > cut);
-        }
-        views.insert(key, view.clone());
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            origin.principal,
+            ViewKey {
+                endpoint: origin.endpoint.to_owned(),
+                era: origin.era,
+                source: origin.source,
+            },
+            view.clone(),
+        );
         Some(view)
     }
 

@@ -29,13 +29,13 @@ pub use schema::{NAMESPACE, SCHEMA};
 pub use store::{PolicyStore, Reloaded, Watcher};
 pub use targets::CatalogTargets;
 
-use crate::auth::Principal;
+use crate::auth::{ByPrincipal, Principal};
 use cedar_policy::{Authorizer, Effect, EntityUid, PolicyId, PolicySet, Response};
 use entities::ArgsMode;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use values::Mapper;
 
 /// What a request wants to do. Each applies to one kind of resource (see the schema).
@@ -241,7 +241,19 @@ pub struct Policies {
     digest: [u8; 32],
     generation: u64,
     authorizer: Authorizer,
+    /// Principals' entities, built once per principal for this set.
+    principals: Mutex<ByPrincipal<(), Arc<PreparedPrincipal>>>,
 }
+
+/// A principal as this policy set's requests carry it.
+struct PreparedPrincipal {
+    entity: cedar_policy::Entity,
+    /// Attribute values that became unknowns, for a `policy_error` message.
+    unrepresentable: Vec<String>,
+}
+
+/// Principals whose entities are kept per policy set; beyond it they are built afresh.
+const PRINCIPALS_MAX: usize = 4096;
 
 impl fmt::Debug for Policies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -311,6 +323,7 @@ impl Policies {
             digest: l.digest,
             generation: 0,
             authorizer: Authorizer::new(),
+            principals: Mutex::new(ByPrincipal::new(PRINCIPALS_MAX)),
         }
     }
 
@@ -355,18 +368,18 @@ impl Policies {
         if self.slices_for(req).iter().all(Option::is_none) {
             return verdict(Found::default());
         }
+        let principal = self.principal(req.principal);
         let mut mapper = Mapper::default();
-        let fixed = self.conform(req, &mut mapper);
+        mapper
+            .unrepresentable
+            .extend(principal.unrepresentable.iter().cloned());
         let mut ctx = req.context;
-        if let Some(a) = &fixed.args {
+        let args = self.conform_args(req, &mut mapper);
+        if let Some(a) = &args {
             ctx.args = Some(a);
         }
-        let principal = entities::principal_entity(
-            fixed.principal.as_ref().unwrap_or(req.principal),
-            &mut mapper,
-        );
         let context = entities::context(&ctx, ArgsMode::Given, &mut mapper);
-        let Some(found) = self.evaluate(req, principal, context, false) else {
+        let Some(found) = self.evaluate(req, principal.entity.clone(), context, false) else {
             return internal_error();
         };
         let mut decision = verdict(found);
@@ -380,6 +393,41 @@ impl Policies {
         decision
     }
 
+    /// The principal's entity for this policy set: its attributes conformed to
+    /// the declared types, built once per principal and reused by every call.
+    fn principal(&self, p: &Principal) -> Arc<PreparedPrincipal> {
+        let cache = || self.principals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = cache().get(p, &()) {
+            return found.clone();
+        }
+        let mut mapper = Mapper::default();
+        let conformed = self
+            .schema
+            .conform("Attrs", &p.attrs)
+            .map(|(attrs, notes)| {
+                mapper.unrepresentable.extend(notes);
+                Principal { attrs, ..p.clone() }
+            });
+        let entity = entities::principal_entity(conformed.as_ref().unwrap_or(p), &mut mapper);
+        let prepared = Arc::new(PreparedPrincipal {
+            entity,
+            unrepresentable: mapper.unrepresentable,
+        });
+        cache().insert(p, (), prepared.clone());
+        prepared
+    }
+
+    /// The arguments as policies get them, when any had to change (see
+    /// [`Policies::conform`]).
+    fn conform_args(&self, req: &Request<'_>, mapper: &mut Mapper) -> Option<serde_json::Value> {
+        let serde_json::Value::Object(map) = req.context.args? else {
+            return None;
+        };
+        let (a, notes) = self.schema.conform("Args", map)?;
+        mapper.unrepresentable.extend(notes);
+        Some(serde_json::Value::Object(a))
+    }
+
     /// Values of another type than declared become unknowns (deny, never a
     /// comparison that silently fails to match): the principal's attributes
     /// and the arguments as policies get them, when any had to change.
@@ -391,12 +439,7 @@ impl Policies {
             fixed.principal = Some(p);
             mapper.unrepresentable.extend(notes);
         }
-        if let Some(serde_json::Value::Object(map)) = req.context.args
-            && let Some((a, notes)) = self.schema.conform("Args", map)
-        {
-            mapper.unrepresentable.extend(notes);
-            fixed.args = Some(serde_json::Value::Object(a));
-        }
+        fixed.args = self.conform_args(req, mapper);
         fixed
     }
 

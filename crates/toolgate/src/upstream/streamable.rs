@@ -140,9 +140,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Http {
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
-        let mut req = http_client()
-            .request(method, self.url.clone())
-            .headers(self.headers.clone());
+        let mut req = http_client().request(method, self.url.clone());
+        if !self.headers.is_empty() {
+            req = req.headers(self.headers.clone());
+        }
         if let Some(s) = lock(&self.session).as_deref() {
             req = req.header(SESSION_HEADER, s);
         }
@@ -179,7 +180,8 @@ impl Http {
             tokio::spawn(self.clone().listen(ready));
             let _ = tokio::time::timeout(Duration::from_secs(2), connected).await;
         }
-        let body = msg.to_json();
+        // `Bytes`: the stale-connection retry below shares the body, not a copy.
+        let body = bytes::Bytes::from(msg.to_json());
         let mut headers = self.modern_headers(&msg);
         if let Some(t) = &msg.trace {
             headers.extend(t.pairs().map(|(k, v)| (k.to_owned(), v.to_owned())));
@@ -262,7 +264,7 @@ impl Http {
 
     async fn send_post(
         &self,
-        body: &str,
+        body: &bytes::Bytes,
         extra: &[(String, String)],
     ) -> reqwest::Result<reqwest::Response> {
         let mut req = self
@@ -272,7 +274,7 @@ impl Http {
         for (k, v) in extra {
             req = req.header(k.as_str(), v.as_str());
         }
-        req.body(body.to_owned()).send().await
+        req.body(body.clone()).send().await
     }
 
     /// A 2026-07-28 request mirrors its body into headers (version, method, name,

@@ -56,28 +56,17 @@ impl StoreSink {
     }
 
     async fn insert(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        let sqlite = self.store.is_sqlite();
         let mut tx = self.conn.begin().await?;
         // Many rows per statement: the per-statement cost dominates small rows.
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO toolgate_audit (id, time_us, kind, user_name, tenant, agent, \
-                 session_id, method, server, target, decision, outcome, event_json) VALUES ",
-            );
-            for row in 0..chunk.len() {
-                if row > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for col in 0..COLUMNS {
-                    if col > 0 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&format!("${}", row * COLUMNS + col + 1));
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (id) DO NOTHING");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        // Statements come in a few sizes only, so each is prepared once and
+        // then reused from the connection's statement cache.
+        let mut rest = events;
+        while !rest.is_empty() {
+            let rows = statement_rows(rest.len());
+            let (chunk, tail) = rest.split_at(rows);
+            rest = tail;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows, sqlite)));
             for e in chunk {
                 q = q
                     .bind(e.id.clone())
@@ -129,6 +118,40 @@ impl StoreSink {
         }
         Ok(())
     }
+}
+
+/// Rows in the next statement for `pending` rows: the largest power of two
+/// that fits, at most [`ROWS_PER_INSERT`].
+fn statement_rows(pending: usize) -> usize {
+    let fits = 1usize << (usize::BITS - 1 - pending.max(1).leading_zeros());
+    fits.min(ROWS_PER_INSERT)
+}
+
+/// The INSERT of `rows` events. SQLite gets anonymous `?` parameters: its
+/// numbered `$N` ones are names, and binding by name is a linear search per
+/// parameter (quadratic in a statement of thousands of them).
+fn insert_sql(rows: usize, sqlite: bool) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from(
+        "INSERT INTO toolgate_audit (id, time_us, kind, user_name, tenant, agent, \
+         session_id, method, server, target, decision, outcome, event_json) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ",(" });
+        for col in 0..COLUMNS {
+            if col > 0 {
+                sql.push(',');
+            }
+            if sqlite {
+                sql.push('?');
+            } else {
+                let _ = write!(sql, "${}", row * COLUMNS + col + 1);
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
 }
 
 /// A connection of the sink's own, tuned for appending.
@@ -193,6 +216,27 @@ impl Sink for StoreSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_come_in_few_sizes() {
+        assert_eq!(statement_rows(1), 1);
+        assert_eq!(statement_rows(3), 2);
+        assert_eq!(statement_rows(64), 64);
+        assert_eq!(statement_rows(100), 64);
+        assert_eq!(statement_rows(1000), ROWS_PER_INSERT);
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 1..=2000 {
+            let mut rest = n;
+            while rest > 0 {
+                let rows = statement_rows(rest);
+                sizes.insert(rows);
+                rest -= rows;
+            }
+        }
+        assert_eq!(sizes.len(), 8, "{sizes:?}");
+        assert_eq!(insert_sql(2, true).matches('?').count(), 2 * COLUMNS);
+        assert!(insert_sql(2, false).contains("$26)"));
+    }
     use crate::audit::query::{Filter, events};
     use crate::audit::{EventKind, Outcome, Verdict};
 
