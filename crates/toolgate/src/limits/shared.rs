@@ -84,6 +84,8 @@ return 1
 /// Budgets in a Redis (or Valkey) server shared by the replicas.
 pub struct RedisLimiter {
     client: redis::Client,
+    /// The URL's password, kept out of every message.
+    password: Option<String>,
     conn: OnceCell<ConnectionManager>,
     gcra: redis::Script,
     quota: redis::Script,
@@ -96,8 +98,13 @@ impl RedisLimiter {
     /// use and reconnects by itself.
     pub fn new(url: &str) -> Result<RedisLimiter, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let password = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+            .filter(|p| !p.is_empty());
         Ok(RedisLimiter {
             client,
+            password,
             conn: OnceCell::new(),
             gcra: redis::Script::new(GCRA),
             quota: redis::Script::new(QUOTA),
@@ -117,15 +124,24 @@ impl RedisLimiter {
                 ConnectionManager::new_with_config(self.client.clone(), config).await
             })
             .await
-            .map_err(|e| format!("the limit store cannot be reached: {e}"))?;
+            .map_err(|e| self.scrub(format!("the limit store cannot be reached: {e}")))?;
         Ok(conn.clone())
+    }
+
+    /// `text` without the URL's password (the client's errors may quote it).
+    fn scrub(&self, text: String) -> String {
+        match &self.password {
+            Some(p) => text.replace(p.as_str(), "***"),
+            None => text,
+        }
     }
 
     async fn check(&self, key: &str, rule: &Rule) -> Result<Permit, Denied> {
         let mut conn = self.connection().await.map_err(Denied::Unavailable)?;
         let key = format!("{PREFIX}{key}");
-        let unavailable =
-            |e: redis::RedisError| Denied::Unavailable(format!("the limit store failed: {e}"));
+        let unavailable = |e: redis::RedisError| {
+            Denied::Unavailable(self.scrub(format!("the limit store failed: {e}")))
+        };
         match rule.budget {
             Budget::Rate { count, per, burst } => {
                 let g = Gcra::new(count, per, burst);
