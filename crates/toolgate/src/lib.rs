@@ -10,6 +10,7 @@ pub mod downstream;
 pub mod gateway;
 pub mod headers;
 pub mod jsonrpc;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod policy;

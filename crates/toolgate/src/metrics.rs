@@ -40,6 +40,8 @@ pub const AUDIT_DROPPED: &str = "toolgate_audit_events_dropped_total";
 pub const AUDIT_REFUSED: &str = "toolgate_audit_refused_calls_total";
 pub const AUDIT_SINK_ERRORS: &str = "toolgate_audit_sink_errors_total";
 pub const BUILD_INFO: &str = "toolgate_build_info";
+pub const LIMITED: &str = "toolgate_limited_total";
+pub const LIMITER_KEYS: &str = "toolgate_limiter_keys";
 
 /// The label of a tool or prompt call whose name no catalog item has: the
 /// name itself is the caller's text and must not become a series.
@@ -83,12 +85,22 @@ pub fn record(e: &Event) {
     }
 }
 
+/// Count a call (or stream) a limit refused: `rule` is the rule's id or the
+/// setting's name, `kind` what was exceeded, `server` the call's server (all
+/// from the config, never from the caller).
+pub fn limited(rule: &str, kind: &'static str, server: &str) {
+    if let Some(m) = INSTALLED.get() {
+        m.limited(rule, kind, server);
+    }
+}
+
 /// A registry and the handles of the series recorded so far.
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     requests: RwLock<IndexMap<SeriesKey, Series>>,
     denials: RwLock<IndexMap<Box<str>, Counter>>,
+    limited: RwLock<IndexMap<String, Counter>>,
 }
 
 /// The handles one finished request updates.
@@ -126,6 +138,7 @@ impl Metrics {
             recorder: Arc::new(recorder),
             requests: RwLock::default(),
             denials: RwLock::default(),
+            limited: RwLock::default(),
         };
         m.describe();
         m.build_info();
@@ -139,6 +152,10 @@ impl Metrics {
                 "Requests answered, by method, server, tool (or prompt) and outcome",
             ),
             (DENIALS, "Requests denied, by reason code"),
+            (
+                LIMITED,
+                "Calls and streams refused by a limit, by rule, kind and server",
+            ),
             (AUDIT_WRITTEN, "Audit events written to every sink"),
             (
                 AUDIT_DROPPED,
@@ -187,6 +204,10 @@ impl Metrics {
                 "Audit events waiting for the writer (sink lag)",
             ),
             (BUILD_INFO, "Always 1; the version is a label"),
+            (
+                LIMITER_KEYS,
+                "Rate-limit, quota and concurrency budgets remembered in this process",
+            ),
         ];
         for (name, help) in gauges {
             self.recorder
@@ -257,6 +278,26 @@ impl Metrics {
         write(&self.denials).insert(reason.into(), counter);
     }
 
+    /// Count one refusal by a limit.
+    pub fn limited(&self, rule: &str, kind: &'static str, server: &str) {
+        // The cache key joins the labels with a byte no config name contains.
+        let id = format!("{rule}\u{0}{kind}\u{0}{server}");
+        if let Some(c) = read(&self.limited).get(&id) {
+            c.increment(1);
+            return;
+        }
+        let labels = vec![
+            Label::new("rule", rule.to_owned()),
+            Label::from_static_parts("kind", kind),
+            Label::new("server", server.to_owned()),
+        ];
+        let counter = self
+            .recorder
+            .register_counter(&Key::from_parts(LIMITED, labels), &META);
+        counter.increment(1);
+        write(&self.limited).insert(id, counter);
+    }
+
     fn series(&self, s: &SeriesRef<'_>) -> Series {
         let by_call = || {
             vec![
@@ -310,6 +351,7 @@ impl Metrics {
                 if ready { 1.0 } else { 0.0 },
             );
         }
+        gauge(LIMITER_KEYS, Vec::new(), gw.limits.limiter().keys() as f64);
         let stats = &gw.audit.stats;
         gauge(
             AUDIT_QUEUED,
@@ -543,6 +585,29 @@ mod tests {
         );
         assert_eq!(
             sample(&text, r#"toolgate_denials_total{reason="forbidden"}"#),
+            1.0
+        );
+    }
+
+    #[test]
+    fn limit_refusals_count_by_rule_kind_and_server() {
+        let m = Metrics::new();
+        m.limited("refunds", "rate", "payments");
+        m.limited("refunds", "rate", "payments");
+        m.limited("max_result_bytes", "result_size", "fx");
+        let text = m.handle.render();
+        assert_eq!(
+            sample(
+                &text,
+                r#"toolgate_limited_total{rule="refunds",kind="rate",server="payments"}"#
+            ),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"toolgate_limited_total{rule="max_result_bytes",kind="result_size",server="fx"}"#
+            ),
             1.0
         );
     }

@@ -97,6 +97,16 @@ pub fn load_str(text: &str, file: &str, json: bool) -> Result<Config, ConfigErro
         ));
     }
     validate_endpoints(&config).map_err(|(k, m)| err(k, m))?;
+    super::limits::validate(&config).map_err(|(k, m)| {
+        let mut e = err(k.clone(), m);
+        // `limits[2].rate` names no YAML key: point at the rule's `id` line.
+        if e.line.is_none()
+            && let Some(id) = limit_index(&k).and_then(|i| config.limits.get(i))
+        {
+            e.line = line_of_id(text, &id.id);
+        }
+        e
+    })?;
     Ok(config)
 }
 
@@ -263,6 +273,21 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
 }
 
 type KeyedError = (String, String);
+
+/// `3` of `limits[3].rate`.
+fn limit_index(key: &str) -> Option<usize> {
+    key.strip_prefix("limits[")?.split(']').next()?.parse().ok()
+}
+
+/// The line of `id: ID` (YAML, block or flow style) or `"id": "ID"` (JSON).
+fn line_of_id(text: &str, id: &str) -> Option<usize> {
+    let pattern = format!(
+        r#"(^|[\s{{,-])"?id"?\s*:\s*["']?{}["']?\s*([,}}]|$)"#,
+        regex::escape(id)
+    );
+    let re = regex::Regex::new(&pattern).ok()?;
+    text.lines().position(|l| re.is_match(l)).map(|i| i + 1)
+}
 
 /// Expand `${VAR}` and `${VAR:-default}` in the fields that commonly carry secrets
 /// or machine-specific paths. A missing variable without a default is an error:

@@ -6,11 +6,13 @@
 
 mod audit;
 mod duration;
+mod limits;
 mod load;
 mod telemetry;
 
 pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
 pub use duration::Seconds;
+pub use limits::{LIMITED_METHODS, LimitDimension, LimitMatch, LimitRule, Quota, Rate};
 pub use load::{ConfigError, load_file, load_str};
 pub use telemetry::TelemetryConfig;
 
@@ -105,6 +107,20 @@ pub struct Config {
     /// and its own access rules (checked before policies).
     #[serde(default)]
     pub endpoints: IndexMap<String, EndpointConfig>,
+    /// Rate limits, quotas and concurrency limits on calls (`tools/call`,
+    /// `prompts/get`, `resources/read`, `completion/complete`), checked after
+    /// authorization; every rule that matches a call must admit it.
+    #[serde(default)]
+    pub limits: Vec<LimitRule>,
+    /// GET streams (SSE) one legacy session may hold open at once; one more is
+    /// refused with 429.
+    #[serde(default = "default_session_streams")]
+    pub max_session_streams: usize,
+    /// A Redis (or Valkey) server, `redis://[:PASSWORD@]HOST[:PORT][/DB]`,
+    /// holding state the replicas of a gateway share: today, the budgets of
+    /// `limits`. Without it each process keeps its own budgets.
+    #[serde(default)]
+    pub redis: Option<String>,
     /// Where the file came from, for messages; not part of the file.
     #[serde(skip)]
     #[schemars(skip)]
@@ -405,6 +421,14 @@ pub struct ServerConfig {
     /// What audit records of this server's arguments and results.
     #[serde(default)]
     pub audit: ServerAudit,
+    /// Largest `params` of a call to this server, in bytes of JSON; a bigger
+    /// call is refused (`request_too_large`) before it reaches the server.
+    /// Unlimited by default (within `max_message_bytes`).
+    pub max_request_bytes: Option<usize>,
+    /// Largest result of a call to this server, in bytes of JSON; a bigger one
+    /// reaches the client as an error (`result_too_large`) instead. Unlimited
+    /// by default (within `max_message_bytes`).
+    pub max_result_bytes: Option<usize>,
     /// Keep the entry but do not start or expose it (`mcpServers` files use this).
     #[serde(default)]
     pub disabled: bool,
@@ -604,6 +628,9 @@ fn default_separator() -> String {
 }
 fn default_max_body() -> usize {
     4 * 1024 * 1024
+}
+fn default_session_streams() -> usize {
+    8
 }
 fn default_page_size() -> usize {
     500

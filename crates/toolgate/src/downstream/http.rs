@@ -554,8 +554,35 @@ async fn mcp_post(
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             json_response(StatusCode::OK, text)
         }
-        Next::Event(..) => request_sse(&state, &session, stream, 0, true),
+        Next::Event(..) => request_sse(&state, &session, stream, 0, true, ()),
         Next::End => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+/// A limit's refusal of a 2026-07-28 request, said in HTTP too: 429 with
+/// `Retry-After` (whole seconds, rounded up) when waiting helps (503 if the
+/// limiter itself could not be asked), 413 for a request too large. Legacy sessions keep 200: their clients treat any other
+/// status as a broken transport and would never see the JSON-RPC error.
+fn limited_status(resp: &mut Response, e: &ErrorObject) {
+    if e.code != crate::limits::LIMITED {
+        return;
+    }
+    let code = e
+        .data
+        .as_ref()
+        .and_then(|d| d.get("code"))
+        .and_then(Value::as_str);
+    if let Some(secs) = crate::limits::retry_after_secs(e) {
+        // A limiter that cannot be asked is the gateway's trouble, not the caller's rate.
+        *resp.status_mut() = if code == Some("limiter_unavailable") {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    } else if code == Some("request_too_large") {
+        *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
     }
 }
 
@@ -622,7 +649,8 @@ async fn modern_post(
         .modern_request(msg, meta, principal, &ep.path, source, cancel);
     match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
-            let status = match jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error) {
+            let error = jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error);
+            let status = match &error {
                 Some(e) if e.code == modern::modern_code::MISSING_CAPABILITY => {
                     StatusCode::BAD_REQUEST
                 }
@@ -630,7 +658,11 @@ async fn modern_post(
                 _ => StatusCode::OK,
             };
             drop(guard);
-            json_response(status, text)
+            let mut resp = json_response(status, text);
+            if let Some(e) = &error {
+                limited_status(&mut resp, e);
+            }
+            resp
         }
         Next::Event(..) => sse_body(SseBody {
             stream,
@@ -678,13 +710,19 @@ async fn mcp_get(
         let parsed = last
             .split_once('-')
             .and_then(|(s, q)| Some((s.parse::<u64>().ok()?, q.parse::<u64>().ok()?)));
+        let Some(slot) = stream_slot(&state, &session) else {
+            return too_many_streams(&state, &session);
+        };
         return match parsed.and_then(|(sid, seq)| Some((session.stream(sid)?, seq))) {
             Some((stream, seq)) => {
-                request_sse(&state, &session, stream, seq.wrapping_add(1), false)
+                request_sse(&state, &session, stream, seq.wrapping_add(1), false, slot)
             }
             None => bad_request("Bad Request: unknown Last-Event-ID"),
         };
     }
+    let Some(slot) = stream_slot(&state, &session) else {
+        return too_many_streams(&state, &session);
+    };
     session.readers.fetch_add(1, Ordering::Relaxed);
     sse_body(SseBody {
         stream: session.standalone.clone(),
@@ -693,7 +731,7 @@ async fn mcp_get(
         keep_alive: state.keep_alive,
         ids: true,
         first: None,
-        _guard: ReaderGuard(session.clone()),
+        _guard: (ReaderGuard(session.clone()), slot),
         _open: state.gw.streams.open(StreamKind::Listen),
     })
 }
@@ -783,12 +821,13 @@ fn sse_body<G: Send + 'static>(body: SseBody<G>) -> Response {
 }
 
 /// A request's stream as SSE, from `from` on, ending after its last event.
-fn request_sse(
+fn request_sse<G: Send + 'static>(
     state: &AppState,
     session: &Arc<Session>,
     stream: Arc<EventStream>,
     from: u64,
     prime: bool,
+    guard: G,
 ) -> Response {
     // 2025-11-25: a first event with an id and no data lets the client resume
     // even if the connection breaks before the first real event. Its id names
@@ -802,7 +841,7 @@ fn request_sse(
         keep_alive: state.keep_alive,
         ids: true,
         first,
-        _guard: (),
+        _guard: guard,
         // A resumed stream is read like a session's GET stream.
         _open: state.gw.streams.open(if prime {
             StreamKind::Request
@@ -810,6 +849,49 @@ fn request_sse(
             StreamKind::Listen
         }),
     })
+}
+
+/// One of the GET streams a session may hold open (`max_session_streams`);
+/// given back when the stream's body is dropped.
+struct StreamSlot(Arc<Session>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stream slot of `session`, if it has one free.
+fn stream_slot(state: &AppState, session: &Arc<Session>) -> Option<StreamSlot> {
+    let max = state.gw.limits.snapshot().max_session_streams;
+    session
+        .open_streams
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+    Some(StreamSlot(session.clone()))
+}
+
+/// 429 for a GET stream over `max_session_streams`: audited, counted.
+fn too_many_streams(state: &AppState, session: &Session) -> Response {
+    let refused = crate::limits::Refused::TooManyStreams {
+        max: state.gw.limits.snapshot().max_session_streams,
+    };
+    tracing::info!(session = %session.id, "GET stream refused: {refused}");
+    crate::metrics::limited(refused.limit(), refused.kind(), "");
+    let reason = refused.to_string();
+    state.gw.audit_refusal(Refusal {
+        principal: Some(&session.identity),
+        source: session.source.get().copied(),
+        path: &session.endpoint,
+        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+        code: refused.code(),
+        reason: &reason,
+    });
+    let mut resp = rpc_error(StatusCode::OK, None, refused.to_error());
+    limited_status(&mut resp, &refused.to_error());
+    resp
 }
 
 /// Counts an open reader of a session's own stream for idle reaping.

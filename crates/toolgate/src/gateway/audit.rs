@@ -241,7 +241,7 @@ fn is_tool_error(result: &str) -> bool {
 }
 
 /// The length of `v` as JSON, without building the text.
-fn json_len(v: &Value) -> i64 {
+pub(super) fn json_len(v: &Value) -> i64 {
     struct Count(i64);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

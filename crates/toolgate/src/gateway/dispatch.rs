@@ -166,10 +166,15 @@ impl Gateway {
                     params.get("arguments"),
                     unknown,
                 )?;
-                params["name"] = Value::String(item.original.clone());
                 let server = item.server;
-                self.forward(session, server, &method, params, out, &cat)
-                    .await
+                let admitted = self
+                    .admit(session, server, &method, Some(name), &params)
+                    .await?;
+                params["name"] = Value::String(item.original.clone());
+                admitted.finish(
+                    self.forward(session, server, &method, params, out, &cat)
+                        .await,
+                )
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let uri = params
@@ -222,12 +227,19 @@ impl Gateway {
                     }
                     _ => {}
                 }
+                if method == "resources/read" {
+                    let admitted = self.admit(session, server, &method, None, &params).await?;
+                    return admitted.finish(
+                        self.forward(session, server, &method, params, out, &cat)
+                            .await,
+                    );
+                }
                 self.forward(session, server, &method, params, out, &cat)
                     .await
             }
             "completion/complete" => {
                 let reference = params.get("ref").cloned().unwrap_or(Value::Null);
-                let server = match reference.get("type").and_then(Value::as_str) {
+                let (server, admitted) = match reference.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => {
                         let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
                         let unknown = || invalid_params(format!("Unknown prompt: {name}"));
@@ -244,8 +256,11 @@ impl Gateway {
                             args,
                             unknown,
                         )?;
+                        let admitted = self
+                            .admit(session, item.server, &method, Some(name), &params)
+                            .await?;
                         params["ref"]["name"] = Value::String(item.original.clone());
-                        item.server
+                        (item.server, admitted)
                     }
                     Some("ref/resource") => {
                         let uri = reference.get("uri").and_then(Value::as_str).unwrap_or("");
@@ -259,8 +274,9 @@ impl Gateway {
                             uri,
                             &original,
                         )?;
+                        let admitted = self.admit(session, server, &method, None, &params).await?;
                         params["ref"]["uri"] = Value::String(original);
-                        server
+                        (server, admitted)
                     }
                     _ => {
                         return Err(invalid_params(
@@ -268,8 +284,10 @@ impl Gateway {
                         ));
                     }
                 };
-                self.forward(session, server, &method, params, out, &cat)
-                    .await
+                admitted.finish(
+                    self.forward(session, server, &method, params, out, &cat)
+                        .await,
+                )
             }
             "tasks/get" | "tasks/result" | "tasks/cancel" | "tasks/update" => {
                 let exposed = params

@@ -6,6 +6,7 @@
 //! relays everything the server sends back. The order of work for a call is visible
 //! in `dispatch.rs`.
 
+mod admit;
 pub mod audit;
 pub(crate) mod authz;
 mod dispatch;
@@ -58,6 +59,8 @@ pub struct Gateway {
     pub audit: crate::audit::Auditor,
     /// What the trail may record of arguments and results.
     pub(crate) redactor: crate::audit::redact::Redactor,
+    /// Rate limits, quotas, concurrency and sizes (the admit stage).
+    pub limits: crate::limits::Limits,
     /// Why the policies could not be loaded (the gateway then denies everything
     /// and `wait_started` fails).
     policy_error: Option<String>,
@@ -114,6 +117,7 @@ impl Gateway {
             authz,
             endpoints: endpoints::Endpoints::new(&config),
             redactor: crate::audit::redact::Redactor::new(&config),
+            limits: crate::limits::Limits::new(&config, crate::limits::limiter_for(&config)),
             audit,
             policy_error,
         });
@@ -151,6 +155,7 @@ impl Gateway {
                 let Some(gw) = weak.upgrade() else { return };
                 gw.reap_idle_sessions(idle).await;
                 gw.mrtr.reap();
+                gw.limits.limiter().sweep();
             }
         });
         gw

@@ -57,6 +57,8 @@ pub struct Session {
     pub standalone: Arc<EventStream>,
     /// Open GET/SSE readers of the standalone stream.
     pub readers: AtomicUsize,
+    /// Open GET streams (standalone and resumed), against `max_session_streams`.
+    pub open_streams: AtomicUsize,
     pub closed: CancellationToken,
     /// Where `per_session` upstream connections deliver what has no request to go to.
     pub(crate) sink: Sink,
@@ -170,6 +172,7 @@ impl Session {
             client_info,
             standalone: standalone.unwrap_or_else(|| EventStream::new(0)),
             readers: AtomicUsize::new(0),
+            open_streams: AtomicUsize::new(0),
             closed: CancellationToken::new(),
             sink,
             sink_rx: Mutex::new(Some(sink_rx)),
