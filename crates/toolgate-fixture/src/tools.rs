@@ -177,10 +177,13 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
         ),
         tool(
             "sleep",
-            "Waits `ms` milliseconds (at most 60000) then answers; stops early when cancelled. With a progress token it reports progress 0 as it starts, so a client knows the call is running",
+            "Waits `ms` milliseconds (at most 60000) then answers; stops early when cancelled. With a progress token it reports progress 0 as it starts, so a client knows the call is running, and with `every_ms` again every that many milliseconds",
             json!({
                 "type": "object",
-                "properties": { "ms": { "type": "integer", "minimum": 0, "maximum": 60000 } },
+                "properties": {
+                    "ms": { "type": "integer", "minimum": 0, "maximum": 60000 },
+                    "every_ms": { "type": "integer", "minimum": 10 },
+                },
                 "required": ["ms"],
             }),
         ),
@@ -701,17 +704,44 @@ async fn sleep(
             None,
         ));
     };
-    if let Some(token) = cx.meta.get_progress_token() {
-        let note = ProgressNotificationParam::new(token, 0.0).with_message("sleeping");
-        if let Err(error) = cx.peer.notify_progress(note).await {
-            tracing::warn!(%error, "could not send a progress notification");
+    let token = cx.meta.get_progress_token();
+    let every = args
+        .get("every_ms")
+        .and_then(Value::as_u64)
+        .map(|e| Duration::from_millis(e.max(10)));
+    let report = |elapsed: u64| {
+        let token = token.clone();
+        async move {
+            let Some(token) = token else { return };
+            let note = ProgressNotificationParam::new(token, elapsed as f64)
+                .with_total(ms as f64)
+                .with_message("sleeping");
+            if let Err(error) = cx.peer.notify_progress(note).await {
+                tracing::warn!(%error, "could not send a progress notification");
+            }
         }
-    }
-    tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text(format!("slept {ms} ms"))),
-        () = cx.ct.cancelled() => {
-            fixture.state(cx).cancelled_sleeps.fetch_add(1, Ordering::Relaxed);
-            Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]))
+    };
+    report(0).await;
+    let started = tokio::time::Instant::now();
+    let done = tokio::time::sleep(Duration::from_millis(ms));
+    tokio::pin!(done);
+    loop {
+        let tick = async {
+            match every {
+                Some(e) => tokio::time::sleep(e).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut done => return Ok(text(format!("slept {ms} ms"))),
+            () = cx.ct.cancelled() => {
+                fixture.state(cx).cancelled_sleeps.fetch_add(1, Ordering::Relaxed);
+                return Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]));
+            }
+            () = tick => {
+                let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                report(elapsed).await;
+            }
         }
     }
 }

@@ -400,7 +400,25 @@ fn validate_server(name: &str, s: &ServerConfig) -> Result<(), KeyedError> {
     if !s.headers.is_empty() && s.command.is_some() {
         return Err((key("headers"), "headers apply to HTTP servers only".into()));
     }
+    let zero = |t: &crate::config::Seconds| t.0.is_zero();
+    if zero(&s.timeout) {
+        return Err((key("timeout"), "must be longer than 0".into()));
+    }
+    if let Some(max) = s.max_timeout
+        && max.0 < s.timeout.0
+    {
+        return Err((
+            key("max_timeout"),
+            "shorter than `timeout`: progress could never extend a call".into(),
+        ));
+    }
     for (kind, rules) in [("tools", &s.tools), ("prompts", &s.prompts)] {
+        if let Some((item, _)) = rules.timeouts.iter().find(|(_, t)| zero(t)) {
+            return Err((
+                key(&format!("{kind}.timeouts.{item}")),
+                "must be longer than 0".into(),
+            ));
+        }
         for (from, to) in &rules.rename {
             if !crate::names::valid_exposed_name(to) {
                 return Err((
@@ -417,6 +435,47 @@ fn validate_server(name: &str, s: &ServerConfig) -> Result<(), KeyedError> {
 mod tests {
     use super::*;
     use crate::config::{FailureMode, Isolation, PrefixMode};
+
+    #[test]
+    fn call_timeouts_per_item_and_extended_by_progress() {
+        let c = load_str(
+            "servers:\n  fx:\n    command: fx\n    timeout: 2s\n    max_timeout: 10s\n    tools: { timeouts: { slow: 5s } }\n  plain:\n    command: p\n    timeout: 3s\n",
+            "t.yaml",
+            false,
+        )
+        .unwrap();
+        let fx = &c.servers["fx"];
+        let slow = fx.call_timeouts("tools/call", Some("slow"));
+        assert_eq!(slow.idle.as_secs(), 5);
+        assert_eq!(slow.total.as_secs(), 10);
+        assert!(slow.extended_by_progress());
+        let other = fx.call_timeouts("tools/call", Some("other"));
+        assert_eq!((other.idle.as_secs(), other.total.as_secs()), (2, 10));
+        // A prompt of the same name is not the tool.
+        assert_eq!(
+            fx.call_timeouts("prompts/get", Some("slow")).idle.as_secs(),
+            2
+        );
+        let plain = c.servers["plain"].call_timeouts("tools/call", Some("x"));
+        assert_eq!((plain.idle.as_secs(), plain.total.as_secs()), (3, 3));
+        assert!(!plain.extended_by_progress());
+
+        for (yaml, key) in [
+            (
+                "    timeout: 5s\n    max_timeout: 2s\n",
+                "servers.fx.max_timeout",
+            ),
+            ("    timeout: 0s\n", "servers.fx.timeout"),
+            (
+                "    tools: { timeouts: { t: 0ms } }\n",
+                "servers.fx.tools.timeouts.t",
+            ),
+        ] {
+            let text = format!("servers:\n  fx:\n    command: fx\n{yaml}");
+            let e = load_str(&text, "t.yaml", false).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
 
     #[test]
     fn yaml_example() {

@@ -405,9 +405,15 @@ pub struct ServerConfig {
     /// `initialize`) unless set. `sse` servers are always legacy.
     #[serde(default)]
     pub era: UpstreamEra,
-    /// How long one call may take before it is cancelled upstream.
+    /// How long one call may take before it is cancelled upstream
+    /// (`notifications/cancelled`) and the client gets `-32051`. Per tool or
+    /// prompt: `tools.timeouts` / `prompts.timeouts`.
     #[serde(default = "default_timeout")]
     pub timeout: Seconds,
+    /// With it, each progress notification the server sends for a call starts
+    /// the call's `timeout` again, up to this much in all; without it, progress
+    /// does not extend a call.
+    pub max_timeout: Option<Seconds>,
     #[serde(default)]
     pub failure: FailureMode,
     #[serde(default)]
@@ -503,6 +509,26 @@ pub struct ItemRules {
     /// (`refund: { risk: high }`).
     #[serde(default)]
     pub labels: BTreeMap<String, Labels>,
+    /// Server name → how long a call of that item may take, instead of the
+    /// server's `timeout` (`report: 5m`).
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, Seconds>,
+}
+
+/// The time limits of one call (see [`ServerConfig::call_timeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimeouts {
+    /// Without an answer (or, when progress extends calls, without progress).
+    pub idle: Duration,
+    /// In all, whatever the server reports.
+    pub total: Duration,
+}
+
+impl CallTimeouts {
+    /// Whether progress notifications extend the call.
+    pub fn extended_by_progress(&self) -> bool {
+        self.total > self.idle
+    }
 }
 
 /// Labels that Cedar policies can test: set by the operator here, never by a
@@ -554,6 +580,25 @@ impl ServerConfig {
 
     pub fn timeout(&self) -> Duration {
         self.timeout.0
+    }
+
+    /// How long a `method` call of item `name` (the server's own name) may go
+    /// without an answer, and without progress where progress extends it; and
+    /// how long it may take in all.
+    pub fn call_timeouts(&self, method: &str, name: Option<&str>) -> CallTimeouts {
+        let rules = match method {
+            "tools/call" => Some(&self.tools),
+            "prompts/get" => Some(&self.prompts),
+            _ => None,
+        };
+        let idle = rules
+            .zip(name)
+            .and_then(|(r, n)| r.timeouts.get(n))
+            .map_or(self.timeout.0, |t| t.0);
+        CallTimeouts {
+            idle,
+            total: self.max_timeout.map_or(idle, |m| m.0.max(idle)),
+        }
     }
 }
 

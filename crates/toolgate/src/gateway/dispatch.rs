@@ -532,14 +532,26 @@ impl Gateway {
                 params.clone()
             };
             crate::telemetry::inject_meta(&span, &mut sent, conn.is_modern());
+            let limits = up.cfg.call_timeouts(
+                method,
+                params
+                    .as_ref()
+                    .and_then(|p| p.get("name"))
+                    .and_then(Value::as_str),
+            );
+            if limits.extended_by_progress() {
+                ask_for_progress(&mut sent);
+            }
             let asked_at = std::time::Instant::now();
             // Inside the span, the request picks up its trace context for HTTP headers.
-            let call = tokio::time::timeout(
-                up.cfg.timeout(),
-                conn.request(method, sent, Some(sink))
-                    .instrument(span.clone()),
-            );
+            let call = conn
+                .request(method, sent, Some(sink))
+                .instrument(span.clone());
             tokio::pin!(call);
+            // Dropping `call` on a timeout cancels it upstream.
+            let quiet = tokio::time::sleep(limits.idle);
+            let over = tokio::time::sleep(limits.total);
+            tokio::pin!(quiet, over);
             // Upstream ids of server→client requests relayed for this call → ours.
             let mut asked: HashMap<Id, Id> = HashMap::new();
             let outcome = loop {
@@ -547,9 +559,18 @@ impl Gateway {
                     // Events queued before the response are relayed before it.
                     biased;
                     Some(ev) = events.recv() => {
+                        let progress = matches!(
+                            &ev,
+                            ServerEvent::Notification(m, _) if m.method() == "notifications/progress"
+                        );
                         self.relay(session, out, ev, client_token, up, &mut asked);
+                        if progress && limits.extended_by_progress() {
+                            quiet.as_mut().reset(tokio::time::Instant::now() + limits.idle);
+                        }
                     }
-                    r = &mut call => break r,
+                    r = &mut call => break Ok(r),
+                    () = &mut quiet => break Err(limits.idle),
+                    () = &mut over => break Err(limits.total),
                 }
             };
             let waited = asked_at.elapsed();
@@ -563,10 +584,10 @@ impl Gateway {
                 f.server.get_or_insert_with(|| up.name.clone());
             });
             let resp = match outcome {
-                Err(_) => {
+                Err(after) => {
                     let e = UpstreamError::Timeout {
                         server: up.name.clone(),
-                        after: up.cfg.timeout(),
+                        after,
                     };
                     return Err(e.to_error());
                 }
@@ -712,6 +733,22 @@ impl Gateway {
 
 /// The isolation a call gets. A modern client has no session to scope an
 /// upstream session to, so `per_session` servers serve it per principal.
+/// Ask the server for progress on a call whose client did not: progress is
+/// what extends the call's timeout (the connection mints the token, and
+/// progress nobody asked for never reaches the client).
+fn ask_for_progress(params: &mut Option<Value>) {
+    let Some(Value::Object(p)) = params else {
+        return;
+    };
+    let meta = p
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Value::Object(meta) = meta {
+        meta.entry("progressToken")
+            .or_insert_with(|| Value::String("toolgate".into()));
+    }
+}
+
 fn effective_isolation(up: &Upstream, session: &Session) -> Isolation {
     // A modern server keeps no session: one connection serves every caller.
     if up.is_modern() {
