@@ -70,6 +70,8 @@ pub mod code {
     pub const UNATTRIBUTED: i64 = -32053;
     /// The request was cancelled.
     pub const CANCELLED: i64 = -32054;
+    /// The gateway is shutting down and takes no new requests (HTTP 503).
+    pub const SHUTTING_DOWN: i64 = -32055;
 }
 
 /// One JSON-RPC message: request, notification, or response.

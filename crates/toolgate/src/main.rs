@@ -385,18 +385,21 @@ async fn serve(
             "serving HTTPS only"
         );
     }
-    let stop = gw.stop.clone();
+    // The listener stops accepting when the drain begins; open connections
+    // finish the requests they carry.
     let server = tokio::spawn(toolgate::downstream::http::serve(
         gw.clone(),
         auth,
         listener,
         tls,
-        stop.clone(),
+        gw.draining.clone(),
     ));
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections or requests");
+    gw.drain(gw.config.shutdown_grace.0).await;
     gw.shutdown().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -431,7 +434,9 @@ async fn stdio(
     log_statuses(&gw);
     tokio::select! {
         r = toolgate::downstream::stdio::serve(gw.clone()) => r.context("stdio failed")?,
-        _ = shutdown_signal() => {}
+        _ = shutdown_signal() => {
+            gw.drain(gw.config.shutdown_grace.0).await;
+        }
     }
     gw.shutdown().await;
     Ok(())

@@ -76,6 +76,11 @@ pub struct Config {
     /// A legacy session with no traffic and no open stream is dropped after this.
     #[serde(default = "default_session_idle")]
     pub session_idle_timeout: Seconds,
+    /// On SIGTERM (or Ctrl-C) the gateway stops accepting connections and new
+    /// requests, lets the calls in flight finish for at most this long, then
+    /// closes sessions and stops its servers.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Seconds,
     /// How callers prove who they are. Without it the gateway serves the anonymous
     /// local user, on loopback only.
     #[serde(default)]
@@ -688,6 +693,9 @@ fn default_input_ttl() -> Seconds {
 }
 fn default_keep_alive() -> Seconds {
     Seconds(Duration::from_secs(15))
+}
+fn default_shutdown_grace() -> Seconds {
+    Seconds(Duration::from_secs(30))
 }
 fn default_session_idle() -> Seconds {
     Seconds(Duration::from_secs(1800))

@@ -240,6 +240,13 @@ pub(super) async fn readiness(gw: &Gateway, auth: &Authenticator) -> Response {
         audit,
         (!audit).then(|| "the audit sinks are failing".to_owned()),
     );
+    if gw.draining.is_cancelled() {
+        check(
+            "draining".into(),
+            false,
+            Some("the gateway is shutting down".to_owned()),
+        );
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -287,6 +294,23 @@ async fn resource_metadata(State(state): State<AppState>, req: Request) -> Respo
 fn rpc_error(status: StatusCode, id: Option<jsonrpc::Id>, error: ErrorObject) -> Response {
     let body = Message::error_response(id, error).to_json();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Once a shutdown has begun, a new request is refused (503, retry
+/// elsewhere); notifications and answers to the gateway's own requests still
+/// reach the calls that are finishing.
+fn refuse_while_draining(state: &AppState, msg: &Message) -> Option<Response> {
+    if !state.gw.draining.is_cancelled() || msg.kind() != Kind::Request {
+        return None;
+    }
+    let error = ErrorObject::new(
+        code::SHUTTING_DOWN,
+        "the gateway is shutting down; retry on another instance",
+    );
+    let mut resp = rpc_error(StatusCode::SERVICE_UNAVAILABLE, msg.id.clone(), error);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Some(resp)
 }
 
 fn bad_request(message: &str) -> Response {
@@ -490,6 +514,9 @@ async fn mcp_post(
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
     };
+    if let Some(refused) = refuse_while_draining(&state, &msg) {
+        return refused;
+    }
     msg.trace = TraceHeaders::from_http(&headers);
     // One endpoint, two eras: modern `_meta` (or a modern version header on a
     // sessionless request) is 2026-07-28; `initialize` opens a legacy session.
@@ -1006,6 +1033,9 @@ async fn legacy_message(
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
     };
+    if let Some(refused) = refuse_while_draining(&state, &msg) {
+        return refused;
+    }
     msg.trace = TraceHeaders::from_http(&headers);
     let session = conn
         .session

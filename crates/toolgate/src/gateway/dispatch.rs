@@ -37,6 +37,8 @@ impl Gateway {
     ) -> Option<Message> {
         let id = msg.id.clone()?;
         session.touch();
+        // A shutdown waits for this request (up to its grace).
+        let _busy = self.busy();
         // The request's span covers its audit event too, which records the
         // span's trace id and fills in the span's outcome.
         let span = crate::telemetry::server_span(

@@ -45,6 +45,10 @@ pub struct Gateway {
     /// Response streams open to clients, for metrics.
     pub streams: stream::OpenStreams,
     pub stop: CancellationToken,
+    /// Cancelled when shutdown begins: no new connections or requests.
+    pub draining: CancellationToken,
+    /// Requests being handled, which a shutdown waits for.
+    in_flight: InFlight,
     /// Modern calls held between MRTR rounds.
     pub(crate) mrtr: modern::Mrtr,
     /// Open `subscriptions/listen` streams.
@@ -111,6 +115,8 @@ impl Gateway {
             sessions: Sessions::default(),
             streams: stream::OpenStreams::default(),
             stop: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            in_flight: InFlight::default(),
             mrtr: modern::Mrtr::new(config.input_required_ttl.0),
             listeners: listen::Listeners::default(),
             task_ids: tasks::TaskIds::new(),
@@ -417,11 +423,85 @@ impl Gateway {
         }
     }
 
+    /// Begin a graceful shutdown: new connections and requests are refused
+    /// from now on; wait up to `grace` for the requests in flight to finish.
+    /// Returns how many were still running when the grace ran out.
+    pub async fn drain(&self, grace: std::time::Duration) -> usize {
+        self.draining.cancel();
+        let busy = self.in_flight.count();
+        if busy > 0 {
+            tracing::info!(in_flight = busy, grace = ?grace, "draining: waiting for calls in flight");
+        }
+        let streams = &self.streams;
+        let _ = tokio::time::timeout(grace, async {
+            self.in_flight.idle().await;
+            // An answer is delivered when its response stream has sent it and
+            // ended; closing sessions any earlier could cut it off.
+            while streams.count(stream::StreamKind::Request) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let left = self.in_flight.count() + streams.count(stream::StreamKind::Request);
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "the shutdown grace ran out: ending calls still in flight"
+            );
+        }
+        left
+    }
+
+    /// A request being handled until the guard drops (see [`Gateway::drain`]).
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.in_flight.enter()
+    }
+
     /// Stop every supervisor and session (children are killed as connections drop).
     pub async fn shutdown(&self) {
         self.stop.cancel();
         for s in self.sessions.all() {
             self.close_session(&s.id).await;
+        }
+    }
+}
+
+/// Requests in flight, and a way to wait until there are none.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn enter(&self) -> Busy<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Busy(self)
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    async fn idle(&self) {
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let notified = self.changed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One request in flight.
+pub(crate) struct Busy<'a>(&'a InFlight);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
         }
     }
 }
