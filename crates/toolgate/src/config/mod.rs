@@ -7,11 +7,13 @@
 mod audit;
 mod duration;
 mod load;
+mod stdio;
 mod telemetry;
 
 pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
 pub use duration::Seconds;
 pub use load::{ConfigError, load_file, load_str};
+pub use stdio::{ByteSize, RestartPolicy, Rlimits};
 pub use telemetry::TelemetryConfig;
 
 use indexmap::IndexMap;
@@ -105,6 +107,16 @@ pub struct Config {
     /// and its own access rules (checked before policies).
     #[serde(default)]
     pub endpoints: IndexMap<String, EndpointConfig>,
+    /// Most stdio child processes alive at once, over every server. The one
+    /// child the gateway keeps per stdio server is always started (and
+    /// counted); a session's or principal's child beyond the cap is refused,
+    /// and its call fails with -32050 naming the cap.
+    #[serde(default = "default_max_children")]
+    pub max_children: usize,
+    /// A `per_session` or `per_principal` stdio child with no call for this
+    /// long is stopped; the next call starts a new one.
+    #[serde(default = "default_child_idle")]
+    pub child_idle_timeout: Seconds,
     /// Where the file came from, for messages; not part of the file.
     #[serde(skip)]
     #[schemars(skip)]
@@ -408,6 +420,12 @@ pub struct ServerConfig {
     /// Keep the entry but do not start or expose it (`mcpServers` files use this).
     #[serde(default)]
     pub disabled: bool,
+    /// stdio only: restarts allowed before a crash-looping server is held down.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// stdio only: operating-system resource limits of the child.
+    #[serde(default)]
+    pub rlimits: Option<Rlimits>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -619,6 +637,12 @@ fn default_keep_alive() -> Seconds {
 }
 fn default_session_idle() -> Seconds {
     Seconds(Duration::from_secs(1800))
+}
+fn default_max_children() -> usize {
+    256
+}
+fn default_child_idle() -> Seconds {
+    Seconds(Duration::from_secs(600))
 }
 fn default_timeout() -> Seconds {
     Seconds(Duration::from_secs(60))

@@ -94,10 +94,19 @@ impl Gateway {
             Ok(a) => (a, None),
             Err(e) => (authz::Authz::deny_all(), Some(e)),
         };
+        let children = crate::upstream::process::Children::new(config.max_children);
         let servers = config
             .enabled_servers()
             .enumerate()
-            .map(|(i, (name, cfg))| Upstream::new(i, name, cfg.clone(), config.max_message_bytes))
+            .map(|(i, (name, cfg))| {
+                Upstream::new(
+                    i,
+                    name,
+                    cfg.clone(),
+                    config.max_message_bytes,
+                    children.clone(),
+                )
+            })
             .collect::<Vec<_>>();
         let gw = Arc::new(Gateway {
             config: config.clone(),
@@ -144,12 +153,15 @@ impl Gateway {
         });
         let weak = Arc::downgrade(&gw);
         let idle = config.session_idle_timeout.0;
+        let child_idle = config.child_idle_timeout.0;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+            let every = Duration::from_secs(30).min(idle).min(child_idle);
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { return };
                 gw.reap_idle_sessions(idle).await;
+                gw.reap_idle_children(child_idle);
                 gw.mrtr.reap();
             }
         });
@@ -409,6 +421,30 @@ impl Gateway {
                 tracing::info!(session = %s.id, "closing idle session");
                 self.close_session(&s.id).await;
             }
+        }
+    }
+
+    /// Stop the `per_session` and `per_principal` stdio children that had no call
+    /// for `idle`; their sessions stay, and a later call starts a new child.
+    fn reap_idle_children(&self, idle: Duration) {
+        let stdio = |idx: &usize| {
+            self.servers
+                .get(*idx)
+                .is_some_and(|s| s.cfg.transport() == crate::config::TransportKind::Stdio)
+        };
+        let mut reaped = 0;
+        for s in self.sessions.all() {
+            reaped += s.upstreams.reap_idle(idle, stdio);
+        }
+        for up in self
+            .servers
+            .iter()
+            .filter(|s| s.cfg.transport() == crate::config::TransportKind::Stdio)
+        {
+            reaped += up.principals.reap_idle(idle, |_| true);
+        }
+        if reaped > 0 {
+            tracing::info!(children = reaped, "stopped idle stdio children");
         }
     }
 

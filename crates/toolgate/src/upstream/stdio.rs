@@ -5,7 +5,11 @@
 //! it. Anything on stdout that is not a JSON-RPC message is a protocol violation:
 //! the connection ends, in-flight calls fail naming the server, and the supervisor
 //! restarts the child. stderr is logged.
+//!
+//! How the child is started and stopped (its process group, the parent-death
+//! signal, resource limits) is `process.rs`'s business.
 
+use super::process::{self, ChildPermit};
 use super::{Transport, TransportEvent, UpstreamError};
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Message};
@@ -20,10 +24,13 @@ use tokio_util::sync::CancellationToken;
 /// (npx, uvx, python) can start; everything else must be configured explicitly.
 const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ"];
 
-pub fn spawn(
+/// Start the child of `cfg`. `permit` is its place under `max_children`, held
+/// until the child has been reaped.
+pub async fn spawn(
     name: &Arc<str>,
     cfg: &ServerConfig,
     max_message: usize,
+    permit: ChildPermit,
 ) -> Result<Transport, UpstreamError> {
     let Some(program) = cfg.command.as_deref() else {
         return Err(UpstreamError::Unavailable {
@@ -47,10 +54,16 @@ pub fn spawn(
     if let Some(dir) = &cfg.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| UpstreamError::Unavailable {
-        server: name.clone(),
-        reason: format!("cannot start `{program}`: {e}"),
-    })?;
+    process::confine(&mut cmd, cfg.rlimits);
+    let mut child = process::spawn(cmd)
+        .await
+        .map_err(|e| UpstreamError::Unavailable {
+            server: name.clone(),
+            reason: format!("cannot start `{program}`: {e}"),
+        })?;
+    // If this task is dropped without running its end (the runtime stops), the
+    // child's whole group still goes.
+    let group = child.id().map(GroupGuard);
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -130,8 +143,11 @@ pub fn spawn(
             tracing::warn!(server = %server, "{e}");
             let _ = in_tx.send(TransportEvent::Closed(e)).await;
         }
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        process::stop(&mut child, process::STOP_GRACE).await;
+        if let Some(g) = group {
+            g.disarm();
+        }
+        drop(permit);
     });
 
     Ok(Transport {
@@ -139,6 +155,22 @@ pub fn spawn(
         inbound: in_rx,
         shutdown,
     })
+}
+
+/// SIGKILLs a child's process group when dropped, unless disarmed after an
+/// orderly stop.
+struct GroupGuard(u32);
+
+impl GroupGuard {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        process::signal_group(self.0, true);
+    }
 }
 
 fn violation(server: &Arc<str>, reason: String) -> UpstreamError {
