@@ -421,3 +421,56 @@ async fn a_child_gets_its_rlimits_and_only_the_configured_environment() {
     })
     .await;
 }
+
+/// `sandbox:` (Landlock): the child writes only below `write`, and reads nothing outside the
+/// system directories, its command and `read`. Skipped, saying so, where the kernel lacks
+/// Landlock (the gateway then logs that the sandbox is not enforced).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_sandboxed_child_writes_only_where_allowed_and_reads_no_secrets() {
+    within(TEST_TIMEOUT, "test", async {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (writable, forbidden) = (dir.path().join("w"), dir.path().join("f"));
+        std::fs::create_dir_all(&writable).expect("mkdir");
+        std::fs::create_dir_all(&forbidden).expect("mkdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "top-secret").expect("write the secret");
+        let script = format!(
+            "echo ok > '{w}/allowed'; {{ echo leaked > '{f}/forbidden'; }} 2>/dev/null; \
+             cat '{s}' > '{w}/read' 2>/dev/null; exec $FIXTURE stdio",
+            w = writable.display(),
+            f = forbidden.display(),
+            s = secret.display()
+        );
+        let fixture_dir = support::fixture_bin().parent().expect("a directory");
+        let gw = Gateway::serve(json!({
+            "servers": { "fx": scripted(&script, json!({
+                "isolation": "shared",
+                "sandbox": { "read": [fixture_dir], "write": [writable] },
+            })) },
+        }))
+        .await;
+        if gw.stderr().contains("sandbox NOT enforced") {
+            eprintln!("skipped: this kernel has no Landlock");
+            return;
+        }
+        let client = http_client(&gw).await;
+        let result = client.call_tool("fx__test_simple_text", json!({})).await;
+        assert_eq!(
+            first_text(&result),
+            SIMPLE_TEXT,
+            "the sandboxed server runs"
+        );
+        assert_eq!(
+            std::fs::read_to_string(writable.join("allowed")).expect("written"),
+            "ok\n"
+        );
+        assert!(
+            !forbidden.join("forbidden").exists(),
+            "wrote outside `write`"
+        );
+        let read = std::fs::read_to_string(writable.join("read")).unwrap_or_default();
+        assert!(read.is_empty(), "read a file outside `read`: {read:?}");
+    })
+    .await;
+}

@@ -379,6 +379,12 @@ fn validate_server(name: &str, s: &ServerConfig) -> Result<(), KeyedError> {
         if s.rlimits.is_some() {
             return Err((key("rlimits"), "rlimits apply to stdio servers only".into()));
         }
+        if s.sandbox.is_some() {
+            return Err((
+                key("sandbox"),
+                "sandbox applies to stdio servers only".into(),
+            ));
+        }
         if s.restart != crate::config::RestartPolicy::default() {
             return Err((
                 key("restart"),

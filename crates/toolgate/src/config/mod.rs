@@ -13,7 +13,7 @@ mod telemetry;
 pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
 pub use duration::Seconds;
 pub use load::{ConfigError, load_file, load_str};
-pub use stdio::{ByteSize, RestartPolicy, Rlimits};
+pub use stdio::{ByteSize, RestartPolicy, Rlimits, Sandbox};
 pub use telemetry::TelemetryConfig;
 
 use indexmap::IndexMap;
@@ -426,6 +426,9 @@ pub struct ServerConfig {
     /// stdio only: operating-system resource limits of the child.
     #[serde(default)]
     pub rlimits: Option<Rlimits>,
+    /// stdio only: confine the child's filesystem access (Linux, Landlock).
+    #[serde(default)]
+    pub sandbox: Option<Sandbox>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]

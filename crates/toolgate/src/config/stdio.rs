@@ -65,6 +65,27 @@ pub struct Rlimits {
     pub file_size: Option<ByteSize>,
 }
 
+/// A filesystem sandbox for a stdio server (Linux 5.13 and later, with Landlock
+/// enabled): the child and everything it starts may read, and execute, only the
+/// system directories (`/usr`, `/lib`, `/lib64`, `/bin`, `/sbin`, `/etc`,
+/// `/proc`, `/sys`, `/dev`), the command, `cwd` and the `read` paths, and may
+/// write (create, change, delete) only below the `write` paths and `/dev/null`.
+/// Only the filesystem is confined: the network, other processes and files the
+/// child was handed open (its stdio) are not. Best effort: where the kernel lacks
+/// Landlock the child runs without the sandbox and a warning is logged each time
+/// it starts.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    /// Extra paths (files or directories, and everything below) the child may
+    /// read and execute.
+    #[serde(default)]
+    pub read: Vec<std::path::PathBuf>,
+    /// Paths the child may also write below.
+    #[serde(default)]
+    pub write: Vec<std::path::PathBuf>,
+}
+
 /// A size in bytes: a number, or a number with `KiB`, `MiB`, `GiB` (or `K`, `M`,
 /// `G`, also powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,8 @@
 
 mod connection;
 pub mod process;
+#[cfg(target_os = "linux")]
+mod sandbox;
 pub mod sse;
 pub mod stdio;
 pub mod streamable;

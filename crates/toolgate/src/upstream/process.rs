@@ -7,8 +7,9 @@
 //! the child also asks the kernel to SIGKILL it when the gateway dies
 //! (`PR_SET_PDEATHSIG`). That signal fires when the *thread* that forked exits,
 //! not the process, so children are forked on one thread that lives as long as the
-//! process — never on a runtime thread, which tokio may retire. Resource limits are
-//! set in the same place, between fork and exec.
+//! process — never on a runtime thread, which tokio may retire. Resource limits and
+//! the Landlock sandbox (`sandbox.rs`) are set in the same place, between fork and
+//! exec.
 
 use crate::config::Rlimits;
 use std::io;
@@ -74,16 +75,24 @@ impl Children {
     }
 }
 
+/// A filesystem sandbox built for one child, enforced by it before exec.
+#[cfg(target_os = "linux")]
+pub type Confinement = landlock::RulesetCreated;
+#[cfg(not(target_os = "linux"))]
+pub type Confinement = std::convert::Infallible;
+
 /// Make `cmd` lead its own process group, die with the gateway (Linux) and start
-/// under `limits`.
-pub fn confine(cmd: &mut Command, limits: Option<Rlimits>) {
+/// under `limits` and `sandbox`.
+pub fn confine(cmd: &mut Command, limits: Option<Rlimits>, sandbox: Option<Confinement>) {
     #[cfg(unix)]
     {
         cmd.process_group(0);
         let parent = rustix::process::getpid();
         let limits = limits.unwrap_or_default();
+        let mut sandbox = sandbox;
         // SAFETY: the closure runs in the forked child before exec; it only makes
-        // raw system calls (prctl, getppid, setrlimit) and allocates nothing.
+        // raw system calls (prctl, getppid, setrlimit, landlock_restrict_self)
+        // and allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 #[cfg(target_os = "linux")]
@@ -98,12 +107,20 @@ pub fn confine(cmd: &mut Command, limits: Option<Rlimits>) {
                 }
                 #[cfg(not(target_os = "linux"))]
                 let _ = parent;
-                apply(&limits)
+                apply(&limits)?;
+                // Last: it also sets no_new_privs.
+                #[cfg(target_os = "linux")]
+                if let Some(ruleset) = sandbox.take() {
+                    super::sandbox::enforce(ruleset)?;
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = sandbox.take();
+                Ok(())
             });
         }
     }
     #[cfg(not(unix))]
-    let _ = (cmd, limits);
+    let _ = (cmd, limits, sandbox);
 }
 
 #[cfg(unix)]

@@ -54,7 +54,7 @@ pub async fn spawn(
     if let Some(dir) = &cfg.cwd {
         cmd.current_dir(dir);
     }
-    process::confine(&mut cmd, cfg.rlimits);
+    process::confine(&mut cmd, cfg.rlimits, sandbox(name, cfg, program));
     let mut child = process::spawn(cmd)
         .await
         .map_err(|e| UpstreamError::Unavailable {
@@ -155,6 +155,29 @@ pub async fn spawn(
         inbound: in_rx,
         shutdown,
     })
+}
+
+/// The sandbox of a `sandbox:` server, or `None` (with a warning) where it
+/// cannot be enforced: best effort, as documented.
+fn sandbox(name: &Arc<str>, cfg: &ServerConfig, program: &str) -> Option<process::Confinement> {
+    let wanted = cfg.sandbox.as_ref()?;
+    #[cfg(target_os = "linux")]
+    {
+        let cwd = cfg.cwd.as_deref();
+        match super::sandbox::ruleset(wanted, std::path::Path::new(program), cwd) {
+            Ok(ruleset) => Some(ruleset),
+            Err(why) => {
+                tracing::warn!(server = %name, "sandbox NOT enforced: {why}");
+                None
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (wanted, program);
+        tracing::warn!(server = %name, "sandbox NOT enforced: it needs Linux (Landlock)");
+        None
+    }
 }
 
 /// SIGKILLs a child's process group when dropped, unless disarmed after an
