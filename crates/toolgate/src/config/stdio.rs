@@ -160,4 +160,65 @@ mod tests {
         assert!(parse_size("5 lots").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
     }
+
+    fn key_of(yaml: &str) -> (Option<String>, String) {
+        let e = crate::config::load_str(yaml, "t.yaml", false).unwrap_err();
+        (e.key, e.message)
+    }
+
+    #[test]
+    fn supervision_keys_are_read_with_their_defaults() {
+        let c = crate::config::load_str(
+            "max_children: 8
+child_idle_timeout: 90s
+servers:
+  fx:
+    command: fx
+    restart: { max: 2 }
+    rlimits: { memory: 512MiB, open_files: 64 }
+    sandbox: { write: [/tmp] }
+",
+            "t.yaml",
+            false,
+        )
+        .expect("valid");
+        assert_eq!(c.max_children, 8);
+        assert_eq!(c.child_idle_timeout.0, Duration::from_secs(90));
+        let fx = &c.servers["fx"];
+        assert_eq!(fx.restart.max, 2);
+        assert_eq!(
+            fx.restart.window,
+            default_window(),
+            "defaults fill the rest"
+        );
+        let limits = fx.rlimits.expect("rlimits");
+        assert_eq!(limits.memory, Some(ByteSize(512 << 20)));
+        assert_eq!(limits.open_files, Some(64));
+        assert_eq!(limits.cpu_seconds, None);
+        assert_eq!(fx.sandbox.as_ref().map(|s| s.write.len()), Some(1));
+    }
+
+    #[test]
+    fn check_errors_name_the_key() {
+        let http = "servers:\n  web:\n    url: http://127.0.0.1:1/mcp\n";
+        for (extra, key) in [
+            ("    rlimits: { open_files: 10 }\n", "servers.web.rlimits"),
+            ("    sandbox: {}\n", "servers.web.sandbox"),
+            ("    restart: { max: 2 }\n", "servers.web.restart"),
+        ] {
+            let (k, m) = key_of(&format!("{http}{extra}"));
+            assert_eq!(k.as_deref(), Some(key), "{m}");
+            assert!(m.contains("stdio"), "{m}");
+        }
+        let stdio = "servers:\n  fx:\n    command: fx\n";
+        let (k, m) = key_of(&format!("{stdio}    restart: {{ max: 0 }}\n"));
+        assert_eq!(k.as_deref(), Some("servers.fx.restart.max"), "{m}");
+        let (k, m) = key_of(&format!("{stdio}    rlimits: {{ memory: 5 lots }}\n"));
+        assert_eq!(k.as_deref(), Some("servers.fx.rlimits.memory"), "{m}");
+        let (k, m) = key_of(&format!("{stdio}    rlimits: {{ stack: 1 }}\n"));
+        assert_eq!(k.as_deref(), Some("servers.fx.rlimits.stack"), "{m}");
+        assert!(m.contains("stack"), "{m}");
+        let (k, m) = key_of(&format!("max_children: 0\n{stdio}"));
+        assert_eq!(k.as_deref(), Some("max_children"), "{m}");
+    }
 }
