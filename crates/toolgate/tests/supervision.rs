@@ -474,3 +474,38 @@ async fn a_sandboxed_child_writes_only_where_allowed_and_reads_no_secrets() {
     })
     .await;
 }
+
+/// What a child started goes with it: its process group is killed when the child dies, even
+/// when the child itself exited first.
+#[tokio::test]
+async fn what_a_crashed_child_started_is_killed_with_it() {
+    within(TEST_TIMEOUT, "test", async {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let helpers = dir.path().join("helpers");
+        let script = format!(
+            "sleep 300 & echo $! >> '{}'; exec $FIXTURE --fault-tools stdio",
+            helpers.display()
+        );
+        let gw = Gateway::serve(json!({
+            "servers": { "fx": scripted(&script, json!({})) },
+        }))
+        .await;
+        let client = http_client(&gw).await;
+        let result = client.call_tool("fx__test_simple_text", json!({})).await;
+        assert_eq!(first_text(&result), SIMPLE_TEXT);
+        let started = lines(&helpers);
+        assert_eq!(started.len(), 2, "{started:?}");
+
+        let error = client
+            .error("tools/call", json!({ "name": "fx__crash" }))
+            .await;
+        assert_eq!(error["code"], -32050, "{error}");
+        until("the crashed child's helper is gone", || gone(&started[1])).await;
+        assert!(!gone(&started[0]), "another child's helper was killed");
+        // A SIGKILLed gateway's death reaches only its children themselves, not what they
+        // started (docs/stdio.md): end the other helper here.
+        gw.stop().await;
+        let _ = std::process::Command::new("kill").arg(&started[0]).status();
+    })
+    .await;
+}

@@ -181,20 +181,27 @@ pub async fn spawn(cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|_| Err(io::Error::other("the child spawner thread stopped")))
 }
 
-/// Stop a child and everything in its process group: SIGTERM, then SIGKILL after
-/// `grace`; waits for the child itself to be reaped.
-pub async fn stop(child: &mut Child, grace: Duration) {
-    let Some(pid) = child.id() else {
-        // Already reaped: only its group may be left.
-        return;
-    };
-    signal_group(pid, false);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(pid, true);
+/// Stop a child and everything in its process group (`group`, the child's pid,
+/// taken at spawn: a reaped child no longer knows it): SIGTERM, then SIGKILL
+/// after `grace`; waits for the child itself to be reaped.
+pub async fn stop(child: &mut Child, group: Option<u32>, grace: Duration) {
+    let Some(pid) = group else {
         let _ = child.start_kill();
         let _ = child.wait().await;
+        return;
+    };
+    if child.id().is_some() {
+        signal_group(pid, false);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            signal_group(pid, true);
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
     }
-    // What the child started and left behind in its group.
+    // What the child started and left behind in its group. (The group id could
+    // only be someone else's if the whole group had exited and a new process
+    // had made itself leader of a group with that id in between: a window of
+    // microseconds, accepted.)
     signal_group(pid, true);
 }
 

@@ -63,7 +63,8 @@ pub async fn spawn(
         })?;
     // If this task is dropped without running its end (the runtime stops), the
     // child's whole group still goes.
-    let group = child.id().map(GroupGuard);
+    let pid = child.id();
+    let group = pid.map(GroupGuard);
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -105,11 +106,33 @@ pub async fn spawn(
     tokio::spawn(async move {
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::with_capacity(8 * 1024);
+        // Set once the child has exited: until then, what is left in the pipe is read.
+        let mut draining: Option<tokio::time::Instant> = None;
+        let mut partial = false;
         let end = loop {
-            buf.clear();
+            if !std::mem::take(&mut partial) {
+                buf.clear();
+            }
+            let drained = draining.unwrap_or_else(tokio::time::Instant::now);
             let read = tokio::select! {
-                r = read_line(&mut reader, &mut buf, max_message) => r,
+                r = read_line(&mut reader, &mut buf, max_message) => Some(r),
                 _ = stop.cancelled() => break None,
+                // The child exited, but something it started may still hold its
+                // stdout open, so no EOF would come: kill the rest of its group and
+                // read what is left, for a moment at most.
+                _ = child.wait(), if draining.is_none() => None,
+                _ = tokio::time::sleep_until(drained), if draining.is_some() => {
+                    break Some(exit_reason(&server, &mut child).await);
+                }
+            };
+            let Some(read) = read else {
+                if let Some(pid) = pid {
+                    process::signal_group(pid, true);
+                }
+                draining = Some(tokio::time::Instant::now() + DRAIN);
+                // read_line keeps what it read of an unfinished line in `buf`.
+                partial = true;
+                continue;
             };
             match read {
                 Ok(0) => break Some(exit_reason(&server, &mut child).await),
@@ -143,7 +166,7 @@ pub async fn spawn(
             tracing::warn!(server = %server, "{e}");
             let _ = in_tx.send(TransportEvent::Closed(e)).await;
         }
-        process::stop(&mut child, process::STOP_GRACE).await;
+        process::stop(&mut child, pid, process::STOP_GRACE).await;
         if let Some(g) = group {
             g.disarm();
         }
@@ -179,6 +202,9 @@ fn sandbox(name: &Arc<str>, cfg: &ServerConfig, program: &str) -> Option<process
         None
     }
 }
+
+/// How long what an exited child left in its stdout is still read.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// SIGKILLs a child's process group when dropped, unless disarmed after an
 /// orderly stop.
