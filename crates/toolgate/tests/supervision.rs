@@ -225,6 +225,7 @@ async fn a_server_that_keeps_exiting_at_start_up_is_held_down_and_fails_fast() {
             metrics.contains("toolgate_upstream_up{server=\"flaky\"} 0"),
             "{metrics}"
         );
+        assert!(metrics.contains("\ntoolgate_stdio_children "), "{metrics}");
         // The other server is not affected.
         let result = client.call_tool("good__test_simple_text", json!({})).await;
         assert_eq!(first_text(&result), SIMPLE_TEXT);

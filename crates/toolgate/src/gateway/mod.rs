@@ -61,6 +61,8 @@ pub struct Gateway {
     /// Why the policies could not be loaded (the gateway then denies everything
     /// and `wait_started` fails).
     policy_error: Option<String>,
+    /// Every stdio child, against `max_children`.
+    pub children: Arc<crate::upstream::process::Children>,
 }
 
 /// toolgate's own `Implementation` description.
@@ -125,6 +127,7 @@ impl Gateway {
             redactor: crate::audit::redact::Redactor::new(&config),
             audit,
             policy_error,
+            children,
         });
         let (tx, mut rx) = mpsc::channel(256);
         for up in &gw.servers {
@@ -448,11 +451,20 @@ impl Gateway {
         }
     }
 
-    /// Stop every supervisor and session (children are killed as connections drop).
+    /// Stop every supervisor and session (children are stopped as connections
+    /// drop), and give the children their grace to exit before returning: once
+    /// the process exits, what is left is killed outright.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         for s in self.sessions.all() {
             self.close_session(&s.id).await;
+        }
+        let deadline = tokio::time::Instant::now()
+            + crate::upstream::process::STOP_GRACE
+            + Duration::from_secs(1);
+        // Polled: a child's end is a task's business; the count is all there is.
+        while self.children.live() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
