@@ -756,3 +756,42 @@ async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RestartPolicy, Seconds};
+
+    #[test]
+    fn one_restart_too_many_within_the_window_is_a_crash_loop() {
+        let policy = RestartPolicy {
+            max: 2,
+            window: Seconds(Duration::from_secs(60)),
+            cooldown: Seconds(Duration::from_secs(300)),
+        };
+        let t0 = Instant::now();
+        let mut restarts = VecDeque::new();
+        assert!(!crash_loop(&policy, &mut restarts, t0));
+        assert!(!crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(10)
+        ));
+        assert!(crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(20)
+        ));
+        // Once the oldest restart has left the window, one more is allowed.
+        assert!(!crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(61)
+        ));
+        assert!(crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(62)
+        ));
+    }
+}
