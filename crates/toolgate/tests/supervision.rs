@@ -234,6 +234,44 @@ async fn a_server_that_keeps_exiting_at_start_up_is_held_down_and_fails_fast() {
     .await;
 }
 
+/// A command that exits at start-up every time, from the first: started once and restarted
+/// `restart.max` times, then held down (logged, `toolgate_upstream_up` 0), never restarted
+/// endlessly; the other server serves throughout.
+#[tokio::test]
+async fn a_command_that_always_exits_at_start_up_is_started_a_bounded_number_of_times() {
+    within(TEST_TIMEOUT, "test", async {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let starts = dir.path().join("starts");
+        let script = format!("echo start >> '{}'; exit 1", starts.display());
+        let gw = Gateway::serve(json!({
+            "servers": {
+                "dead": scripted(&script, json!({
+                    "isolation": "shared",
+                    "restart": { "max": 2, "window": "10m", "cooldown": "1h" },
+                })),
+                "good": scripted("exec $FIXTURE stdio", json!({ "isolation": "shared" })),
+            },
+        }))
+        .await;
+        until("the crash loop is logged", || {
+            gw.stderr().contains("crash loop")
+        })
+        .await;
+        assert_eq!(
+            lines(&starts).len(),
+            3,
+            "the first start and `max` restarts"
+        );
+        let log = gw.stderr();
+        assert!(log.contains("restart.cooldown"), "{log}");
+        let client = http_client(&gw).await;
+        let result = client.call_tool("good__test_simple_text", json!({})).await;
+        assert_eq!(first_text(&result), SIMPLE_TEXT);
+        assert_eq!(lines(&starts).len(), 3, "restarted while held down");
+    })
+    .await;
+}
+
 /// The same server with a short cool-down: once the cause is gone it is started again and
 /// calls succeed, without a gateway restart.
 #[tokio::test]
