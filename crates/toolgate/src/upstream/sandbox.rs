@@ -25,15 +25,16 @@ const SYSTEM_READ: &[&str] = &[
 /// Write access for every sandboxed child.
 const SYSTEM_WRITE: &[&str] = &["/dev/null"];
 
-/// Build the ruleset for one child, or say why it cannot be enforced (the
-/// child then runs without it: best effort).
+/// Build the ruleset for one child: `Ok(None)` where the kernel has no
+/// Landlock (the child then runs without it: best effort), an error if a kernel
+/// with Landlock cannot take it (the child must then not start).
 pub fn ruleset(
     cfg: &Sandbox,
     command: &Path,
     cwd: Option<&Path>,
-) -> Result<RulesetCreated, String> {
+) -> Result<Option<RulesetCreated>, String> {
     if !supported() {
-        return Err("this kernel has no Landlock (Linux 5.13+ with landlock enabled)".into());
+        return Ok(None);
     }
     let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
     read.extend(resolve(command));
@@ -47,7 +48,9 @@ pub fn ruleset(
         // Paths that do not exist are skipped: nothing can be granted below them.
         .and_then(|r| r.add_rules(path_beneath_rules(&read, AccessFs::from_read(ABI_WANTED))))
         .and_then(|r| r.add_rules(path_beneath_rules(&write, AccessFs::from_all(ABI_WANTED))));
-    built.map_err(|e| format!("cannot build the Landlock ruleset: {e}"))
+    built
+        .map(Some)
+        .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))
 }
 
 /// Enforce `ruleset` on the calling process. Runs in the forked child before

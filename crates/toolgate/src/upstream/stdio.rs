@@ -54,7 +54,11 @@ pub async fn spawn(
     if let Some(dir) = &cfg.cwd {
         cmd.current_dir(dir);
     }
-    process::confine(&mut cmd, cfg.rlimits, sandbox(name, cfg, program));
+    let sandbox = sandbox(name, cfg, program).map_err(|e| UpstreamError::Unavailable {
+        server: name.clone(),
+        reason: format!("cannot sandbox `{program}`: {e}"),
+    })?;
+    process::confine(&mut cmd, cfg.rlimits, sandbox);
     let mut child = process::spawn(cmd)
         .await
         .map_err(|e| UpstreamError::Unavailable {
@@ -180,26 +184,34 @@ pub async fn spawn(
     })
 }
 
-/// The sandbox of a `sandbox:` server, or `None` (with a warning) where it
-/// cannot be enforced: best effort, as documented.
-fn sandbox(name: &Arc<str>, cfg: &ServerConfig, program: &str) -> Option<process::Confinement> {
-    let wanted = cfg.sandbox.as_ref()?;
+/// The sandbox of a `sandbox:` server. Where the system has no Landlock it is
+/// `None`, with a warning (best effort, as documented); a sandbox that a system
+/// with Landlock cannot set up is an error: the child must not start unconfined.
+fn sandbox(
+    name: &Arc<str>,
+    cfg: &ServerConfig,
+    program: &str,
+) -> Result<Option<process::Confinement>, String> {
+    let Some(wanted) = cfg.sandbox.as_ref() else {
+        return Ok(None);
+    };
     #[cfg(target_os = "linux")]
     {
         let cwd = cfg.cwd.as_deref();
-        match super::sandbox::ruleset(wanted, std::path::Path::new(program), cwd) {
-            Ok(ruleset) => Some(ruleset),
-            Err(why) => {
-                tracing::warn!(server = %name, "sandbox NOT enforced: {why}");
-                None
-            }
+        let ruleset = super::sandbox::ruleset(wanted, std::path::Path::new(program), cwd)?;
+        if ruleset.is_none() {
+            tracing::warn!(
+                server = %name,
+                "sandbox NOT enforced: this kernel has no Landlock (Linux 5.13+ with landlock enabled)"
+            );
         }
+        Ok(ruleset)
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (wanted, program);
         tracing::warn!(server = %name, "sandbox NOT enforced: it needs Linux (Landlock)");
-        None
+        Ok(None)
     }
 }
 
