@@ -449,7 +449,7 @@ async fn a_child_gets_its_rlimits_and_only_the_configured_environment() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let seen: PathBuf = dir.path().join("seen");
         let script = format!(
-            "{{ echo \"nofile=$(ulimit -n)\"; echo \"as=$(ulimit -v)\"; env; }} > '{}'; exec $FIXTURE stdio",
+            "{{ echo \"nofile=$(ulimit -n)\"; echo \"as=$(ulimit -v)\"; echo \"cpu=$(ulimit -t)\"; env; }} > '{}'; exec $FIXTURE stdio",
             seen.display()
         );
         let _gw = Gateway::serve_with_env(
@@ -457,7 +457,7 @@ async fn a_child_gets_its_rlimits_and_only_the_configured_environment() {
                 "servers": { "fx": scripted(&script, json!({
                     "isolation": "shared",
                     "env": { "CONFIGURED_FOR_CHILD": "yes" },
-                    "rlimits": { "open_files": 123, "memory": "2GiB" },
+                    "rlimits": { "open_files": 123, "memory": "2GiB", "cpu_seconds": 600 },
                 })) },
             }),
             &[("TOOLGATE_PLANTED_SECRET", "planted-s3cret")],
@@ -467,6 +467,7 @@ async fn a_child_gets_its_rlimits_and_only_the_configured_environment() {
         let text = std::fs::read_to_string(&seen).expect("the wrapper wrote what it saw");
         assert!(text.contains("nofile=123\n"), "{text}");
         assert!(text.contains(&format!("as={}\n", 2 * 1024 * 1024)), "{text}");
+        assert!(text.contains("cpu=600\n"), "{text}");
         assert!(text.contains("CONFIGURED_FOR_CHILD=yes"), "{text}");
         assert!(!text.contains("planted-s3cret"), "a gateway secret reached the child: {text}");
         assert!(!text.contains("TOOLGATE_PLANTED_SECRET"), "{text}");
