@@ -34,6 +34,7 @@ pub const DENIALS: &str = "toolgate_denials_total";
 pub const SESSIONS: &str = "toolgate_sessions_active";
 pub const STREAMS: &str = "toolgate_streams_active";
 pub const UPSTREAM_UP: &str = "toolgate_upstream_up";
+pub const STDIO_CHILDREN: &str = "toolgate_stdio_children";
 pub const AUDIT_QUEUED: &str = "toolgate_audit_queue_events";
 pub const AUDIT_WRITTEN: &str = "toolgate_audit_events_written_total";
 pub const AUDIT_DROPPED: &str = "toolgate_audit_events_dropped_total";
@@ -200,6 +201,10 @@ impl Metrics {
                 "1 while an upstream server is ready, 0 otherwise",
             ),
             (
+                STDIO_CHILDREN,
+                "stdio child processes alive (the cap is max_children)",
+            ),
+            (
                 AUDIT_QUEUED,
                 "Audit events waiting for the writer (sink lag)",
             ),
@@ -352,6 +357,7 @@ impl Metrics {
             );
         }
         gauge(LIMITER_KEYS, Vec::new(), gw.limits.limiter().keys() as f64);
+        gauge(STDIO_CHILDREN, Vec::new(), gw.children.live() as f64);
         let stats = &gw.audit.stats;
         gauge(
             AUDIT_QUEUED,

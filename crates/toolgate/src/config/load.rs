@@ -86,6 +86,9 @@ pub fn load_str(text: &str, file: &str, json: bool) -> Result<Config, ConfigErro
     if config.page_size == 0 {
         return Err(err("page_size".into(), "must be at least 1".into()));
     }
+    if config.max_children == 0 {
+        return Err(err("max_children".into(), "must be at least 1".into()));
+    }
     validate_tls(&config).map_err(|(k, m)| err(k, m))?;
     if let Some(t) = &mut config.telemetry {
         t.prepare().map_err(|(k, m)| err(k, m))?;
@@ -397,6 +400,27 @@ fn validate_server(name: &str, s: &ServerConfig) -> Result<(), KeyedError> {
         }
         _ => Ok(()),
     }?;
+    if s.command.is_none() {
+        if s.rlimits.is_some() {
+            return Err((key("rlimits"), "rlimits apply to stdio servers only".into()));
+        }
+        if s.sandbox.is_some() {
+            return Err((
+                key("sandbox"),
+                "sandbox applies to stdio servers only".into(),
+            ));
+        }
+        if s.restart != crate::config::RestartPolicy::default() {
+            return Err((
+                key("restart"),
+                "restart applies to stdio servers only (HTTP servers are retried with backoff)"
+                    .into(),
+            ));
+        }
+    }
+    if s.restart.max == 0 {
+        return Err((key("restart.max"), "must be at least 1".into()));
+    }
     if !s.headers.is_empty() && s.command.is_some() {
         return Err((key("headers"), "headers apply to HTTP servers only".into()));
     }

@@ -8,12 +8,14 @@ mod audit;
 mod duration;
 mod limits;
 mod load;
+mod stdio;
 mod telemetry;
 
 pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
 pub use duration::Seconds;
 pub use limits::{LIMITED_METHODS, LimitDimension, LimitMatch, LimitRule, Quota, Rate};
 pub use load::{ConfigError, load_file, load_str};
+pub use stdio::{ByteSize, RestartPolicy, Rlimits, Sandbox};
 pub use telemetry::TelemetryConfig;
 
 use indexmap::IndexMap;
@@ -126,6 +128,16 @@ pub struct Config {
     /// `limits`. Without it each process keeps its own budgets.
     #[serde(default)]
     pub redis: Option<String>,
+    /// Most stdio child processes alive at once, over every server. The one
+    /// child the gateway keeps per stdio server is always started (and
+    /// counted); a session's or principal's child beyond the cap is refused,
+    /// and its call fails with -32050 naming the cap.
+    #[serde(default = "default_max_children")]
+    pub max_children: usize,
+    /// A `per_session` or `per_principal` stdio child with no call for this
+    /// long is stopped; the next call starts a new one.
+    #[serde(default = "default_child_idle")]
+    pub child_idle_timeout: Seconds,
     /// Where the file came from, for messages; not part of the file.
     #[serde(skip)]
     #[schemars(skip)]
@@ -443,6 +455,15 @@ pub struct ServerConfig {
     /// Keep the entry but do not start or expose it (`mcpServers` files use this).
     #[serde(default)]
     pub disabled: bool,
+    /// stdio only: restarts allowed before a crash-looping server is held down.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// stdio only: operating-system resource limits of the child.
+    #[serde(default)]
+    pub rlimits: Option<Rlimits>,
+    /// stdio only: confine the child's filesystem access (Linux, Landlock).
+    #[serde(default)]
+    pub sandbox: Option<Sandbox>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -699,6 +720,12 @@ fn default_shutdown_grace() -> Seconds {
 }
 fn default_session_idle() -> Seconds {
     Seconds(Duration::from_secs(1800))
+}
+fn default_max_children() -> usize {
+    256
+}
+fn default_child_idle() -> Seconds {
+    Seconds(Duration::from_secs(600))
 }
 fn default_timeout() -> Seconds {
     Seconds(Duration::from_secs(60))

@@ -68,6 +68,8 @@ pub struct Gateway {
     /// Why the policies could not be loaded (the gateway then denies everything
     /// and `wait_started` fails).
     policy_error: Option<String>,
+    /// Every stdio child, against `max_children`.
+    pub children: Arc<crate::upstream::process::Children>,
 }
 
 /// toolgate's own `Implementation` description.
@@ -101,10 +103,19 @@ impl Gateway {
             Ok(a) => (a, None),
             Err(e) => (authz::Authz::deny_all(), Some(e)),
         };
+        let children = crate::upstream::process::Children::new(config.max_children);
         let servers = config
             .enabled_servers()
             .enumerate()
-            .map(|(i, (name, cfg))| Upstream::new(i, name, cfg.clone(), config.max_message_bytes))
+            .map(|(i, (name, cfg))| {
+                Upstream::new(
+                    i,
+                    name,
+                    cfg.clone(),
+                    config.max_message_bytes,
+                    children.clone(),
+                )
+            })
             .collect::<Vec<_>>();
         let gw = Arc::new(Gateway {
             config: config.clone(),
@@ -126,6 +137,7 @@ impl Gateway {
             limits: crate::limits::Limits::new(&config, crate::limits::limiter_for(&config)),
             audit,
             policy_error,
+            children,
         });
         let (tx, mut rx) = mpsc::channel(256);
         for up in &gw.servers {
@@ -154,12 +166,15 @@ impl Gateway {
         });
         let weak = Arc::downgrade(&gw);
         let idle = config.session_idle_timeout.0;
+        let child_idle = config.child_idle_timeout.0;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+            let every = Duration::from_secs(30).min(idle).min(child_idle);
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { return };
                 gw.reap_idle_sessions(idle).await;
+                gw.reap_idle_children(child_idle);
                 gw.mrtr.reap();
                 gw.limits.limiter().sweep();
             }
@@ -458,10 +473,44 @@ impl Gateway {
     }
 
     /// Stop every supervisor and session (children are killed as connections drop).
+    /// Stop the `per_session` and `per_principal` stdio children that had no call
+    /// for `idle`; their sessions stay, and a later call starts a new child.
+    fn reap_idle_children(&self, idle: Duration) {
+        let stdio = |idx: &usize| {
+            self.servers
+                .get(*idx)
+                .is_some_and(|s| s.cfg.transport() == crate::config::TransportKind::Stdio)
+        };
+        let mut reaped = 0;
+        for s in self.sessions.all() {
+            reaped += s.upstreams.reap_idle(idle, stdio);
+        }
+        for up in self
+            .servers
+            .iter()
+            .filter(|s| s.cfg.transport() == crate::config::TransportKind::Stdio)
+        {
+            reaped += up.principals.reap_idle(idle, |_| true);
+        }
+        if reaped > 0 {
+            tracing::info!(children = reaped, "stopped idle stdio children");
+        }
+    }
+
+    /// Stop every supervisor and session (children are stopped as connections
+    /// drop), and give the children their grace to exit before returning: once
+    /// the process exits, what is left is killed outright.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         for s in self.sessions.all() {
             self.close_session(&s.id).await;
+        }
+        let deadline = tokio::time::Instant::now()
+            + crate::upstream::process::STOP_GRACE
+            + Duration::from_secs(1);
+        // Polled: a child's end is a task's business; the count is all there is.
+        while self.children.live() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -82,6 +82,34 @@ impl<K: Eq + Hash + Clone> ConnectionPool<K> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// Drop connections (and so stop their children) that `reapable` accepts and
+    /// that have had no call for longer than `idle`. A slot being connected or
+    /// used is skipped; the next call for a reaped key connects anew. Returns how
+    /// many were dropped.
+    pub fn reap_idle(&self, idle: std::time::Duration, reapable: impl Fn(&K) -> bool) -> usize {
+        let mut reaped = 0;
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, s| {
+                if !reapable(k) {
+                    return true;
+                }
+                let Ok(mut current) = s.try_lock() else {
+                    return true;
+                };
+                let stale = current
+                    .as_ref()
+                    .is_some_and(|c| c.idle_for().is_some_and(|d| d > idle));
+                if stale {
+                    *current = None;
+                    reaped += 1;
+                }
+                !stale
+            });
+        reaped
+    }
+
     /// Forget connections that have ended.
     pub fn prune(&self) {
         self.slots

@@ -3,13 +3,18 @@
 //!
 //! The supervisor keeps one connection per server alive — restarting a crashed
 //! child or a lost HTTP session with exponential backoff — and re-reads the
-//! server's lists on start, on `list_changed`, and every `catalog_ttl`.
+//! server's lists on start, on `list_changed`, and every `catalog_ttl`. A stdio
+//! server restarted more than `restart.max` times within `restart.window` is held
+//! down for `restart.cooldown`: no child of it is started meanwhile, by the
+//! supervisor or for a session, and its callers fail at once.
 
 use crate::catalog::{ListKind, ServerLists};
 use crate::config::{ServerConfig, TransportKind, UpstreamEra};
 use crate::jsonrpc::{ErrorObject, code, empty_object};
+use crate::upstream::process::Children;
 use crate::upstream::{self, Connection, InitInfo, ServerEvent, Sink, UpstreamError};
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
@@ -65,6 +70,10 @@ pub struct Upstream {
     /// Resources (as the server names them) someone watches; a modern server
     /// hears this set on the supervisor's `subscriptions/listen`.
     watched: watch::Sender<std::collections::BTreeSet<String>>,
+    /// Every stdio child of the gateway, against `max_children`.
+    children: Arc<Children>,
+    /// A crash-looping stdio server: no child until then, and why.
+    held: Mutex<Option<(Instant, String)>>,
 }
 
 struct State {
@@ -95,7 +104,13 @@ pub fn gateway_client_info() -> Value {
 }
 
 impl Upstream {
-    pub fn new(idx: usize, name: &str, cfg: ServerConfig, max_message: usize) -> Arc<Upstream> {
+    pub fn new(
+        idx: usize,
+        name: &str,
+        cfg: ServerConfig,
+        max_message: usize,
+        children: Arc<Children>,
+    ) -> Arc<Upstream> {
         let prefix = cfg.prefix.clone().unwrap_or_else(|| name.to_owned());
         Arc::new(Upstream {
             idx,
@@ -116,6 +131,8 @@ impl Upstream {
             tool_headers: Arc::default(),
             era: Mutex::new(None),
             watched: watch::Sender::new(Default::default()),
+            children,
+            held: Mutex::new(None),
         })
     }
 
@@ -180,10 +197,25 @@ impl Upstream {
         *lock(&self.era) == Some(true)
     }
 
-    /// Open a new connection to this server in its era: a modern server needs only
-    /// `server/discover`; a legacy one the `initialize` handshake.
+    /// Open a new connection to this server in its era for a session or a
+    /// principal: a modern server needs only `server/discover`; a legacy one the
+    /// `initialize` handshake. A stdio child for it counts against `max_children`.
     pub async fn connect(
         &self,
+        protocol_version: &str,
+        capabilities: Value,
+        client_info: Value,
+        sink: Option<Sink>,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        self.connect_as(false, protocol_version, capabilities, client_info, sink)
+            .await
+    }
+
+    /// [`Upstream::connect`]; `supervisor`: for the supervisor's own connection,
+    /// whose child is never refused by the cap.
+    async fn connect_as(
+        &self,
+        supervisor: bool,
         protocol_version: &str,
         capabilities: Value,
         client_info: Value,
@@ -198,7 +230,7 @@ impl Upstream {
                 UpstreamEra::Auto => *lock(&self.era),
             };
             if known != Some(false) {
-                let conn = self.start(sink.clone()).await?;
+                let conn = self.start(sink.clone(), supervisor).await?;
                 let probe = conn.discover(&capabilities, &client_info);
                 match tokio::time::timeout(PROBE_TIMEOUT.min(limit), probe).await {
                     Ok(Ok(_)) => {
@@ -220,7 +252,7 @@ impl Upstream {
             }
             // A fresh transport: a stdio server may not survive a request before
             // `initialize`, and an HTTP one has nothing to lose.
-            let conn = self.start(sink).await?;
+            let conn = self.start(sink, supervisor).await?;
             conn.initialize(protocol_version, capabilities, client_info)
                 .await?;
             *lock(&self.era) = Some(false);
@@ -240,12 +272,39 @@ impl Upstream {
         result
     }
 
-    async fn start(&self, sink: Option<Sink>) -> Result<Arc<Connection>, UpstreamError> {
+    async fn start(
+        &self,
+        sink: Option<Sink>,
+        supervisor: bool,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let child = if self.cfg.transport() == TransportKind::Stdio {
+            if let Some((until, reason)) = &*lock(&self.held)
+                && Instant::now() < *until
+            {
+                return Err(UpstreamError::Unavailable {
+                    server: self.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            let Some(permit) = self.children.admit(supervisor) else {
+                return Err(UpstreamError::Unavailable {
+                    server: self.name.clone(),
+                    reason: format!(
+                        "max_children ({}) child processes are running; try again when a session ends",
+                        self.children.max()
+                    ),
+                });
+            };
+            Some(permit)
+        } else {
+            None
+        };
         let transport = upstream::open(
             &self.name,
             &self.cfg,
             self.max_message,
             self.tool_headers.clone(),
+            child,
         )
         .await?;
         let exact = self.cfg.transport() == TransportKind::StreamableHttp;
@@ -394,11 +453,24 @@ pub async fn supervise(
     // Connections in a row that ended within a second of starting: a crash loop
     // is reconnected with backoff, a one-off loss at once.
     let mut quick_losses = 0u32;
+    // When the recent restarts of a stdio server happened (`restart.window`).
+    let mut restarts = VecDeque::new();
+    let mut last_reason: Option<String> = None;
     while !stop.is_cancelled() {
+        if let Some(last) = &last_reason
+            && up.cfg.transport() == TransportKind::Stdio
+            && crash_loop(&up.cfg.restart, &mut restarts, Instant::now())
+        {
+            if !hold_down(&up, last, &events, &stop).await {
+                return;
+            }
+            restarts.clear();
+            backoff = MIN_BACKOFF;
+        }
         let (sink, mut sink_rx) = mpsc::channel(256);
         let started = Instant::now();
         let connected = tokio::select! {
-            c = up.connect(crate::jsonrpc::LATEST_LEGACY, relay_capabilities(), gateway_client_info(), Some(sink)) => c,
+            c = up.connect_as(true, crate::jsonrpc::LATEST_LEGACY, relay_capabilities(), gateway_client_info(), Some(sink)) => c,
             _ = stop.cancelled() => return,
         };
         let result = match connected {
@@ -442,13 +514,18 @@ pub async fn supervise(
                     // It was working: reconnect now, callers wait for the new connection.
                     tracing::info!(server = %up.name, "connection lost ({reason}); reconnecting");
                     let _ = events
-                        .send(SupervisorEvent::Lifecycle(up.idx, "lost", Some(reason)))
+                        .send(SupervisorEvent::Lifecycle(
+                            up.idx,
+                            "lost",
+                            Some(reason.clone()),
+                        ))
                         .await;
                     up.update(|s| {
                         s.status = Status::Starting;
                         s.shared = None;
                     });
                     backoff = MIN_BACKOFF;
+                    last_reason = Some(reason);
                     continue;
                 }
                 reason
@@ -456,6 +533,7 @@ pub async fn supervise(
             Err(reason) => reason,
         };
         tracing::warn!(server = %up.name, "server down: {reason}");
+        last_reason = Some(reason.clone());
         let _ = events
             .send(SupervisorEvent::Lifecycle(
                 up.idx,
@@ -481,6 +559,71 @@ pub async fn supervise(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Note a restart now, unless it would be one too many within the window: then
+/// the server is crash-looping.
+fn crash_loop(
+    policy: &crate::config::RestartPolicy,
+    restarts: &mut VecDeque<Instant>,
+    now: Instant,
+) -> bool {
+    while restarts
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > policy.window.0)
+    {
+        restarts.pop_front();
+    }
+    if restarts.len() >= policy.max as usize {
+        return true;
+    }
+    restarts.push_back(now);
+    false
+}
+
+/// Hold a crash-looping server down for its cool-down: marked down with the
+/// reason, no child started for anyone. False if the gateway stopped meanwhile.
+async fn hold_down(
+    up: &Arc<Upstream>,
+    last: &str,
+    events: &mpsc::Sender<SupervisorEvent>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let policy = up.cfg.restart;
+    let reason = format!(
+        "crash loop: restarted {} times within {}s; not started again for {}s (restart.cooldown); last failure: {last}",
+        policy.max,
+        policy.window.0.as_secs_f64(),
+        policy.cooldown.0.as_secs_f64(),
+    );
+    tracing::error!(server = %up.name, "{reason}");
+    *lock(&up.held) = Some((Instant::now() + policy.cooldown.0, reason.clone()));
+    let keep_items = up.cfg.failure == crate::config::FailureMode::Closed;
+    let _ = events
+        .send(SupervisorEvent::Lifecycle(
+            up.idx,
+            "down",
+            Some(reason.clone()),
+        ))
+        .await;
+    up.update(|s| {
+        s.status = Status::Down { reason };
+        s.shared = None;
+        s.attempts += 1;
+        if !keep_items {
+            s.lists = None;
+        }
+    });
+    let _ = events.send(SupervisorEvent::CatalogChanged).await;
+    let held = tokio::select! {
+        _ = tokio::time::sleep(policy.cooldown.0) => true,
+        _ = stop.cancelled() => false,
+    };
+    *lock(&up.held) = None;
+    if held {
+        tracing::info!(server = %up.name, "cool-down over; starting again");
+    }
+    held
 }
 
 /// Keep a `subscriptions/listen` open on a modern server for list changes and the
@@ -611,5 +754,44 @@ async fn serve(
                 Err(e) => tracing::warn!(server = %up.name, "re-reading lists failed: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RestartPolicy, Seconds};
+
+    #[test]
+    fn one_restart_too_many_within_the_window_is_a_crash_loop() {
+        let policy = RestartPolicy {
+            max: 2,
+            window: Seconds(Duration::from_secs(60)),
+            cooldown: Seconds(Duration::from_secs(300)),
+        };
+        let t0 = Instant::now();
+        let mut restarts = VecDeque::new();
+        assert!(!crash_loop(&policy, &mut restarts, t0));
+        assert!(!crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(10)
+        ));
+        assert!(crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(20)
+        ));
+        // Once the oldest restart has left the window, one more is allowed.
+        assert!(!crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(61)
+        ));
+        assert!(crash_loop(
+            &policy,
+            &mut restarts,
+            t0 + Duration::from_secs(62)
+        ));
     }
 }

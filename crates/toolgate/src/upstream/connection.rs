@@ -84,6 +84,8 @@ pub struct Connection {
     shared: Arc<Shared>,
     next_id: AtomicI64,
     info: OnceLock<InitInfo>,
+    /// When a request was last sent or answered, for reaping idle children.
+    last_active: Mutex<std::time::Instant>,
     _shutdown: DropGuard,
 }
 
@@ -183,12 +185,26 @@ impl Connection {
             shared,
             next_id: AtomicI64::new(1),
             info: OnceLock::new(),
+            last_active: Mutex::new(std::time::Instant::now()),
             _shutdown: shutdown.drop_guard(),
         })
     }
 
     pub fn info(&self) -> Option<&InitInfo> {
         self.info.get()
+    }
+
+    /// How long nothing has been asked of the server; `None` while a call is
+    /// in flight.
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        if !self.shared.lock().pending.is_empty() {
+            return None;
+        }
+        Some(self.touched().elapsed())
+    }
+
+    fn touched(&self) -> std::sync::MutexGuard<'_, std::time::Instant> {
+        self.last_active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why the connection ended, if it has.
@@ -234,6 +250,7 @@ impl Connection {
         sink: Option<Sink>,
     ) -> Result<Message, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        *self.touched() = std::time::Instant::now();
         let mut token = None;
         if let Some(meta) = params
             .as_mut()
@@ -280,6 +297,7 @@ impl Connection {
         }
         let outcome = rx.await;
         guard.armed = false;
+        *self.touched() = std::time::Instant::now();
         outcome.unwrap_or_else(|_| Err(self.closed_error()))
     }
 

@@ -6,6 +6,9 @@
 //! initiative to the downstream request or session that caused it.
 
 mod connection;
+pub mod process;
+#[cfg(target_os = "linux")]
+mod sandbox;
 pub mod sse;
 pub mod stdio;
 pub mod streamable;
@@ -96,15 +99,23 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 /// the Streamable HTTP transport writes them as `Mcp-Param-*` headers.
 pub type ToolHeaders = std::sync::RwLock<HashMap<String, crate::headers::ParamHeaders>>;
 
-/// Start the transport a server's config asks for.
+/// Start the transport a server's config asks for. A stdio server needs a place
+/// under `max_children` (`child`); without one it is unavailable.
 pub async fn open(
     name: &Arc<str>,
     cfg: &ServerConfig,
     max_message: usize,
     tool_headers: Arc<ToolHeaders>,
+    child: Option<process::ChildPermit>,
 ) -> Result<Transport, UpstreamError> {
     match cfg.transport() {
-        TransportKind::Stdio => stdio::spawn(name, cfg, max_message),
+        TransportKind::Stdio => match child {
+            Some(permit) => stdio::spawn(name, cfg, max_message, permit).await,
+            None => Err(UpstreamError::Unavailable {
+                server: name.clone(),
+                reason: "no place for another child process".into(),
+            }),
+        },
         TransportKind::StreamableHttp => streamable::open(name, cfg, max_message, tool_headers),
         TransportKind::Sse => sse::open(name, cfg, max_message).await,
     }

@@ -5,7 +5,11 @@
 //! it. Anything on stdout that is not a JSON-RPC message is a protocol violation:
 //! the connection ends, in-flight calls fail naming the server, and the supervisor
 //! restarts the child. stderr is logged.
+//!
+//! How the child is started and stopped (its process group, the parent-death
+//! signal, resource limits) is `process.rs`'s business.
 
+use super::process::{self, ChildPermit};
 use super::{Transport, TransportEvent, UpstreamError};
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Message};
@@ -20,10 +24,13 @@ use tokio_util::sync::CancellationToken;
 /// (npx, uvx, python) can start; everything else must be configured explicitly.
 const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ"];
 
-pub fn spawn(
+/// Start the child of `cfg`. `permit` is its place under `max_children`, held
+/// until the child has been reaped.
+pub async fn spawn(
     name: &Arc<str>,
     cfg: &ServerConfig,
     max_message: usize,
+    permit: ChildPermit,
 ) -> Result<Transport, UpstreamError> {
     let Some(program) = cfg.command.as_deref() else {
         return Err(UpstreamError::Unavailable {
@@ -47,10 +54,21 @@ pub fn spawn(
     if let Some(dir) = &cfg.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| UpstreamError::Unavailable {
+    let sandbox = sandbox(name, cfg, program).map_err(|e| UpstreamError::Unavailable {
         server: name.clone(),
-        reason: format!("cannot start `{program}`: {e}"),
+        reason: format!("cannot sandbox `{program}`: {e}"),
     })?;
+    process::confine(&mut cmd, cfg.rlimits, sandbox);
+    let mut child = process::spawn(cmd)
+        .await
+        .map_err(|e| UpstreamError::Unavailable {
+            server: name.clone(),
+            reason: format!("cannot start `{program}`: {e}"),
+        })?;
+    // If this task is dropped without running its end (the runtime stops), the
+    // child's whole group still goes.
+    let pid = child.id();
+    let group = pid.map(GroupGuard);
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -92,11 +110,33 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::with_capacity(8 * 1024);
+        // Set once the child has exited: until then, what is left in the pipe is read.
+        let mut draining: Option<tokio::time::Instant> = None;
+        let mut partial = false;
         let end = loop {
-            buf.clear();
+            if !std::mem::take(&mut partial) {
+                buf.clear();
+            }
+            let drained = draining.unwrap_or_else(tokio::time::Instant::now);
             let read = tokio::select! {
-                r = read_line(&mut reader, &mut buf, max_message) => r,
+                r = read_line(&mut reader, &mut buf, max_message) => Some(r),
                 _ = stop.cancelled() => break None,
+                // The child exited, but something it started may still hold its
+                // stdout open, so no EOF would come: kill the rest of its group and
+                // read what is left, for a moment at most.
+                _ = child.wait(), if draining.is_none() => None,
+                _ = tokio::time::sleep_until(drained), if draining.is_some() => {
+                    break Some(exit_reason(&server, &mut child).await);
+                }
+            };
+            let Some(read) = read else {
+                if let Some(pid) = pid {
+                    process::signal_group(pid, true);
+                }
+                draining = Some(tokio::time::Instant::now() + DRAIN);
+                // read_line keeps what it read of an unfinished line in `buf`.
+                partial = true;
+                continue;
             };
             match read {
                 Ok(0) => break Some(exit_reason(&server, &mut child).await),
@@ -130,8 +170,11 @@ pub fn spawn(
             tracing::warn!(server = %server, "{e}");
             let _ = in_tx.send(TransportEvent::Closed(e)).await;
         }
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        process::stop(&mut child, pid, process::STOP_GRACE).await;
+        if let Some(g) = group {
+            g.disarm();
+        }
+        drop(permit);
     });
 
     Ok(Transport {
@@ -139,6 +182,56 @@ pub fn spawn(
         inbound: in_rx,
         shutdown,
     })
+}
+
+/// The sandbox of a `sandbox:` server. Where the system has no Landlock it is
+/// `None`, with a warning (best effort, as documented); a sandbox that a system
+/// with Landlock cannot set up is an error: the child must not start unconfined.
+fn sandbox(
+    name: &Arc<str>,
+    cfg: &ServerConfig,
+    program: &str,
+) -> Result<Option<process::Confinement>, String> {
+    let Some(wanted) = cfg.sandbox.as_ref() else {
+        return Ok(None);
+    };
+    #[cfg(target_os = "linux")]
+    {
+        let cwd = cfg.cwd.as_deref();
+        let ruleset = super::sandbox::ruleset(wanted, std::path::Path::new(program), cwd)?;
+        if ruleset.is_none() {
+            tracing::warn!(
+                server = %name,
+                "sandbox NOT enforced: this kernel has no Landlock (Linux 5.13+ with landlock enabled)"
+            );
+        }
+        Ok(ruleset)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (wanted, program);
+        tracing::warn!(server = %name, "sandbox NOT enforced: it needs Linux (Landlock)");
+        Ok(None)
+    }
+}
+
+/// How long what an exited child left in its stdout is still read.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// SIGKILLs a child's process group when dropped, unless disarmed after an
+/// orderly stop.
+struct GroupGuard(u32);
+
+impl GroupGuard {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        process::signal_group(self.0, true);
+    }
 }
 
 fn violation(server: &Arc<str>, reason: String) -> UpstreamError {

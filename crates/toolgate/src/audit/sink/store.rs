@@ -56,34 +56,22 @@ impl StoreSink {
     }
 
     async fn insert(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        // One statement is atomic on its own: no BEGIN and COMMIT, which are
+        // two more round trips to the database (for SQLite, to its worker
+        // thread) — most of a lone event's cost. Several statements share one
+        // transaction, so they commit (and write the log) once.
+        if statement_rows(events.len()) == events.len() {
+            return insert_rows(&mut self.conn, events, self.store.is_sqlite()).await;
+        }
         let sqlite = self.store.is_sqlite();
         let mut tx = self.conn.begin().await?;
-        // Many rows per statement: the per-statement cost dominates small rows.
         // Statements come in a few sizes only, so each is prepared once and
         // then reused from the connection's statement cache.
         let mut rest = events;
         while !rest.is_empty() {
-            let rows = statement_rows(rest.len());
-            let (chunk, tail) = rest.split_at(rows);
+            let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
             rest = tail;
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows, sqlite)));
-            for e in chunk {
-                q = q
-                    .bind(e.id.clone())
-                    .bind(e.time_us)
-                    .bind(e.kind.as_str())
-                    .bind(e.user.clone())
-                    .bind(e.tenant.clone())
-                    .bind(e.agent.clone())
-                    .bind(e.session.clone())
-                    .bind(e.method.clone())
-                    .bind(e.server.clone())
-                    .bind(e.target.clone())
-                    .bind(e.decision.map(|d| d.as_str()))
-                    .bind(e.outcome.map(|o| o.as_str()))
-                    .bind(serde_json::to_string(e)?);
-            }
-            q.execute(&mut *tx).await?;
+            insert_rows(&mut *tx, chunk, sqlite).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -118,6 +106,33 @@ impl StoreSink {
         }
         Ok(())
     }
+}
+
+/// One INSERT of `rows` (a count [`statement_rows`] gives).
+async fn insert_rows(
+    conn: &mut AnyConnection,
+    rows: &[Event],
+    sqlite: bool,
+) -> anyhow::Result<()> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows.len(), sqlite)));
+    for e in rows {
+        q = q
+            .bind(e.id.clone())
+            .bind(e.time_us)
+            .bind(e.kind.as_str())
+            .bind(e.user.clone())
+            .bind(e.tenant.clone())
+            .bind(e.agent.clone())
+            .bind(e.session.clone())
+            .bind(e.method.clone())
+            .bind(e.server.clone())
+            .bind(e.target.clone())
+            .bind(e.decision.map(|d| d.as_str()))
+            .bind(e.outcome.map(|o| o.as_str()))
+            .bind(serde_json::to_string(e)?);
+    }
+    q.execute(conn).await?;
+    Ok(())
 }
 
 /// Rows in the next statement for `pending` rows: the largest power of two
