@@ -109,11 +109,7 @@ impl StoreSink {
 }
 
 /// One INSERT of `rows` (a count [`statement_rows`] gives).
-async fn insert_rows(
-    conn: &mut AnyConnection,
-    rows: &[Event],
-    sqlite: bool,
-) -> anyhow::Result<()> {
+async fn insert_rows(conn: &mut AnyConnection, rows: &[Event], sqlite: bool) -> anyhow::Result<()> {
     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows.len(), sqlite)));
     for e in rows {
         q = q
