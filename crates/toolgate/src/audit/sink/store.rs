@@ -71,7 +71,7 @@ impl StoreSink {
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
             rest = tail;
-            insert_rows(&mut *tx, chunk, sqlite).await?;
+            insert_rows(&mut tx, chunk, sqlite).await?;
         }
         tx.commit().await?;
         Ok(())
