@@ -87,20 +87,8 @@ fn limit_error(e: &Value, code: &str, limit: &str) -> Option<u64> {
     e["data"]["retryAfterMs"].as_u64()
 }
 
-fn admin_base(gw: &Gateway) -> String {
-    let log = gw.stderr();
-    let rest = log
-        .split("admin at ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("serve did not announce the admin listener:\n{log}"));
-    rest.split_whitespace()
-        .next()
-        .expect("an address follows")
-        .to_owned()
-}
-
 async fn metrics(gw: &Gateway) -> String {
-    let url = format!("{}/metrics", admin_base(gw));
+    let url = format!("{}/metrics", gw.admin_base());
     let resp = within(Duration::from_secs(20), "GET /metrics", reqwest::get(&url))
         .await
         .expect("the admin listener answers");

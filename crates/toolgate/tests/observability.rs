@@ -28,19 +28,6 @@ forbid (principal, action == Toolgate::Action::"call_tool", resource == Toolgate
 when { context.args has text && context.args.text == "secret" };
 "#;
 
-/// The admin listener's base URL, from the line `serve` logs before it serves MCP.
-fn admin_base(gw: &Gateway) -> String {
-    let log = gw.stderr();
-    let rest = log
-        .split("admin at ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("serve did not announce the admin listener:\n{log}"));
-    rest.split_whitespace()
-        .next()
-        .expect("an address follows")
-        .to_owned()
-}
-
 async fn get(url: &str, bearer: Option<&str>) -> (u16, String) {
     let mut req = reqwest::Client::new().get(url);
     if let Some(b) = bearer {
@@ -101,7 +88,7 @@ async fn traffic_shows_in_metrics_the_admin_api_and_the_audit_commands() {
         }))
         .await;
         let config = gw.config.path.to_str().unwrap().to_owned();
-        let admin = admin_base(&gw);
+        let admin = gw.admin_base();
         let alice = support::api_key(&gw.config.path, &["--principal", "alice"]).await;
         let auditor = support::api_key(
             &gw.config.path,
@@ -374,7 +361,7 @@ async fn without_auth_the_admin_api_is_for_the_local_user_on_loopback_only() {
             "admin": { "listen": "127.0.0.1:0" },
         }))
         .await;
-        let admin = admin_base(&gw);
+        let admin = gw.admin_base();
         let c = Client::http(&gw.base, Options::default()).await;
         c.call_tool("fx__echo", json!({ "text": "local" })).await;
         let (status, body) = get(&format!("{admin}/admin/v1/audit?kind=request"), None).await;

@@ -119,13 +119,7 @@ async fn the_admin_listener_says_not_ready_while_draining() {
         let client = gw
             .client(Transport::StreamableHttp, Options::default())
             .await;
-        let log = gw.stderr();
-        let admin = log
-            .split("admin at ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no admin listener announced:\n{log}"))
-            .to_owned();
+        let admin = gw.admin_base();
         let readyz = || async {
             let r = reqwest::get(format!("{admin}/readyz")).await.unwrap();
             let status = r.status().as_u16();

@@ -315,6 +315,19 @@ impl Gateway {
             .and_then(Result::ok)
     }
 
+    /// The admin listener's base URL, from the line `serve` logs before it serves MCP.
+    pub fn admin_base(&self) -> String {
+        let log = self.stderr();
+        let rest = log
+            .split("admin at ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("serve did not announce the admin listener:\n{log}"));
+        rest.split_whitespace()
+            .next()
+            .expect("an address follows")
+            .to_owned()
+    }
+
     /// What the gateway logged so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
