@@ -33,6 +33,7 @@ pub const UPSTREAM_DURATION: &str = "toolgate_upstream_duration_seconds";
 pub const DENIALS: &str = "toolgate_denials_total";
 pub const SESSIONS: &str = "toolgate_sessions_active";
 pub const STREAMS: &str = "toolgate_streams_active";
+pub const RESULT_CACHE: &str = "toolgate_result_cache_total";
 pub const UPSTREAM_UP: &str = "toolgate_upstream_up";
 pub const STDIO_CHILDREN: &str = "toolgate_stdio_children";
 pub const AUDIT_QUEUED: &str = "toolgate_audit_queue_events";
@@ -92,6 +93,13 @@ pub fn record(e: &Event) {
 pub fn limited(rule: &str, kind: &'static str, server: &str) {
     if let Some(m) = INSTALLED.get() {
         m.limited(rule, kind, server);
+    }
+}
+
+/// Count a call the result cache answered (`hit`) or had to forward.
+pub fn result_cache(hit: bool) {
+    if let Some(m) = INSTALLED.get() {
+        m.result_cache(hit);
     }
 }
 
@@ -281,6 +289,16 @@ impl Metrics {
         let counter = self.recorder.register_counter(&key, &META);
         counter.increment(1);
         write(&self.denials).insert(reason.into(), counter);
+    }
+
+    /// Count one lookup of the result cache.
+    pub fn result_cache(&self, hit: bool) {
+        let outcome = if hit { "hit" } else { "miss" };
+        let key = Key::from_parts(
+            RESULT_CACHE,
+            vec![Label::from_static_parts("outcome", outcome)],
+        );
+        self.recorder.register_counter(&key, &META).increment(1);
     }
 
     /// Count one refusal by a limit.

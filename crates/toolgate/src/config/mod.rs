@@ -83,6 +83,10 @@ pub struct Config {
     /// closes sessions and stops its servers.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Seconds,
+    /// Bytes of results the result cache (`cache:` per server) keeps at most;
+    /// the least used go first.
+    #[serde(default = "default_result_cache_bytes")]
+    pub result_cache_bytes: u64,
     /// How callers prove who they are. Without it the gateway serves the anonymous
     /// local user, on loopback only.
     #[serde(default)]
@@ -427,6 +431,9 @@ pub struct ServerConfig {
     /// prompt: `tools.timeouts` / `prompts.timeouts`.
     #[serde(default = "default_timeout")]
     pub timeout: Seconds,
+    /// Results of this server worth reusing for the same caller.
+    #[serde(default)]
+    pub cache: ServerCache,
     /// With it, each progress notification the server sends for a call starts
     /// the call's `timeout` again, up to this much in all; without it, progress
     /// does not extend a call.
@@ -539,6 +546,21 @@ pub struct ItemRules {
     /// server's `timeout` (`report: 5m`).
     #[serde(default)]
     pub timeouts: BTreeMap<String, Seconds>,
+}
+
+/// What of a server's results the gateway reuses, and for how long. A result
+/// is reused only for the same caller (principal and endpoint), the same
+/// item and the same arguments; errors are never reused.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCache {
+    /// How long a `resources/read` result is reused (default: never).
+    pub resources: Option<Seconds>,
+    /// Tools (by the server's own name) whose results are reused, and for how
+    /// long. Only for tools that read and never change anything, and answer
+    /// the same arguments the same way: the operator vouches for that here.
+    #[serde(default)]
+    pub tools: BTreeMap<String, Seconds>,
 }
 
 /// The time limits of one call (see [`ServerConfig::call_timeouts`]).
@@ -714,6 +736,9 @@ fn default_input_ttl() -> Seconds {
 }
 fn default_keep_alive() -> Seconds {
     Seconds(Duration::from_secs(15))
+}
+fn default_result_cache_bytes() -> u64 {
+    64 << 20
 }
 fn default_shutdown_grace() -> Seconds {
     Seconds(Duration::from_secs(30))

@@ -173,8 +173,9 @@ impl Gateway {
                     .admit(session, server, &method, Some(name), &params)
                     .await?;
                 params["name"] = Value::String(item.original.clone());
+                let cached = self.cache_slot(session, server, &method, &item.original, &params);
                 admitted.finish(
-                    self.forward(session, server, &method, params, out, &cat)
+                    self.forward_cached(session, server, &method, params, out, &cat, cached)
                         .await,
                 )
             }
@@ -231,8 +232,9 @@ impl Gateway {
                 }
                 if method == "resources/read" {
                     let admitted = self.admit(session, server, &method, None, &params).await?;
+                    let cached = self.cache_slot(session, server, &method, &original, &params);
                     return admitted.finish(
-                        self.forward(session, server, &method, params, out, &cat)
+                        self.forward_cached(session, server, &method, params, out, &cat, cached)
                             .await,
                     );
                 }
@@ -423,6 +425,67 @@ impl Gateway {
 
     /// Send a request to the owning server and relay everything that comes back
     /// for it until its response arrives.
+    /// The result cache's key for this call and how long its result is kept,
+    /// when the server's `cache:` covers it.
+    fn cache_slot(
+        &self,
+        session: &Session,
+        server: usize,
+        method: &str,
+        item: &str,
+        params: &Value,
+    ) -> Option<(String, std::time::Duration)> {
+        let up = self.servers.get(server)?;
+        let ttl = match method {
+            "tools/call" => up.cfg.cache.tools.get(item)?.0,
+            "resources/read" => up.cfg.cache.resources?.0,
+            _ => return None,
+        };
+        // The era too: a legacy and a modern client get differently shaped results.
+        let method = format!("{method} {:?}", session.era);
+        let key = super::cache::ResultCache::key(
+            &up.name,
+            &method,
+            item,
+            params.get("arguments"),
+            &session.identity,
+            &session.endpoint,
+        )?;
+        Some((key, ttl))
+    }
+
+    /// [`Gateway::forward`], answered from the result cache when `cached`
+    /// names a live entry, and filling it otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_cached(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        server: usize,
+        method: &str,
+        params: Value,
+        out: &Arc<EventStream>,
+        cat: &Catalog,
+        cached: Option<(String, std::time::Duration)>,
+    ) -> Outcome {
+        let Some((key, ttl)) = cached else {
+            return self
+                .forward(session, server, method, params, out, cat)
+                .await;
+        };
+        if let Some(hit) = self.results.get(&key) {
+            crate::metrics::result_cache(true);
+            return Ok(hit);
+        }
+        crate::metrics::result_cache(false);
+        let result = self
+            .forward(session, server, method, params, out, cat)
+            .await;
+        if let Ok(r) = &result {
+            self.results.put(key, r, ttl);
+        }
+        result
+    }
+
     async fn forward(
         self: &Arc<Self>,
         session: &Arc<Session>,

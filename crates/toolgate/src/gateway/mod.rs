@@ -9,6 +9,7 @@
 mod admit;
 pub mod audit;
 pub(crate) mod authz;
+mod cache;
 mod dispatch;
 pub(crate) mod endpoints;
 mod listen;
@@ -45,6 +46,8 @@ pub struct Gateway {
     /// Response streams open to clients, for metrics.
     pub streams: stream::OpenStreams,
     pub stop: CancellationToken,
+    /// Results reused for the same caller (`cache:` per server).
+    pub(crate) results: cache::ResultCache,
     /// Cancelled when shutdown begins: no new connections or requests.
     pub draining: CancellationToken,
     /// Requests being handled, which a shutdown waits for.
@@ -127,6 +130,7 @@ impl Gateway {
             streams: stream::OpenStreams::default(),
             stop: CancellationToken::new(),
             draining: CancellationToken::new(),
+            results: cache::ResultCache::new(config.result_cache_bytes),
             in_flight: InFlight::default(),
             mrtr: modern::Mrtr::new(config.input_required_ttl.0),
             listeners: listen::Listeners::default(),

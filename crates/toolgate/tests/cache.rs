@@ -1,0 +1,129 @@
+//! The result cache through the real binary, counted at the upstream (a logging shell in front
+//! of the stdio fixture): a cacheable tool's result and a resource are reused for the same
+//! caller and the same arguments, never for another caller, never after they expire, and tools
+//! nobody marked are always forwarded.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::{Client, Gateway, Options, first_text, within};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn client(gw: &Gateway, key: &str) -> Client {
+    let options = Options {
+        bearer: Some(key.to_owned()),
+        ..Options::default()
+    };
+    Client::http(&gw.base, options).await
+}
+
+/// Every request the upstream received (tools/call and resources/read), in order.
+fn upstream_requests(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["method"] == "tools/call" || m["method"] == "resources/read")
+        .collect()
+}
+
+/// Make a call nobody caches and wait until the upstream has logged it: everything sent
+/// upstream before it is in the log too.
+async fn barrier(c: &Client, log: &Path, n: u32) {
+    let text = format!("barrier {n}");
+    c.call_tool("fx__test_simple_text", json!({})).await;
+    let r = c.call_tool("fx__echo", json!({ "text": text })).await;
+    assert_eq!(first_text(&r), text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !upstream_requests(log)
+        .iter()
+        .any(|m| m["params"]["arguments"]["text"] == text)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the barrier never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many times the upstream was asked `method` for `name` (a tool) or `uri`.
+fn asked(log: &Path, what: &str) -> usize {
+    upstream_requests(log)
+        .iter()
+        .filter(|m| m["params"]["name"] == what || m["params"]["uri"] == what)
+        .count()
+}
+
+#[tokio::test]
+async fn cached_results_are_reused_only_for_the_same_caller_and_arguments() {
+    within(TEST_TIMEOUT, "the test", async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("upstream.log");
+        let mut fx = support::logged_stdio_fixture(&log);
+        fx["cache"] = json!({
+            "tools": { "test_image_content": "60s", "test_audio_content": "2s" },
+            "resources": "60s",
+        });
+        let gw = Gateway::serve(json!({
+            "auth": { "api_keys": {} },
+            "policy": support::allow_everyone(),
+            "servers": { "fx": fx },
+        }))
+        .await;
+        let alice = client(
+            &gw,
+            &support::api_key(&gw.config.path, &["--principal", "alice"]).await,
+        )
+        .await;
+        let bob = client(
+            &gw,
+            &support::api_key(&gw.config.path, &["--principal", "bob"]).await,
+        )
+        .await;
+
+        // Alice twice, the same call: the upstream answers once, she gets the same result.
+        let first = alice.call_tool("fx__test_image_content", json!({})).await;
+        let second = alice.call_tool("fx__test_image_content", json!({})).await;
+        assert_eq!(first, second);
+        let read = json!({ "uri": "test://static-text" });
+        let r1 = alice.result("resources/read", read.clone()).await;
+        let r2 = alice.result("resources/read", read.clone()).await;
+        assert_eq!(r1, r2);
+        barrier(&alice, &log, 1).await;
+        assert_eq!(asked(&log, "test_image_content"), 1);
+        assert_eq!(asked(&log, "test://static-text"), 1);
+
+        // Bob is another caller: his calls reach the server.
+        let bobs = bob.call_tool("fx__test_image_content", json!({})).await;
+        assert_eq!(bobs, first);
+        bob.result("resources/read", read.clone()).await;
+        barrier(&bob, &log, 2).await;
+        assert_eq!(asked(&log, "test_image_content"), 2);
+        assert_eq!(asked(&log, "test://static-text"), 2);
+
+        // A tool nobody marked is always forwarded; other arguments are another entry.
+        alice.call_tool("fx__echo", json!({ "text": "same" })).await;
+        alice.call_tool("fx__echo", json!({ "text": "same" })).await;
+        barrier(&alice, &log, 3).await;
+        let echoes = upstream_requests(&log)
+            .iter()
+            .filter(|m| m["params"]["arguments"]["text"] == "same")
+            .count();
+        assert_eq!(echoes, 2);
+
+        // An entry expires: after its 2 s the tool is asked again.
+        alice.call_tool("fx__test_audio_content", json!({})).await;
+        alice.call_tool("fx__test_audio_content", json!({})).await;
+        barrier(&alice, &log, 4).await;
+        assert_eq!(asked(&log, "test_audio_content"), 1);
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        alice.call_tool("fx__test_audio_content", json!({})).await;
+        barrier(&alice, &log, 5).await;
+        assert_eq!(asked(&log, "test_audio_content"), 2);
+    })
+    .await;
+}
