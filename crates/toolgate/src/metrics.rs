@@ -34,6 +34,7 @@ pub const DENIALS: &str = "toolgate_denials_total";
 pub const SESSIONS: &str = "toolgate_sessions_active";
 pub const STREAMS: &str = "toolgate_streams_active";
 pub const RESULT_CACHE: &str = "toolgate_result_cache_total";
+pub const CIRCUIT_OPEN: &str = "toolgate_upstream_circuit_open";
 pub const UPSTREAM_UP: &str = "toolgate_upstream_up";
 pub const STDIO_CHILDREN: &str = "toolgate_stdio_children";
 pub const AUDIT_QUEUED: &str = "toolgate_audit_queue_events";
@@ -364,6 +365,13 @@ impl Metrics {
                 STREAMS,
                 vec![Label::new("kind", kind.as_str())],
                 gw.streams.count(kind) as f64,
+            );
+        }
+        for up in gw.servers.iter().filter(|u| u.cfg.circuit.is_some()) {
+            gauge(
+                CIRCUIT_OPEN,
+                vec![Label::new("server", up.name.to_string())],
+                if up.circuit.is_open() { 1.0 } else { 0.0 },
             );
         }
         for up in &gw.servers {

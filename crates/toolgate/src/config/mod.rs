@@ -434,6 +434,9 @@ pub struct ServerConfig {
     /// Results of this server worth reusing for the same caller.
     #[serde(default)]
     pub cache: ServerCache,
+    /// A circuit breaker: after `failures` failed calls in a row the server's
+    /// calls fail at once for `cooldown`, then one probe decides. Off by default.
+    pub circuit: Option<CircuitConfig>,
     /// With it, each progress notification the server sends for a call starts
     /// the call's `timeout` again, up to this much in all; without it, progress
     /// does not extend a call.
@@ -561,6 +564,26 @@ pub struct ServerCache {
     /// the same arguments the same way: the operator vouches for that here.
     #[serde(default)]
     pub tools: BTreeMap<String, Seconds>,
+}
+
+/// When a server's circuit opens, and for how long.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Failed calls in a row (unreachable, broken connection, protocol
+    /// violation, timeout) that open the circuit.
+    #[serde(default = "default_circuit_failures")]
+    pub failures: u32,
+    /// How long calls fail at once before one probe is let through.
+    #[serde(default = "default_circuit_cooldown")]
+    pub cooldown: Seconds,
+}
+
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_cooldown() -> Seconds {
+    Seconds(Duration::from_secs(30))
 }
 
 /// The time limits of one call (see [`ServerConfig::call_timeouts`]).

@@ -223,6 +223,9 @@ pub(super) async fn readiness(gw: &Gateway, auth: &Authenticator) -> Response {
             continue;
         }
         let (ok, detail) = match up.status() {
+            crate::gateway::Status::Ready if up.circuit.is_open() => {
+                (false, Some("circuit open".to_owned()))
+            }
             crate::gateway::Status::Ready => (true, None),
             crate::gateway::Status::Starting => (false, Some("starting".to_owned())),
             crate::gateway::Status::Down { reason } => (false, Some(reason)),

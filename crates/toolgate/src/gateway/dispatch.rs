@@ -570,10 +570,14 @@ impl Gateway {
         client_token: Option<&Value>,
     ) -> Result<(Box<RawValue>, bool), ErrorObject> {
         for attempt in 0..2 {
-            let conn = self
-                .connection(session, up)
-                .await
-                .map_err(|e| e.to_error())?;
+            let pass = up.circuit.admit().map_err(|wait| circuit_open(up, wait))?;
+            let conn = match self.connection(session, up).await {
+                Ok(c) => c,
+                Err(e) => {
+                    pass.failed(&up.name);
+                    return Err(e.to_error());
+                }
+            };
             let (sink, mut events) = mpsc::channel(64);
             let span = crate::telemetry::upstream_span(
                 &up.name,
@@ -650,6 +654,7 @@ impl Gateway {
             });
             let resp = match outcome {
                 Err(after) => {
+                    pass.failed(&up.name);
                     let e = UpstreamError::Timeout {
                         server: up.name.clone(),
                         after,
@@ -664,12 +669,16 @@ impl Gateway {
                     continue;
                 }
                 Ok(Err(e)) => {
+                    pass.failed(&up.name);
                     if conn.closed().is_some() {
                         self.drop_connection(session, up, &conn).await;
                     }
                     return Err(e.to_error());
                 }
-                Ok(Ok(resp)) => resp,
+                Ok(Ok(resp)) => {
+                    pass.ok(&up.name);
+                    resp
+                }
             };
             if let Some(e) = resp.error {
                 return Err(e);
@@ -798,6 +807,20 @@ impl Gateway {
 
 /// The isolation a call gets. A modern client has no session to scope an
 /// upstream session to, so `per_session` servers serve it per principal.
+/// The answer while `up`'s circuit is open: at once, with when to retry.
+fn circuit_open(up: &Upstream, wait: std::time::Duration) -> ErrorObject {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    ErrorObject::new(
+        code::UPSTREAM_UNAVAILABLE,
+        format!(
+            "server '{}' keeps failing: its circuit is open; retry in {:.1}s",
+            up.name,
+            wait.as_secs_f64()
+        ),
+    )
+    .with_data(json!({ "server": &*up.name, "code": "circuit_open", "retryAfterMs": ms }))
+}
+
 /// Ask the server for progress on a call whose client did not: progress is
 /// what extends the call's timeout (the connection mints the token, and
 /// progress nobody asked for never reaches the client).

@@ -10,6 +10,7 @@ mod admit;
 pub mod audit;
 pub(crate) mod authz;
 mod cache;
+pub(crate) mod circuit;
 mod dispatch;
 pub(crate) mod endpoints;
 mod listen;

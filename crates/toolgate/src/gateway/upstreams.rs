@@ -74,6 +74,8 @@ pub struct Upstream {
     children: Arc<Children>,
     /// A crash-looping stdio server: no child until then, and why.
     held: Mutex<Option<(Instant, String)>>,
+    /// Calls fail at once while the server keeps failing (`circuit:`).
+    pub(crate) circuit: super::circuit::Circuit,
 }
 
 struct State {
@@ -112,6 +114,7 @@ impl Upstream {
         children: Arc<Children>,
     ) -> Arc<Upstream> {
         let prefix = cfg.prefix.clone().unwrap_or_else(|| name.to_owned());
+        let circuit = cfg.circuit;
         Arc::new(Upstream {
             idx,
             name: name.into(),
@@ -133,6 +136,7 @@ impl Upstream {
             watched: watch::Sender::new(Default::default()),
             children,
             held: Mutex::new(None),
+            circuit: super::circuit::Circuit::new(circuit),
         })
     }
 
