@@ -13,6 +13,7 @@ mod cache;
 pub(crate) mod circuit;
 mod dispatch;
 pub(crate) mod endpoints;
+mod forward;
 mod listen;
 pub mod modern;
 pub mod pool;
