@@ -478,7 +478,6 @@ impl Gateway {
 
 /// The isolation a call gets. A modern client has no session to scope an
 /// upstream session to, so `per_session` servers serve it per principal.
-
 fn effective_isolation(up: &Upstream, session: &Session) -> Isolation {
     // A modern server keeps no session: one connection serves every caller.
     if up.is_modern() {
