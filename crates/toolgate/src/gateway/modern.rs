@@ -426,14 +426,22 @@ impl Gateway {
             Err(e) => Message::error_response(Some(id.clone()), modern_error(e)),
         };
         let method = msg.method().to_owned();
+        // Who asks, for policies and for the audit trail.
+        let origin = super::authz::Origin {
+            principal,
+            endpoint,
+            session: None,
+            era: crate::policy::Era::Modern,
+            source,
+        };
+        let who = super::audit::Caller {
+            principal,
+            session: None,
+            source,
+            endpoint,
+            era: "modern",
+        };
         if let Some(kind) = ListKind::from_method(&method) {
-            let origin = super::authz::Origin {
-                principal,
-                endpoint,
-                session: None,
-                era: crate::policy::Era::Modern,
-                source,
-            };
             let span = crate::telemetry::server_span(
                 &msg,
                 &crate::telemetry::Request {
@@ -449,13 +457,6 @@ impl Gateway {
                 let listed = audited
                     .scope(async { self.modern_list(kind, &params, &origin) })
                     .await;
-                let who = super::audit::Caller {
-                    principal,
-                    session: None,
-                    source,
-                    endpoint,
-                    era: "modern",
-                };
                 self.audit_end(audited, who, &method, Some(&listed)).await?;
                 listed
             }
@@ -463,13 +464,6 @@ impl Gateway {
             .await;
             return Some(answer(listed));
         }
-        let who = super::audit::Caller {
-            principal,
-            session: None,
-            source,
-            endpoint,
-            era: "modern",
-        };
         match method.as_str() {
             "server/discover" => {
                 let discovered = async {
@@ -482,13 +476,6 @@ impl Gateway {
                 Some(answer(discovered))
             }
             "subscriptions/listen" => {
-                let origin = super::authz::Origin {
-                    principal,
-                    endpoint,
-                    session: None,
-                    era: crate::policy::Era::Modern,
-                    source,
-                };
                 let audited = match self.audit_begin(&msg).await {
                     Ok(a) => a,
                     Err(e) => return Some(answer(Err(e))),
