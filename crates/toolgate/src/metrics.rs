@@ -111,6 +111,8 @@ pub struct Metrics {
     requests: RwLock<IndexMap<SeriesKey, Series>>,
     denials: RwLock<IndexMap<Box<str>, Counter>>,
     limited: RwLock<IndexMap<String, Counter>>,
+    /// The result cache's hit and miss counters, registered on first use.
+    result_cache: OnceLock<[Counter; 2]>,
 }
 
 /// The handles one finished request updates.
@@ -149,6 +151,7 @@ impl Metrics {
             requests: RwLock::default(),
             denials: RwLock::default(),
             limited: RwLock::default(),
+            result_cache: OnceLock::new(),
         };
         m.describe();
         m.build_info();
@@ -294,12 +297,14 @@ impl Metrics {
 
     /// Count one lookup of the result cache.
     pub fn result_cache(&self, hit: bool) {
-        let outcome = if hit { "hit" } else { "miss" };
-        let key = Key::from_parts(
-            RESULT_CACHE,
-            vec![Label::from_static_parts("outcome", outcome)],
-        );
-        self.recorder.register_counter(&key, &META).increment(1);
+        let [hits, misses] = self.result_cache.get_or_init(|| {
+            ["hit", "miss"].map(|outcome| {
+                let labels = vec![Label::from_static_parts("outcome", outcome)];
+                self.recorder
+                    .register_counter(&Key::from_parts(RESULT_CACHE, labels), &META)
+            })
+        });
+        if hit { hits } else { misses }.increment(1);
     }
 
     /// Count one refusal by a limit.
