@@ -92,17 +92,13 @@ async fn a_call_longer_than_the_grace_does_not_hold_the_shutdown() {
     within(TEST_TIMEOUT, "the test", async {
         let (mut gw, client) = gateway("1s").await;
         let _answer = start_sleep(&client, 60_000).await;
-        let asked = Instant::now();
         gw.terminate();
+        // Well before the 60 s call could end: the 1 s grace, then the children's.
         let status = gw
             .wait_exit(Duration::from_secs(30))
             .await
-            .expect("the gateway exits once the grace has run out");
+            .expect("the 60 s call held the shutdown past its grace");
         assert!(status.success(), "{status:?}\n{}", gw.stderr());
-        assert!(
-            asked.elapsed() < Duration::from_secs(30),
-            "the 60 s call held the shutdown"
-        );
         assert!(gw.stderr().contains("grace ran out"), "{}", gw.stderr());
     })
     .await;
