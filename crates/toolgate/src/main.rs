@@ -457,53 +457,47 @@ async fn catalog(config: Config, json: bool) -> anyhow::Result<()> {
     // A required server being down is reported, not fatal, here: this command exists
     // to show why.
     let _ = gw.wait_started().await;
-    let cat = gw.catalog();
-    let statuses: Vec<_> = gw
-        .servers
-        .iter()
-        .map(|s| {
-            let (status, reason) = match s.status() {
-                Status::Ready => ("ready", None),
-                Status::Starting => ("starting", None),
-                Status::Down { reason } => ("down", Some(reason)),
-            };
-            (s.clone(), status, reason)
-        })
-        .collect();
+    let servers: Vec<serde_json::Value> = gw.servers.iter().map(|s| s.describe()).collect();
     if json {
-        let mut v = cat.describe();
-        v["servers"] = statuses
-            .iter()
-            .map(|(s, status, reason)| {
-                serde_json::json!({
-                    "name": &*s.name,
-                    "transport": format!("{:?}", s.cfg.transport()),
-                    "status": status,
-                    "reason": reason,
-                    "serverInfo": s.info().map(|i| i.server_info),
-                })
-            })
-            .collect();
+        let mut v = gw.catalog().describe();
+        v["servers"] = serde_json::Value::Array(servers);
         emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
     } else {
-        emit(&table(&gw, &statuses))?;
+        emit(&table(&gw, &servers))?;
     }
     gw.shutdown().await;
     Ok(())
 }
 
-fn table(
-    gw: &Arc<Gateway>,
-    statuses: &[(Arc<toolgate::gateway::Upstream>, &str, Option<String>)],
-) -> String {
+fn table(gw: &Arc<Gateway>, servers: &[serde_json::Value]) -> String {
     use std::fmt::Write as _;
     let cat = gw.catalog();
     let mut out = String::from("SERVERS\n");
-    for (s, status, reason) in statuses {
-        let _ = match reason {
-            Some(r) => writeln!(out, "  {:<24} {status:<8} {r}", s.name),
-            None => writeln!(out, "  {:<24} {status}", s.name),
-        };
+    for s in servers {
+        let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+        let mut notes = Vec::new();
+        if let Some(state) = s["circuit"]["state"].as_str() {
+            notes.push(format!("circuit {state}"));
+        }
+        if s["health"]["ok"] == false {
+            notes.push(format!(
+                "health check failing: {}",
+                s["health"]["error"].as_str().unwrap_or_default()
+            ));
+        }
+        if s["withdrawn"] == true {
+            notes.push("items withdrawn".to_owned());
+        }
+        if let Some(reason) = s["reason"].as_str() {
+            notes.push(reason.to_owned());
+        }
+        let line = format!(
+            "  {:<24} {:<8} {}",
+            text("name"),
+            text("status"),
+            notes.join("; ")
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let owner = |i: usize| gw.servers[i].name.to_string();
     for (title, items) in [("TOOLS", &cat.tools), ("PROMPTS", &cat.prompts)] {

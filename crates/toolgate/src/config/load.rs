@@ -400,6 +400,30 @@ fn validate_server(name: &str, s: &ServerConfig) -> Result<(), KeyedError> {
         }
         _ => Ok(()),
     }?;
+    if let Some(c) = &s.circuit {
+        if c.failures == 0 {
+            return Err((key("circuit.failures"), "must be at least 1".into()));
+        }
+        if let Some(rate) = c.error_rate
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            return Err((
+                key("circuit.error_rate"),
+                "a share of calls: more than 0, at most 1 (0.5 = half of them)".into(),
+            ));
+        }
+        if c.error_rate.is_some() && c.window.0.is_zero() {
+            return Err((key("circuit.window"), "must be longer than 0s".into()));
+        }
+    }
+    if !s.health.interval.0.is_zero() {
+        if s.health.timeout.0.is_zero() {
+            return Err((key("health.timeout"), "must be longer than 0s".into()));
+        }
+        if s.health.failures == 0 {
+            return Err((key("health.failures"), "must be at least 1".into()));
+        }
+    }
     if s.command.is_none() {
         if s.rlimits.is_some() {
             return Err((key("rlimits"), "rlimits apply to stdio servers only".into()));

@@ -434,9 +434,18 @@ pub struct ServerConfig {
     /// Results of this server worth reusing for the same caller.
     #[serde(default)]
     pub cache: ServerCache,
-    /// A circuit breaker: after `failures` failed calls in a row the server's
-    /// calls fail at once for `cooldown`, then one probe decides. Off by default.
+    /// A circuit breaker: after `failures` failed calls in a row (or a failure
+    /// rate of `error_rate` within `window`) the server's calls fail at once —
+    /// or, with `failure: open`, its items leave discovery — for `cooldown`,
+    /// then one probe decides. Off by default.
     pub circuit: Option<CircuitConfig>,
+    /// Active health checks of the server's shared connection: a `ping`
+    /// (`server/discover` for 2026-07-28 servers) every `interval`; after
+    /// `failures` unanswered ones in a row the connection is dropped and made
+    /// again (a stdio child is restarted). `health: { interval: 0s }` turns
+    /// them off.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// With it, each progress notification the server sends for a call starts
     /// the call's `timeout` again, up to this much in all; without it, progress
     /// does not extend a call.
@@ -577,6 +586,57 @@ pub struct CircuitConfig {
     /// How long calls fail at once before one probe is let through.
     #[serde(default = "default_circuit_cooldown")]
     pub cooldown: Seconds,
+    /// The share of failed calls (0 < rate <= 1) within `window` that opens
+    /// the circuit too, once `min_calls` calls were made in the window. Off
+    /// unless set.
+    pub error_rate: Option<f64>,
+    /// The window `error_rate` is measured over.
+    #[serde(default = "default_circuit_window")]
+    pub window: Seconds,
+    /// Calls in the window before `error_rate` may open the circuit.
+    #[serde(default = "default_circuit_min_calls")]
+    pub min_calls: u32,
+}
+
+/// Active health checks of one server (see [`ServerConfig::health`]).
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often the shared connection is probed; `0s` turns probing off.
+    #[serde(default = "default_health_interval")]
+    pub interval: Seconds,
+    /// How long one probe may take.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Seconds,
+    /// Probes in a row without an answer before the connection is made again.
+    #[serde(default = "default_health_failures")]
+    pub failures: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            failures: default_health_failures(),
+        }
+    }
+}
+
+fn default_health_interval() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn default_health_timeout() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+fn default_health_failures() -> u32 {
+    3
+}
+fn default_circuit_window() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+fn default_circuit_min_calls() -> u32 {
+    20
 }
 
 fn default_circuit_failures() -> u32 {

@@ -1,5 +1,6 @@
 //! The admin listener (`admin.listen`): Prometheus `/metrics`, `/healthz`,
-//! `/readyz`, and the admin API under `/admin/v1/` (the audit trail, read back).
+//! `/readyz`, and the admin API under `/admin/v1/` (the audit trail, read back;
+//! the servers with their status, circuit and health).
 //!
 //! Plain HTTP on an address meant to stay inside the operator's network.
 //! `/metrics` and the health routes need no credential, as scrapers and
@@ -180,6 +181,7 @@ struct AdminState {
 fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/admin/v1/audit", get(audit_events))
+        .route("/admin/v1/servers", get(servers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
@@ -295,6 +297,13 @@ fn admit(
     } else {
         Err(AdminError::NotAdmin(groups.join(", ")))
     }
+}
+
+/// `GET /admin/v1/servers`: every server as `toolgate catalog --json` describes
+/// it — status, era, item counts, circuit breaker and health probes.
+async fn servers(State(s): State<AdminState>) -> Response {
+    let servers: Vec<_> = s.gw.servers.iter().map(|u| u.describe()).collect();
+    json_response(StatusCode::OK, serde_json::json!({ "servers": servers }))
 }
 
 /// `GET /admin/v1/audit?…`: events as `{"events": […]}`, newest first (oldest

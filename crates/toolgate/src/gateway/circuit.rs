@@ -1,25 +1,72 @@
 //! A circuit breaker per upstream server (`circuit:` in its config): after
 //! `failures` calls in a row fail for the server's own reasons (it could not be
-//! reached, its connection broke, it broke the protocol, it timed out), the
-//! circuit opens and calls fail at once for `cooldown` instead of piling up on
-//! a server that is not answering. Then one call is let through as a probe: its
-//! success closes the circuit, its failure opens it again. JSON-RPC errors the
-//! server answers with are not failures: the server is up.
+//! reached, its connection broke, it broke the protocol, it timed out), or once
+//! `error_rate` of the calls within `window` failed, the circuit opens and calls
+//! fail at once for `cooldown` instead of piling up on a server that is not
+//! answering. Then one call — or the supervisor's health probe, which is sent
+//! as soon as the cooldown ends — is let through as a probe: its success closes
+//! the circuit, its failure opens it again. JSON-RPC errors the server answers
+//! with are not failures: the server is up.
+//!
+//! Whether the circuit is tripped (open, or cooled down and waiting for its
+//! probe) is published on a watch channel: the supervisor takes a tripped
+//! `failure: open` server's items out of discovery until it closes.
 
 use crate::config::CircuitConfig;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub(crate) struct Circuit {
     cfg: Option<CircuitConfig>,
     st: Mutex<State>,
+    tripped: watch::Sender<bool>,
 }
 
-#[derive(Default)]
 struct State {
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
+    /// The error-rate window: when it began, calls and failures in it.
+    window_start: Instant,
+    calls: u32,
+    failed: u32,
+    /// How many times the circuit opened.
+    opened: u64,
+}
+
+/// Where a circuit stands, for `toolgate catalog` and the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    /// Calls fail at once for `retry_after` more.
+    Open,
+    /// The cooldown is over; the next call or health probe decides.
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// A circuit's state at one moment.
+#[derive(Debug, Clone)]
+pub struct CircuitSnapshot {
+    pub state: CircuitState,
+    /// Failed calls in a row.
+    pub failures: u32,
+    /// Until the cooldown ends (open only).
+    pub retry_after: Option<Duration>,
+    /// Calls and failures in the current error-rate window.
+    pub window_calls: u32,
+    pub window_failed: u32,
+    pub opened: u64,
 }
 
 /// Leave to call the server; say how the call went with [`Pass::ok`] or
@@ -35,8 +82,21 @@ impl Circuit {
     pub fn new(cfg: Option<CircuitConfig>) -> Circuit {
         Circuit {
             cfg,
-            st: Mutex::default(),
+            st: Mutex::new(State {
+                failures: 0,
+                open_until: None,
+                probing: false,
+                window_start: Instant::now(),
+                calls: 0,
+                failed: 0,
+                opened: 0,
+            }),
+            tripped: watch::Sender::new(false),
         }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.cfg.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -76,30 +136,108 @@ impl Circuit {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    /// Whether the circuit is open or waiting for its probe.
+    pub fn is_tripped(&self) -> bool {
+        *self.tripped.borrow()
+    }
+
+    /// Hears every change of [`Circuit::is_tripped`].
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.tripped.subscribe()
+    }
+
+    /// When the cooldown ends, if the circuit is open.
+    pub fn open_until(&self) -> Option<Instant> {
+        self.lock().open_until
+    }
+
+    pub fn snapshot(&self) -> CircuitSnapshot {
+        let st = self.lock();
+        let now = Instant::now();
+        let (state, retry_after) = match st.open_until {
+            None => (CircuitState::Closed, None),
+            Some(until) if now < until => (CircuitState::Open, Some(until - now)),
+            Some(_) => (CircuitState::HalfOpen, None),
+        };
+        CircuitSnapshot {
+            state,
+            failures: st.failures,
+            retry_after,
+            window_calls: st.calls,
+            window_failed: st.failed,
+            opened: st.opened,
+        }
+    }
+
+    /// A health probe's verdict. After the cooldown the probe is the circuit's
+    /// probe: it closes or reopens it. Before, a failure counts like a failed
+    /// call, and an answer changes nothing (calls may fail while pings pass).
+    pub fn probed(&self, ok: bool, server: &str) {
+        if self.cfg.is_none() {
+            return;
+        }
+        let half_open = {
+            let st = self.lock();
+            match st.open_until {
+                Some(until) => Instant::now() >= until && !st.probing,
+                None => false,
+            }
+        };
+        if half_open {
+            self.record(ok, true, server);
+        } else if !ok && self.lock().open_until.is_none() {
+            self.record(false, false, server);
+        }
+    }
+
     fn record(&self, ok: bool, probe: bool, server: &str) {
         let Some(cfg) = &self.cfg else { return };
         let mut st = self.lock();
         if probe {
             st.probing = false;
         }
+        let now = Instant::now();
+        if now.duration_since(st.window_start) >= cfg.window.0 {
+            st.window_start = now;
+            st.calls = 0;
+            st.failed = 0;
+        }
         if ok {
             if st.open_until.take().is_some() {
                 tracing::info!(server, "circuit closed: the server answers again");
+                self.tripped.send_replace(false);
             }
             st.failures = 0;
+            if !probe {
+                st.calls = st.calls.saturating_add(1);
+            }
             return;
         }
         st.failures = st.failures.saturating_add(1);
-        if probe || st.failures >= cfg.failures {
+        st.calls = st.calls.saturating_add(1);
+        st.failed = st.failed.saturating_add(1);
+        let rate = cfg.error_rate.is_some_and(|rate| {
+            st.calls >= cfg.min_calls.max(1) && f64::from(st.failed) >= rate * f64::from(st.calls)
+        });
+        if probe || st.failures >= cfg.failures || rate {
             if st.open_until.is_none() || probe {
                 tracing::warn!(
                     server,
                     failures = st.failures,
+                    window_calls = st.calls,
+                    window_failed = st.failed,
                     cooldown = ?cfg.cooldown.0,
                     "circuit open: calls fail at once until the cooldown ends"
                 );
             }
-            st.open_until = Some(Instant::now() + cfg.cooldown.0);
+            if st.open_until.is_none() {
+                st.opened += 1;
+            }
+            st.open_until = Some(now + cfg.cooldown.0);
+            st.window_start = now;
+            st.calls = 0;
+            st.failed = 0;
+            self.tripped.send_replace(true);
         }
     }
 }
@@ -133,6 +271,9 @@ mod tests {
         Circuit::new(Some(CircuitConfig {
             failures,
             cooldown: Seconds(Duration::from_millis(cooldown_ms)),
+            error_rate: None,
+            window: Seconds(Duration::from_secs(60)),
+            min_calls: 20,
         }))
     }
 
@@ -175,5 +316,59 @@ mod tests {
             c.admit().unwrap().failed("s");
         }
         assert!(!c.is_open());
+    }
+
+    #[test]
+    fn an_error_rate_opens_it_once_enough_calls_were_made() {
+        let c = Circuit::new(Some(CircuitConfig {
+            failures: 100,
+            cooldown: Seconds(Duration::from_secs(60)),
+            error_rate: Some(0.5),
+            window: Seconds(Duration::from_secs(60)),
+            min_calls: 10,
+        }));
+        // Failures alternate with successes: never many in a row.
+        for i in 0..9 {
+            let pass = c.admit().unwrap();
+            if i % 2 == 0 {
+                pass.failed("s");
+            } else {
+                pass.ok("s");
+            }
+        }
+        assert!(!c.is_open(), "9 calls: under min_calls");
+        c.admit().unwrap().ok("s");
+        assert!(!c.is_open(), "5 of 10 failed only after this one fails");
+        c.admit().unwrap().failed("s");
+        assert!(c.is_open(), "6 of 11 failed");
+        assert!(c.is_tripped());
+        let snap = c.snapshot();
+        assert_eq!(snap.state, CircuitState::Open);
+        assert_eq!(snap.opened, 1);
+        assert!(snap.retry_after.is_some());
+    }
+
+    #[test]
+    fn health_probes_count_failures_and_close_it_after_the_cooldown() {
+        let c = circuit(2, 30);
+        let mut tripped = c.watch();
+        c.probed(true, "s");
+        c.probed(false, "s");
+        assert!(!c.is_tripped());
+        c.probed(false, "s");
+        assert!(c.is_tripped());
+        assert!(tripped.has_changed().unwrap());
+        assert!(*tripped.borrow_and_update());
+        c.probed(true, "s");
+        assert!(
+            c.is_tripped(),
+            "an answer during the cooldown changes nothing"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(c.snapshot().state, CircuitState::HalfOpen);
+        c.probed(true, "s");
+        assert!(!c.is_tripped());
+        assert!(!*tripped.borrow_and_update());
+        assert_eq!(c.snapshot().state, CircuitState::Closed);
     }
 }

@@ -216,7 +216,13 @@ impl Gateway {
     /// Build a new catalog from every server's current lists and swap it in; tell
     /// every session about the lists that changed.
     pub fn rebuild_catalog(&self) {
-        let lists: Vec<_> = self.servers.iter().map(|s| s.lists()).collect();
+        // A `failure: open` server whose circuit tripped leaves discovery until
+        // it answers again.
+        let lists: Vec<_> = self
+            .servers
+            .iter()
+            .map(|s| if s.withdrawn() { None } else { s.lists() })
+            .collect();
         let views: Vec<_> = self
             .servers
             .iter()

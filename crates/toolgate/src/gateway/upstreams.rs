@@ -76,6 +76,21 @@ pub struct Upstream {
     held: Mutex<Option<(Instant, String)>>,
     /// Calls fail at once while the server keeps failing (`circuit:`).
     pub(crate) circuit: super::circuit::Circuit,
+    /// What the last health probes found.
+    health: Mutex<Health>,
+}
+
+/// What the health probes of a server's shared connection found.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// When the last probe ended (µs since the epoch).
+    pub checked: Option<i64>,
+    /// Whether it was answered, and how fast.
+    pub ok: bool,
+    pub latency: Option<Duration>,
+    /// Probes in a row without an answer.
+    pub failures: u32,
+    pub error: Option<String>,
 }
 
 struct State {
@@ -137,6 +152,7 @@ impl Upstream {
             children,
             held: Mutex::new(None),
             circuit: super::circuit::Circuit::new(circuit),
+            health: Mutex::default(),
         })
     }
 
@@ -155,6 +171,90 @@ impl Upstream {
 
     pub fn info(&self) -> Option<InitInfo> {
         lock(&self.state).info.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    /// Remember a health probe's verdict; returns the probes in a row that failed.
+    fn note_health(&self, verdict: Result<Duration, &str>) -> u32 {
+        let mut h = lock(&self.health);
+        h.checked = Some(crate::audit::cli::now_us());
+        h.ok = verdict.is_ok();
+        match verdict {
+            Ok(latency) => {
+                h.latency = Some(latency);
+                h.failures = 0;
+                h.error = None;
+            }
+            Err(e) => {
+                h.latency = None;
+                h.failures += 1;
+                h.error = Some(e.to_owned());
+                tracing::warn!(server = %self.name, failures = h.failures, "health check failed: {e}");
+            }
+        }
+        h.failures
+    }
+
+    /// Whether the server's items are out of discovery now: a `failure: open`
+    /// server whose circuit tripped.
+    pub fn withdrawn(&self) -> bool {
+        self.cfg.failure == crate::config::FailureMode::Open && self.circuit.is_tripped()
+    }
+
+    /// The server as `toolgate catalog --json` and `GET /admin/v1/servers`
+    /// describe it.
+    pub fn describe(&self) -> Value {
+        let (status, reason) = match self.status() {
+            Status::Ready => ("ready", None),
+            Status::Starting => ("starting", None),
+            Status::Down { reason } => ("down", Some(reason)),
+        };
+        let lists = self.lists();
+        let mut v = json!({
+            "name": &*self.name,
+            "transport": match self.cfg.transport() {
+                TransportKind::Stdio => "stdio",
+                TransportKind::StreamableHttp => "streamable-http",
+                TransportKind::Sse => "sse",
+            },
+            "status": status,
+            "reason": reason,
+            "era": self.info().map(|i| if i.modern { "modern" } else { "legacy" }),
+            "serverInfo": self.info().map(|i| i.server_info),
+            "failure": match self.cfg.failure {
+                crate::config::FailureMode::Open => "open",
+                crate::config::FailureMode::Closed => "closed",
+            },
+            "tools": lists.as_ref().map(|l| l.tools.len()),
+            "prompts": lists.as_ref().map(|l| l.prompts.len()),
+            "resources": lists.as_ref().map(|l| l.resources.len()),
+            "withdrawn": self.withdrawn(),
+        });
+        if self.circuit.is_configured() {
+            let c = self.circuit.snapshot();
+            v["circuit"] = json!({
+                "state": c.state.as_str(),
+                "failures": c.failures,
+                "retryAfterMs": c.retry_after.map(|d| d.as_millis() as u64),
+                "windowCalls": c.window_calls,
+                "windowFailed": c.window_failed,
+                "opened": c.opened,
+            });
+        }
+        if !self.cfg.health.interval.0.is_zero() {
+            let h = self.health();
+            v["health"] = json!({
+                "ok": h.checked.map(|_| h.ok),
+                "checkedAt": h.checked.map(crate::audit::query::format_time),
+                "latencyMs": h.latency.map(|d| d.as_secs_f64() * 1000.0),
+                "failures": h.failures,
+                "error": h.error,
+            });
+        }
+        v
     }
 
     /// Has the supervisor finished at least one attempt to connect?
@@ -707,8 +807,53 @@ async fn serve(
         guard.drop_guard()
     });
     let _listening = listening;
+    let health = up.cfg.health;
+    let probing = !health.interval.0.is_zero();
+    let mut next_probe = probing.then(|| tokio::time::Instant::now() + health.interval.0);
+    let mut last_probe = tokio::time::Instant::now();
+    let mut probe: Option<futures::future::BoxFuture<'static, Result<Duration, String>>> = None;
+    let mut tripped = up.circuit.watch();
     loop {
+        // A tripped circuit is probed as soon as its cooldown ends (at most
+        // twice a second): with `failure: open` no call can reach the server
+        // to probe it while its items are out of discovery.
+        let circuit_due = up.circuit.open_until().map(|t| {
+            tokio::time::Instant::from_std(t).max(last_probe + Duration::from_millis(500))
+        });
+        let due = match (next_probe, circuit_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let refresh = tokio::select! {
+            _ = tokio::time::sleep_until(due.unwrap_or_else(far_future)), if probe.is_none() && due.is_some() => {
+                probe = Some(Box::pin(probe_once(conn.clone(), health.timeout.0)));
+                false
+            }
+            verdict = async { probe.as_mut().expect("a probe in flight").await }, if probe.is_some() => {
+                probe = None;
+                last_probe = tokio::time::Instant::now();
+                next_probe = probing.then(|| last_probe + health.interval.0);
+                up.circuit.probed(verdict.is_ok(), &up.name);
+                let failures = up.note_health(verdict.as_ref().map(|d| *d).map_err(String::as_str));
+                if let Err(e) = verdict
+                    && probing
+                    && failures >= health.failures
+                {
+                    let reason = format!("health check failed {failures} times in a row: {e}");
+                    conn.abandon(UpstreamError::Closed { server: up.name.clone(), reason: reason.clone() });
+                    return reason;
+                }
+                false
+            }
+            changed = tripped.changed() => {
+                if changed.is_ok() {
+                    let open = *tripped.borrow_and_update();
+                    let status = if open { "circuit_open" } else { "circuit_closed" };
+                    let _ = events.send(SupervisorEvent::Lifecycle(up.idx, status, None)).await;
+                    let _ = events.send(SupervisorEvent::CatalogChanged).await;
+                }
+                false
+            }
             ev = sink_rx.recv() => match ev {
                 // Only the end of *this* connection matters: a probe connection
                 // that shared the sink and was dropped also reports its end.
@@ -758,6 +903,33 @@ async fn serve(
                 Err(e) => tracing::warn!(server = %up.name, "re-reading lists failed: {e}"),
             }
         }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// One health probe of a live connection: `ping`, or `server/discover` for a
+/// 2026-07-28 server (which has no `ping`). Any answer, an error included,
+/// means the server is there.
+async fn probe_once(conn: Arc<Connection>, timeout: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let params = conn.is_modern().then(|| {
+        upstream::with_request_meta(None, &relay_capabilities(), &gateway_client_info(), None)
+    });
+    let method = if conn.is_modern() {
+        "server/discover"
+    } else {
+        "ping"
+    };
+    match tokio::time::timeout(timeout, conn.request(method, params, None)).await {
+        Ok(Ok(_)) => Ok(started.elapsed()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer to a health probe within {}s",
+            timeout.as_secs_f64()
+        )),
     }
 }
 
