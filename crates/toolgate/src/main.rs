@@ -187,6 +187,7 @@ async fn run(command: Command, logging: &Logging) -> ExitCode {
             };
             if let Some(l) = listen {
                 c.listen = l;
+                c.listen_override = Some(l);
             }
             with_telemetry(logging, c, serve).await
         }
@@ -374,7 +375,7 @@ async fn serve(
     // admin address already logged.
     if let Some(admin) = admin {
         let addr = admin.local_addr()?;
-        tracing::info!("admin at http://{addr} (/metrics, /healthz, /readyz, /admin/v1/audit)");
+        tracing::info!("admin at http://{addr} (/metrics, /healthz, /readyz, /admin/v1/)");
         tokio::spawn(admin.serve(gw.clone(), auth.clone(), gw.stop.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -394,9 +395,10 @@ async fn serve(
         tls,
         gw.draining.clone(),
     ));
+    reload_on_hangup(&gw);
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections or requests");
-    gw.drain(gw.config.shutdown_grace.0).await;
+    gw.drain(gw.config().shutdown_grace.0).await;
     gw.shutdown().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     tracing::info!("stopped");
@@ -432,10 +434,11 @@ async fn stdio(
     let gw = Gateway::start_audited(config, audit);
     gw.wait_started().await?;
     log_statuses(&gw);
+    reload_on_hangup(&gw);
     tokio::select! {
         r = toolgate::downstream::stdio::serve(gw.clone()) => r.context("stdio failed")?,
         _ = shutdown_signal() => {
-            gw.drain(gw.config.shutdown_grace.0).await;
+            gw.drain(gw.config().shutdown_grace.0).await;
         }
     }
     gw.shutdown().await;
@@ -535,6 +538,31 @@ fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// SIGHUP reloads the config file (`gateway/reload.rs`).
+fn reload_on_hangup(gw: &Arc<Gateway>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /admin/v1/reload");
+                return;
+            }
+        };
+        let gw = Arc::downgrade(gw);
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let Some(gw) = gw.upgrade() else { return };
+                // Logged and audited inside; a rejected file changes nothing.
+                let _ = gw.reload_file(None).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = gw;
 }
 
 async fn shutdown_signal() {

@@ -372,7 +372,7 @@ impl Metrics {
                 gw.streams.count(kind) as f64,
             );
         }
-        for up in gw.servers.iter().filter(|u| u.cfg.circuit.is_some()) {
+        for up in gw.servers.iter().filter(|u| u.cfg().circuit.is_some()) {
             gauge(
                 CIRCUIT_OPEN,
                 vec![Label::new("server", up.name.to_string())],

@@ -146,6 +146,11 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub source: Option<PathBuf>,
+    /// `listen` as given on the command line (`serve --listen`), over the
+    /// file's; kept when the file is reloaded. Not part of the file.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub listen_override: Option<SocketAddr>,
 }
 
 /// Authentication of callers.

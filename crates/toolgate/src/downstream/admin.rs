@@ -21,7 +21,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -132,13 +132,13 @@ impl Listener {
         let metrics = crate::metrics::install();
         let addr = self.listener.local_addr()?;
         let groups = gw
-            .config
+            .config()
             .admin
             .as_ref()
             .map(|a| a.groups.clone())
             .unwrap_or_default();
         let state = AdminState {
-            no_auth: gw.config.auth.is_none(),
+            no_auth: gw.config().auth.is_none(),
             loopback: addr.ip().is_loopback(),
             groups: groups.into(),
             gw,
@@ -182,6 +182,7 @@ fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/admin/v1/audit", get(audit_events))
         .route("/admin/v1/servers", get(servers))
+        .route("/admin/v1/reload", post(reload))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
@@ -304,6 +305,26 @@ fn admit(
 async fn servers(State(s): State<AdminState>) -> Response {
     let servers: Vec<_> = s.gw.servers.iter().map(|u| u.describe()).collect();
     json_response(StatusCode::OK, serde_json::json!({ "servers": servers }))
+}
+
+/// `POST /admin/v1/reload`: read the config file again and put what can
+/// change in force (`{"applied": [...], "restartRequired": [...]}`); 400
+/// `invalid_config` for a file that does not load, the settings in force
+/// unchanged.
+async fn reload(
+    State(s): State<AdminState>,
+    Extension(principal): Extension<Arc<Principal>>,
+) -> Response {
+    match s.gw.reload_file(Some(&principal)).await {
+        Ok(report) => json_response(StatusCode::OK, report.to_json()),
+        Err(problem) => json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "error": "invalid_config",
+                "error_description": problem,
+            }),
+        ),
+    }
 }
 
 /// `GET /admin/v1/audit?…`: events as `{"events": […]}`, newest first (oldest

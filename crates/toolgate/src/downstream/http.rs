@@ -73,15 +73,15 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
     let state = AppState {
         auth,
         loopback: listen.ip().is_loopback(),
-        keep_alive: gw.config.sse_keep_alive.0,
-        allowed_origins: Arc::new(gw.config.allowed_origins.clone()),
+        keep_alive: gw.config().sse_keep_alive.0,
+        allowed_origins: Arc::new(gw.config().allowed_origins.clone()),
         legacy: Arc::default(),
         gw: gw.clone(),
     };
     // Every MCP route needs a principal; the metadata and health routes do not.
     let default = Endpoint::default_mcp();
     let mut mcp = Router::new().route("/mcp", streamable(&state, default));
-    for rules in gw.config.endpoints.values() {
+    for rules in gw.config().endpoints.values() {
         let ep = Endpoint::configured(rules, &state.auth.resource);
         mcp = mcp.route(&rules.path, streamable(&state, ep));
     }
@@ -108,7 +108,7 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
             state.clone(),
             guard_origin,
         ))
-        .layer(DefaultBodyLimit::max(gw.config.max_message_bytes))
+        .layer(DefaultBodyLimit::max(gw.config().max_message_bytes))
         .with_state(state)
 }
 
@@ -219,7 +219,7 @@ pub(super) async fn readiness(gw: &Gateway, auth: &Authenticator) -> Response {
     let policy = gw.policy_problem();
     check("policy".into(), policy.is_none(), policy);
     for up in &gw.servers {
-        if up.cfg.failure != crate::config::FailureMode::Closed {
+        if up.cfg().failure != crate::config::FailureMode::Closed {
             continue;
         }
         let (ok, detail) = match up.status() {
@@ -276,7 +276,13 @@ async fn resource_metadata(State(state): State<AppState>, req: Request) -> Respo
         .map(|u| u.path().trim_end_matches('/').to_owned())
         .unwrap_or_default();
     let mut doc = state.auth.metadata().clone();
-    if state.gw.config.endpoints.values().any(|e| e.path == suffix) {
+    if state
+        .gw
+        .config()
+        .endpoints
+        .values()
+        .any(|e| e.path == suffix)
+    {
         // An endpoint is a resource of its own: same issuers, its own URL.
         if let Some(r) = endpoint_resource(&state.auth.resource, suffix) {
             doc["resource"] = Value::String(r);

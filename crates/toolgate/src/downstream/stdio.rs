@@ -37,7 +37,7 @@ where
             }
         })
     };
-    let limit = gw.config.max_message_bytes;
+    let limit = gw.config().max_message_bytes;
     let mut reader = BufReader::new(input);
     let mut session: Option<Arc<Session>> = None;
     let modern_calls: ModernCalls = Arc::default();

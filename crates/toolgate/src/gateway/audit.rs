@@ -40,8 +40,9 @@ impl super::Gateway {
         args: Option<&Value>,
     ) {
         let name = self.servers.get(server).map(|s| s.name.clone());
-        let rule = self.redactor.rule(name.as_deref(), Some(original));
-        let recorded = args.map(|a| self.redactor.record(a, rule.arguments, rule));
+        let redactor = self.redactor.load();
+        let rule = redactor.rule(name.as_deref(), Some(original));
+        let recorded = args.map(|a| redactor.record(a, rule.arguments, rule));
         crate::audit::note(|f| {
             f.server = name;
             f.target = Some(exposed.to_owned());
@@ -78,11 +79,12 @@ impl super::Gateway {
                 } else {
                     Outcome::Ok
                 });
-                let rule = self.redactor.rule(e.server.as_deref(), original.as_deref());
+                let redactor = self.redactor.load();
+                let rule = redactor.rule(e.server.as_deref(), original.as_deref());
                 if rule.results != crate::config::Recording::None
                     && let Ok(v) = serde_json::from_str::<Value>(text)
                 {
-                    let (value, digest) = self.redactor.record(&v, rule.results, rule);
+                    let (value, digest) = redactor.record(&v, rule.results, rule);
                     e.result = value;
                     e.result_digest = digest;
                 }
@@ -148,7 +150,7 @@ impl super::Gateway {
         e.endpoint = Some(r.path.to_owned());
         e.decision = Some(Verdict::Deny);
         e.reason_code = Some(r.code.to_owned());
-        e.reason = Some(self.redactor.scrub(r.reason).into_owned());
+        e.reason = Some(self.redactor.load().scrub(r.reason).into_owned());
         e.outcome = Some(Outcome::Refused);
         e.error_code = Some(i64::from(r.status));
         self.audit.emit(e);
@@ -159,7 +161,7 @@ impl super::Gateway {
         let mut e = Event::new(EventKind::Upstream);
         e.server = Some(server.to_owned());
         e.method = Some(status.to_owned());
-        e.reason = reason.map(|r| self.redactor.scrub(r).into_owned());
+        e.reason = reason.map(|r| self.redactor.load().scrub(r).into_owned());
         self.audit.emit(e);
     }
 }

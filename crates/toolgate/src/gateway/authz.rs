@@ -552,7 +552,8 @@ impl super::Gateway {
         if self.authz.is_open() {
             return mask;
         }
-        self.authz.view(cat, &self.config, origin, mask.as_deref())
+        self.authz
+            .view(cat, &self.config(), origin, mask.as_deref())
     }
 
     /// Decide one use of a listed item; see [`Authz::check_item`].
@@ -590,7 +591,7 @@ impl super::Gateway {
         }
         self.authz.check_item(
             cat,
-            &self.config,
+            &self.config(),
             &self.origin(session),
             mask.as_deref(),
             action,
@@ -633,7 +634,8 @@ impl super::Gateway {
             return Ok(());
         }
         let none = Labels::default();
-        let labels = self.config.servers.get(name).map_or(&none, |s| &s.labels);
+        let config = self.config();
+        let labels = config.servers.get(name).map_or(&none, |s| &s.labels);
         let target = Target::resource(ServerRef { name, labels }, uri, original);
         self.authz.check_target(origin, action, &target, None)
     }

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub(crate) struct Circuit {
-    cfg: Option<CircuitConfig>,
     st: Mutex<State>,
     tripped: watch::Sender<bool>,
 }
 
 struct State {
+    cfg: Option<CircuitConfig>,
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
@@ -81,8 +81,8 @@ pub(crate) struct Pass<'a> {
 impl Circuit {
     pub fn new(cfg: Option<CircuitConfig>) -> Circuit {
         Circuit {
-            cfg,
             st: Mutex::new(State {
+                cfg,
                 failures: 0,
                 open_until: None,
                 probing: false,
@@ -96,7 +96,18 @@ impl Circuit {
     }
 
     pub fn is_configured(&self) -> bool {
-        self.cfg.is_some()
+        self.lock().cfg.is_some()
+    }
+
+    /// New settings from a config reload. Taking the breaker away closes it;
+    /// a circuit that stays configured keeps its state.
+    pub fn reconfigure(&self, cfg: Option<CircuitConfig>) {
+        let mut st = self.lock();
+        if cfg.is_none() && st.open_until.take().is_some() {
+            self.tripped.send_replace(false);
+        }
+        st.failures = if cfg.is_some() { st.failures } else { 0 };
+        st.cfg = cfg;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -110,10 +121,10 @@ impl Circuit {
             probe,
             done: false,
         };
-        if self.cfg.is_none() {
+        let mut st = self.lock();
+        if st.cfg.is_none() {
             return Ok(pass(false));
         }
-        let mut st = self.lock();
         let Some(until) = st.open_until else {
             return Ok(pass(false));
         };
@@ -173,11 +184,11 @@ impl Circuit {
     /// probe: it closes or reopens it. Before, a failure counts like a failed
     /// call, and an answer changes nothing (calls may fail while pings pass).
     pub fn probed(&self, ok: bool, server: &str) {
-        if self.cfg.is_none() {
-            return;
-        }
         let half_open = {
             let st = self.lock();
+            if st.cfg.is_none() {
+                return;
+            }
             match st.open_until {
                 Some(until) => Instant::now() >= until && !st.probing,
                 None => false,
@@ -191,8 +202,8 @@ impl Circuit {
     }
 
     fn record(&self, ok: bool, probe: bool, server: &str) {
-        let Some(cfg) = &self.cfg else { return };
         let mut st = self.lock();
+        let Some(cfg) = st.cfg else { return };
         if probe {
             st.probing = false;
         }

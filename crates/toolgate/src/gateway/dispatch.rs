@@ -128,7 +128,7 @@ impl Gateway {
             let page = cat.page(
                 kind,
                 cursor,
-                self.config.page_size,
+                self.config().page_size,
                 &self.cursors,
                 view.as_deref().map(|v| v.of(kind)),
                 &session.principal,
@@ -221,7 +221,7 @@ impl Gateway {
                     "resources/unsubscribe" => {
                         session.unsubscribe(&uri);
                         // A shared upstream keeps the subscription while anyone holds it.
-                        let shared = self.servers[server].cfg.isolation != Isolation::PerSession;
+                        let shared = self.servers[server].cfg().isolation != Isolation::PerSession;
                         if shared && self.sessions.all().iter().any(|s| s.is_subscribed(&uri)) {
                             return Ok(empty_object());
                         }
@@ -483,7 +483,7 @@ fn effective_isolation(up: &Upstream, session: &Session) -> Isolation {
     if up.is_modern() {
         return Isolation::Shared;
     }
-    match (up.cfg.isolation, session.era) {
+    match (up.cfg().isolation, session.era) {
         (Isolation::PerSession, super::session::Era::Modern) => Isolation::PerPrincipal,
         (i, _) => i,
     }
@@ -564,7 +564,7 @@ pub(super) async fn answer_input_required(
                 out,
                 method,
                 request.get("params").cloned(),
-                up.cfg.timeout(),
+                up.cfg().timeout(),
             )
             .await?;
             responses.insert(key.clone(), answer);

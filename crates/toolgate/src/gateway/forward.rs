@@ -32,8 +32,8 @@ impl Gateway {
     ) -> Option<(String, std::time::Duration)> {
         let up = self.servers.get(server)?;
         let ttl = match method {
-            "tools/call" => up.cfg.cache.tools.get(item)?.0,
-            "resources/read" => up.cfg.cache.resources?.0,
+            "tools/call" => up.cfg().cache.tools.get(item)?.0,
+            "resources/read" => up.cfg().cache.resources?.0,
             _ => return None,
         };
         // The era too: a legacy and a modern client get differently shaped results.
@@ -180,7 +180,7 @@ impl Gateway {
                 &up.name,
                 method,
                 params.as_ref(),
-                up.cfg.transport() == crate::config::TransportKind::Stdio,
+                up.cfg().transport() == crate::config::TransportKind::Stdio,
             );
             let mut sent = if conn.is_modern() {
                 // A modern server learns who is asking from every request.
@@ -198,7 +198,7 @@ impl Gateway {
                 params.clone()
             };
             crate::telemetry::inject_meta(&span, &mut sent, conn.is_modern());
-            let limits = up.cfg.call_timeouts(
+            let limits = up.cfg().call_timeouts(
                 method,
                 params
                     .as_ref()
@@ -333,7 +333,7 @@ impl Gateway {
                     out.clone(),
                     msg,
                     responder,
-                    up.cfg.timeout(),
+                    up.cfg().timeout(),
                 );
                 if let Some(ours) = ours {
                     asked.insert(upstream_id, ours);

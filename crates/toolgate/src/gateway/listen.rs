@@ -224,7 +224,7 @@ impl Gateway {
                 return;
             };
             let call = conn.request(method, Some(json!({ "uri": uri })), None);
-            if let Ok(Ok(resp)) = tokio::time::timeout(up.cfg.timeout(), call).await
+            if let Ok(Ok(resp)) = tokio::time::timeout(up.cfg().timeout(), call).await
                 && let Some(e) = resp.error
             {
                 tracing::debug!(server = %up.name, "{method} failed: {}", e.message);

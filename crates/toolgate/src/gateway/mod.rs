@@ -17,6 +17,7 @@ mod forward;
 mod listen;
 pub mod modern;
 pub mod pool;
+pub mod reload;
 pub mod session;
 pub mod stream;
 pub mod tasks;
@@ -39,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 use upstreams::SupervisorEvent;
 
 pub struct Gateway {
-    pub config: Arc<Config>,
+    /// The settings in force; a reload swaps in new ones (`crate::reload`).
+    config: ArcSwap<Config>,
+    rebuilding: std::sync::Mutex<()>,
     pub servers: Vec<Arc<Upstream>>,
     catalog: ArcSwap<Catalog>,
     generation: AtomicU64,
@@ -67,7 +70,7 @@ pub struct Gateway {
     /// Where the audit trail goes.
     pub audit: crate::audit::Auditor,
     /// What the trail may record of arguments and results.
-    pub(crate) redactor: crate::audit::redact::Redactor,
+    pub(crate) redactor: ArcSwap<crate::audit::redact::Redactor>,
     /// Rate limits, quotas, concurrency and sizes (the admit stage).
     pub limits: crate::limits::Limits,
     /// Why the policies could not be loaded (the gateway then denies everything
@@ -123,7 +126,8 @@ impl Gateway {
             })
             .collect::<Vec<_>>();
         let gw = Arc::new(Gateway {
-            config: config.clone(),
+            config: ArcSwap::new(config.clone()),
+            rebuilding: std::sync::Mutex::default(),
             servers,
             catalog: ArcSwap::from_pointee(Catalog::default()),
             generation: AtomicU64::new(0),
@@ -139,7 +143,7 @@ impl Gateway {
             task_ids: tasks::TaskIds::new(),
             authz,
             endpoints: endpoints::Endpoints::new(&config),
-            redactor: crate::audit::redact::Redactor::new(&config),
+            redactor: ArcSwap::from_pointee(crate::audit::redact::Redactor::new(&config)),
             limits: crate::limits::Limits::new(&config, crate::limits::limiter_for(&config)),
             audit,
             policy_error,
@@ -197,7 +201,7 @@ impl Gateway {
         futures::future::join_all(self.servers.iter().map(|s| s.wait_attempted())).await;
         self.rebuild_catalog();
         for s in &self.servers {
-            if s.cfg.failure == FailureMode::Closed
+            if s.cfg().failure == FailureMode::Closed
                 && let Status::Down { reason } = s.status()
             {
                 return Err(StartError::Server {
@@ -209,6 +213,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
     }
@@ -218,25 +227,31 @@ impl Gateway {
     pub fn rebuild_catalog(&self) {
         // A `failure: open` server whose circuit tripped leaves discovery until
         // it answers again.
+        // One rebuild at a time: the last catalog swapped in is built from the
+        // newest lists and settings (the supervisors and a reload both rebuild).
+        let _one = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.config();
         let lists: Vec<_> = self
             .servers
             .iter()
             .map(|s| if s.withdrawn() { None } else { s.lists() })
             .collect();
+        let cfgs: Vec<_> = self.servers.iter().map(|s| s.cfg()).collect();
         let views: Vec<_> = self
             .servers
             .iter()
             .zip(&lists)
-            .map(|(s, l)| ServerView {
+            .zip(&cfgs)
+            .map(|((s, l), cfg)| ServerView {
                 name: &s.name,
                 prefix: &s.prefix,
-                tools: &s.cfg.tools,
-                prompts: &s.cfg.prompts,
+                tools: &cfg.tools,
+                prompts: &cfg.prompts,
                 lists: l.as_deref(),
             })
             .collect();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let new = Catalog::build(&self.config, &views, generation);
+        let new = Catalog::build(&config, &views, generation);
         let old = self.catalog.swap(Arc::new(new));
         let new = self.catalog.load();
         let mut changed = Vec::new();
@@ -296,7 +311,8 @@ impl Gateway {
     /// Who a stdio client is. The transport carries no credentials: the client is
     /// whoever started toolgate, the configured anonymous user or `local`.
     pub fn local_principal(&self) -> Arc<crate::auth::Principal> {
-        let anonymous = self.config.auth.as_ref().and_then(|a| a.anonymous.as_ref());
+        let config = self.config();
+        let anonymous = config.auth.as_ref().and_then(|a| a.anonymous.as_ref());
         Arc::new(anonymous.map_or_else(
             || crate::auth::Principal::anonymous("local"),
             crate::auth::Principal::configured_anonymous,
@@ -413,7 +429,7 @@ impl Gateway {
                     "## {} (tools prefixed `{}{}`)\n{}",
                     s.name,
                     s.prefix,
-                    self.config.separator,
+                    self.config().separator,
                     text.trim()
                 ))
             })
@@ -491,7 +507,7 @@ impl Gateway {
         let stdio = |idx: &usize| {
             self.servers
                 .get(*idx)
-                .is_some_and(|s| s.cfg.transport() == crate::config::TransportKind::Stdio)
+                .is_some_and(|s| s.cfg().transport() == crate::config::TransportKind::Stdio)
         };
         let mut reaped = 0;
         for s in self.sessions.all() {
@@ -500,7 +516,7 @@ impl Gateway {
         for up in self
             .servers
             .iter()
-            .filter(|s| s.cfg.transport() == crate::config::TransportKind::Stdio)
+            .filter(|s| s.cfg().transport() == crate::config::TransportKind::Stdio)
         {
             reaped += up.principals.reap_idle(idle, |_| true);
         }

@@ -740,7 +740,7 @@ impl Gateway {
         let page = catalog.page(
             kind,
             cursor,
-            self.config.page_size,
+            self.config().page_size,
             &self.cursors,
             view.as_deref().map(|v| v.of(kind)),
             &origin.principal.key(),
@@ -749,7 +749,7 @@ impl Gateway {
         // be stretched. A list filtered by policy is this caller's alone: private.
         // Otherwise it is the same for everyone: public, unless a server said its
         // lists are private.
-        let own = self.config.catalog_ttl.0.as_millis() as u64;
+        let own = self.config().catalog_ttl.0.as_millis() as u64;
         let ttl_ms = catalog.ttl_ms.map_or(own, |t| t.min(own));
         let scope = if catalog.private || view.is_some() {
             "private"
@@ -775,7 +775,7 @@ impl Gateway {
             "supportedVersions": supported_versions(),
             "capabilities": self.capabilities(),
             "_meta": { META_SERVER_INFO: super::server_info() },
-            "ttlMs": self.config.catalog_ttl.0.as_millis() as u64,
+            "ttlMs": self.config().catalog_ttl.0.as_millis() as u64,
             "cacheScope": "public",
         });
         if let Some(text) = self.instructions() {

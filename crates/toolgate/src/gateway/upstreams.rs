@@ -54,7 +54,9 @@ pub enum Status {
 pub struct Upstream {
     pub idx: usize,
     pub name: Arc<str>,
-    pub cfg: ServerConfig,
+    /// The server's settings; a config reload may swap in new ones (see
+    /// [`Upstream::reconfigure`]).
+    cfg: arc_swap::ArcSwap<ServerConfig>,
     pub prefix: String,
     pub max_message: usize,
     state: Mutex<State>,
@@ -133,7 +135,7 @@ impl Upstream {
         Arc::new(Upstream {
             idx,
             name: name.into(),
-            cfg,
+            cfg: arc_swap::ArcSwap::from_pointee(cfg),
             prefix,
             max_message,
             state: Mutex::new(State {
@@ -159,6 +161,17 @@ impl Upstream {
     fn update(&self, f: impl FnOnce(&mut State)) {
         f(&mut lock(&self.state));
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn cfg(&self) -> Arc<ServerConfig> {
+        self.cfg.load_full()
+    }
+
+    /// Settings a reload may change while the server runs: everything but how
+    /// it is reached, started, shared and named (see `crate::reload`).
+    pub fn reconfigure(&self, cfg: ServerConfig) {
+        self.circuit.reconfigure(cfg.circuit);
+        self.cfg.store(Arc::new(cfg));
     }
 
     pub fn status(&self) -> Status {
@@ -201,7 +214,7 @@ impl Upstream {
     /// Whether the server's items are out of discovery now: a `failure: open`
     /// server whose circuit tripped.
     pub fn withdrawn(&self) -> bool {
-        self.cfg.failure == crate::config::FailureMode::Open && self.circuit.is_tripped()
+        self.cfg().failure == crate::config::FailureMode::Open && self.circuit.is_tripped()
     }
 
     /// The server as `toolgate catalog --json` and `GET /admin/v1/servers`
@@ -215,7 +228,7 @@ impl Upstream {
         let lists = self.lists();
         let mut v = json!({
             "name": &*self.name,
-            "transport": match self.cfg.transport() {
+            "transport": match self.cfg().transport() {
                 TransportKind::Stdio => "stdio",
                 TransportKind::StreamableHttp => "streamable-http",
                 TransportKind::Sse => "sse",
@@ -224,7 +237,7 @@ impl Upstream {
             "reason": reason,
             "era": self.info().map(|i| if i.modern { "modern" } else { "legacy" }),
             "serverInfo": self.info().map(|i| i.server_info),
-            "failure": match self.cfg.failure {
+            "failure": match self.cfg().failure {
                 crate::config::FailureMode::Open => "open",
                 crate::config::FailureMode::Closed => "closed",
             },
@@ -244,7 +257,7 @@ impl Upstream {
                 "opened": c.opened,
             });
         }
-        if !self.cfg.health.interval.0.is_zero() {
+        if !self.cfg().health.interval.0.is_zero() {
             let h = self.health();
             v["health"] = json!({
                 "ok": h.checked.map(|_| h.ok),
@@ -325,12 +338,12 @@ impl Upstream {
         client_info: Value,
         sink: Option<Sink>,
     ) -> Result<Arc<Connection>, UpstreamError> {
-        let limit = self.cfg.timeout().min(Duration::from_secs(30));
+        let limit = self.cfg().timeout().min(Duration::from_secs(30));
         let attempt = async {
-            let known = match self.cfg.era {
+            let known = match self.cfg().era {
                 UpstreamEra::Legacy => Some(false),
                 UpstreamEra::Modern => Some(true),
-                UpstreamEra::Auto if self.cfg.transport() == TransportKind::Sse => Some(false),
+                UpstreamEra::Auto if self.cfg().transport() == TransportKind::Sse => Some(false),
                 UpstreamEra::Auto => *lock(&self.era),
             };
             if known != Some(false) {
@@ -341,8 +354,8 @@ impl Upstream {
                         *lock(&self.era) = Some(true);
                         return Ok(conn);
                     }
-                    Ok(Err(e)) if self.cfg.era == UpstreamEra::Modern => return Err(e),
-                    _ if self.cfg.era == UpstreamEra::Modern => {
+                    Ok(Err(e)) if self.cfg().era == UpstreamEra::Modern => return Err(e),
+                    _ if self.cfg().era == UpstreamEra::Modern => {
                         return Err(UpstreamError::Timeout {
                             server: self.name.clone(),
                             after: PROBE_TIMEOUT.min(limit),
@@ -381,7 +394,7 @@ impl Upstream {
         sink: Option<Sink>,
         supervisor: bool,
     ) -> Result<Arc<Connection>, UpstreamError> {
-        let child = if self.cfg.transport() == TransportKind::Stdio {
+        let child = if self.cfg().transport() == TransportKind::Stdio {
             if let Some((until, reason)) = &*lock(&self.held)
                 && Instant::now() < *until
             {
@@ -405,20 +418,20 @@ impl Upstream {
         };
         let transport = upstream::open(
             &self.name,
-            &self.cfg,
+            &self.cfg(),
             self.max_message,
             self.tool_headers.clone(),
             child,
         )
         .await?;
-        let exact = self.cfg.transport() == TransportKind::StreamableHttp;
+        let exact = self.cfg().transport() == TransportKind::StreamableHttp;
         Ok(Connection::start(self.name.clone(), transport, exact, sink))
     }
 
     /// The shared connection, waiting (up to the server's timeout) while it starts.
     pub async fn shared_connection(&self) -> Result<Arc<Connection>, UpstreamError> {
         let mut rx = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout();
+        let deadline = tokio::time::Instant::now() + self.cfg().timeout();
         loop {
             {
                 let st = lock(&self.state);
@@ -466,13 +479,13 @@ impl Upstream {
                 ));
             }
             let resp = tokio::time::timeout(
-                self.cfg.timeout(),
+                self.cfg().timeout(),
                 conn.request(kind.method(), params, None),
             )
             .await
             .map_err(|_| UpstreamError::Timeout {
                 server: self.name.clone(),
-                after: self.cfg.timeout(),
+                after: self.cfg().timeout(),
             })??;
             if let Some(e) = resp.error {
                 // A server without this list is not broken; it just has none.
@@ -562,8 +575,8 @@ pub async fn supervise(
     let mut last_reason: Option<String> = None;
     while !stop.is_cancelled() {
         if let Some(last) = &last_reason
-            && up.cfg.transport() == TransportKind::Stdio
-            && crash_loop(&up.cfg.restart, &mut restarts, Instant::now())
+            && up.cfg().transport() == TransportKind::Stdio
+            && crash_loop(&up.cfg().restart, &mut restarts, Instant::now())
         {
             if !hold_down(&up, last, &events, &stop).await {
                 return;
@@ -645,7 +658,7 @@ pub async fn supervise(
                 Some(reason.clone()),
             ))
             .await;
-        let keep_items = up.cfg.failure == crate::config::FailureMode::Closed;
+        let keep_items = up.cfg().failure == crate::config::FailureMode::Closed;
         up.update(|s| {
             s.status = Status::Down { reason };
             s.shared = None;
@@ -693,7 +706,7 @@ async fn hold_down(
     events: &mpsc::Sender<SupervisorEvent>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> bool {
-    let policy = up.cfg.restart;
+    let policy = up.cfg().restart;
     let reason = format!(
         "crash loop: restarted {} times within {}s; not started again for {}s (restart.cooldown); last failure: {last}",
         policy.max,
@@ -702,7 +715,7 @@ async fn hold_down(
     );
     tracing::error!(server = %up.name, "{reason}");
     *lock(&up.held) = Some((Instant::now() + policy.cooldown.0, reason.clone()));
-    let keep_items = up.cfg.failure == crate::config::FailureMode::Closed;
+    let keep_items = up.cfg().failure == crate::config::FailureMode::Closed;
     let _ = events
         .send(SupervisorEvent::Lifecycle(
             up.idx,
@@ -807,7 +820,7 @@ async fn serve(
         guard.drop_guard()
     });
     let _listening = listening;
-    let health = up.cfg.health;
+    let health = up.cfg().health;
     let probing = !health.interval.0.is_zero();
     let mut next_probe = probing.then(|| tokio::time::Instant::now() + health.interval.0);
     let mut last_probe = tokio::time::Instant::now();

@@ -229,6 +229,11 @@ impl ConfigFile {
         ConfigFile::text("config.json", &config.to_string())
     }
 
+    /// Replace the file's content with `config` (for reload tests).
+    pub fn write(&self, config: &Value) {
+        std::fs::write(&self.path, config.to_string()).expect("rewrite the config");
+    }
+
     pub fn text(name: &str, text: &str) -> ConfigFile {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join(name);
@@ -300,9 +305,14 @@ impl Gateway {
 
     /// Ask the gateway to stop, as an operator or an orchestrator would (SIGTERM).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send the gateway a signal (`HUP`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
+                .args([&format!("-{name}"), &pid.to_string()])
                 .status();
         }
     }
