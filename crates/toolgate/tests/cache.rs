@@ -124,6 +124,41 @@ async fn cached_results_are_reused_only_for_the_same_caller_and_arguments() {
         alice.call_tool("fx__test_audio_content", json!({})).await;
         barrier(&alice, &log, 5).await;
         assert_eq!(asked(&log, "test_audio_content"), 2);
+
+        // The trail tells answers from the cache apart: one hit for Alice's second image call,
+        // none for Bob's.
+        let config = gw.config.path.to_str().unwrap();
+        let (code, out, err) = support::run_toolgate(
+            &[
+                "audit",
+                "query",
+                "--config",
+                config,
+                "--tool",
+                "fx__test_image_content",
+                "--json",
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{err}");
+        let events: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 3, "{out}");
+        let hits: Vec<&str> = events
+            .iter()
+            .filter(|e| e["detail"]["cache"] == "hit")
+            .map(|e| e["user"].as_str().unwrap())
+            .collect();
+        assert_eq!(hits, ["alice"], "{out}");
+        assert!(
+            events
+                .iter()
+                .all(|e| e["detail"]["cache"] == "hit" || e.get("upstream_us").is_some()),
+            "{out}"
+        );
     })
     .await;
 }

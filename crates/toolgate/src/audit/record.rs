@@ -38,6 +38,8 @@ pub struct Facts {
     /// Arguments as the redaction rule allows, or their digest.
     pub arguments: Option<Value>,
     pub arguments_digest: Option<String>,
+    /// The answer came from the result cache: nothing reached the server.
+    pub cache_hit: bool,
 }
 
 impl Record {

@@ -119,6 +119,9 @@ impl super::Gateway {
         if !f.upstream.is_zero() {
             e.upstream_us = Some(micros(f.upstream));
         }
+        if f.cache_hit {
+            e.detail = Some(serde_json::json!({ "cache": "hit" }));
+        }
         e.trace_id = crate::telemetry::current_trace_id();
         e
     }

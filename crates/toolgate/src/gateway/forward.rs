@@ -69,6 +69,7 @@ impl Gateway {
         };
         if let Some(hit) = self.results.get(&key) {
             crate::metrics::result_cache(true);
+            crate::audit::note(|f| f.cache_hit = true);
             return Ok(hit);
         }
         crate::metrics::result_cache(false);
