@@ -162,3 +162,71 @@ async fn cached_results_are_reused_only_for_the_same_caller_and_arguments() {
     })
     .await;
 }
+
+/// How many `method` requests the upstream received.
+fn upstream_count(log: &Path, method: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["method"] == method)
+        .count()
+}
+
+/// A typical agent loop lists the tools before every step. The gateway serves every such list
+/// from its catalog: the upstream hears `tools/list` only when the gateway itself reads it (at
+/// start, and after the server says its list changed), however many clients loop.
+#[tokio::test]
+async fn an_agent_loop_lists_from_the_catalog_and_never_from_the_upstream() {
+    within(TEST_TIMEOUT, "the test", async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("upstream.log");
+        let gw = Gateway::serve(json!({
+            "servers": { "fx": support::logged_stdio_fixture(&log) },
+        }))
+        .await;
+        let at_start = upstream_count(&log, "tools/list");
+        assert!(at_start >= 1, "the gateway read the list at start");
+
+        const CLIENTS: usize = 3;
+        const STEPS: usize = 10;
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(Client::http(&gw.base, Options::default()).await);
+        }
+        for step in 0..STEPS {
+            for c in &clients {
+                let tools = c.list_all("tools/list", "tools").await;
+                assert!(!tools.is_empty());
+                c.list_all("prompts/list", "prompts").await;
+                c.list_all("resources/list", "resources").await;
+                let text = format!("step {step}");
+                assert_eq!(
+                    first_text(&c.call_tool("fx__echo", json!({ "text": text })).await),
+                    text
+                );
+            }
+        }
+        let calls = upstream_count(&log, "tools/call");
+        assert_eq!(calls, CLIENTS * STEPS, "every call reached the upstream");
+        assert_eq!(
+            upstream_count(&log, "tools/list"),
+            at_start,
+            "{} client tools/list requests, none of them upstream",
+            CLIENTS * STEPS
+        );
+
+        // The server's list changes: the gateway reads it once, for everyone.
+        let c = &clients[0];
+        c.call_tool("fx__test_trigger_tool_change", json!({})).await;
+        c.wait_notification("tools/list_changed", |n| {
+            n["method"] == "notifications/tools/list_changed"
+        })
+        .await;
+        for c in &clients {
+            c.list_all("tools/list", "tools").await;
+        }
+        assert_eq!(upstream_count(&log, "tools/list"), at_start + 1);
+    })
+    .await;
+}
