@@ -247,7 +247,14 @@ fn next_id(time_us: i64) -> String {
     static COUNTER: std::sync::LazyLock<AtomicU32> =
         std::sync::LazyLock::new(|| AtomicU32::new(rand::random()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{n:08x}", time_us.max(0))
+    format!("{}{n:08x}", id_at(time_us))
+}
+
+/// The least id of an event at `time_us` or later: `id >= id_at(t)` is
+/// `time_us >= t`, and `id < id_at(t)` is `time_us < t`, so time ranges are
+/// ranges of the primary key and need no index of their own.
+pub fn id_at(time_us: i64) -> String {
+    format!("{:016x}", time_us.max(0))
 }
 
 #[cfg(test)]
@@ -261,6 +268,8 @@ mod tests {
         let b = Event::new(EventKind::Request);
         assert!(a.id < b.id, "{} < {}", a.id, b.id);
         assert_eq!(a.id.len(), 24);
+        assert!(id_at(a.time_us) <= a.id && a.id < id_at(a.time_us + 1));
+        assert!(a.id < id_at(b.time_us) && id_at(b.time_us) <= b.id);
     }
 
     #[test]

@@ -41,27 +41,28 @@ pub struct Filter {
 /// Events matching `f`, newest first unless `f.ascending`.
 pub async fn events(store: &Store, f: &Filter) -> anyhow::Result<Vec<Event>> {
     let mut clauses: Vec<String> = Vec::new();
-    let mut binds: Vec<Bind> = Vec::new();
-    let mut add = |clause: &str, v: Bind| {
+    let mut binds: Vec<String> = Vec::new();
+    let mut add = |clause: &str, v: String| {
         binds.push(v);
         clauses.push(clause.replace('?', &format!("${}", binds.len())));
     };
+    // Ids begin with the time: a time range is a range of the primary key.
     if let Some(t) = f.since_us {
-        add("time_us >= ?", Bind::Int(t));
+        add("id >= ?", super::event::id_at(t));
     }
     if let Some(t) = f.until_us {
-        add("time_us < ?", Bind::Int(t));
+        add("id < ?", super::event::id_at(t));
     }
     if let Some(id) = &f.after {
-        add("id > ?", Bind::Text(id.clone()));
+        add("id > ?", id.clone());
     }
     if let Some(p) = &f.principal {
         match p.split_once('/') {
             Some((tenant, user)) => {
-                add("tenant = ?", Bind::Text(tenant.into()));
-                add("user_name = ?", Bind::Text(user.into()));
+                add("tenant = ?", tenant.into());
+                add("user_name = ?", user.into());
             }
-            None => add("user_name = ?", Bind::Text(p.clone())),
+            None => add("user_name = ?", p.clone()),
         }
     }
     for (column, value) in [
@@ -76,7 +77,7 @@ pub async fn events(store: &Store, f: &Filter) -> anyhow::Result<Vec<Event>> {
         ("kind", &f.kind),
     ] {
         if let Some(v) = value {
-            add(&format!("{column} = ?"), Bind::Text(v.clone()));
+            add(&format!("{column} = ?"), v.clone());
         }
     }
     let filter = if clauses.is_empty() {
@@ -90,10 +91,7 @@ pub async fn events(store: &Store, f: &Filter) -> anyhow::Result<Vec<Event>> {
         format!("SELECT event_json FROM toolgate_audit {filter} ORDER BY id {order} LIMIT {limit}");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in binds {
-        q = match b {
-            Bind::Int(i) => q.bind(i),
-            Bind::Text(s) => q.bind(s),
-        };
+        q = q.bind(b);
     }
     let rows = q.fetch_all(&store.pool).await?;
     rows.iter()
@@ -102,11 +100,6 @@ pub async fn events(store: &Store, f: &Filter) -> anyhow::Result<Vec<Event>> {
             Ok(serde_json::from_str(&text)?)
         })
         .collect()
-}
-
-enum Bind {
-    Int(i64),
-    Text(String),
 }
 
 /// `24h`, `90m`, `7d`, `30s`, or an RFC 3339 time, as µs since the epoch.

@@ -83,8 +83,9 @@ impl StoreSink {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let cutoff = now.saturating_sub(self.max_age).as_micros() as i64;
-        let old = sqlx::query("DELETE FROM toolgate_audit WHERE time_us < $1")
-            .bind(cutoff)
+        // Ids begin with the time (`id_at`): the primary key finds them.
+        let old = sqlx::query("DELETE FROM toolgate_audit WHERE id < $1")
+            .bind(super::super::event::id_at(cutoff))
             .execute(&mut self.conn)
             .await?
             .rows_affected();
