@@ -36,6 +36,7 @@ pub const STREAMS: &str = "toolgate_streams_active";
 pub const RESULT_CACHE: &str = "toolgate_result_cache_total";
 pub const CIRCUIT_OPEN: &str = "toolgate_upstream_circuit_open";
 pub const UPSTREAM_UP: &str = "toolgate_upstream_up";
+pub const HEALTH_FAILURES: &str = "toolgate_upstream_health_failures";
 pub const STDIO_CHILDREN: &str = "toolgate_stdio_children";
 pub const AUDIT_QUEUED: &str = "toolgate_audit_queue_events";
 pub const AUDIT_WRITTEN: &str = "toolgate_audit_events_written_total";
@@ -372,11 +373,22 @@ impl Metrics {
                 gw.streams.count(kind) as f64,
             );
         }
-        for up in gw.servers.iter().filter(|u| u.cfg().circuit.is_some()) {
+        for up in gw.servers.iter().filter(|u| u.circuit.is_configured()) {
             gauge(
                 CIRCUIT_OPEN,
                 vec![Label::new("server", up.name.to_string())],
-                if up.circuit.is_open() { 1.0 } else { 0.0 },
+                if up.circuit.is_tripped() { 1.0 } else { 0.0 },
+            );
+        }
+        for up in gw
+            .servers
+            .iter()
+            .filter(|u| !u.cfg().health.interval.0.is_zero())
+        {
+            gauge(
+                HEALTH_FAILURES,
+                vec![Label::new("server", up.name.to_string())],
+                f64::from(up.health().failures),
             );
         }
         for up in &gw.servers {
