@@ -820,13 +820,14 @@ async fn serve(
         guard.drop_guard()
     });
     let _listening = listening;
-    let health = up.cfg().health;
-    let probing = !health.interval.0.is_zero();
-    let mut next_probe = probing.then(|| tokio::time::Instant::now() + health.interval.0);
     let mut last_probe = tokio::time::Instant::now();
     let mut probe: Option<futures::future::BoxFuture<'static, Result<Duration, String>>> = None;
     let mut tripped = up.circuit.watch();
     loop {
+        // Read each time round: a reload may change them.
+        let health = up.cfg().health;
+        let probing = !health.interval.0.is_zero();
+        let next_probe = probing.then(|| last_probe + health.interval.0);
         // A tripped circuit is probed as soon as its cooldown ends (at most
         // twice a second): with `failure: open` no call can reach the server
         // to probe it while its items are out of discovery.
@@ -845,7 +846,6 @@ async fn serve(
             verdict = async { probe.as_mut().expect("a probe in flight").await }, if probe.is_some() => {
                 probe = None;
                 last_probe = tokio::time::Instant::now();
-                next_probe = probing.then(|| last_probe + health.interval.0);
                 up.circuit.probed(verdict.is_ok(), &up.name);
                 let failures = up.note_health(verdict.as_ref().map(|d| *d).map_err(String::as_str));
                 if let Err(e) = verdict
