@@ -58,7 +58,8 @@ struct CommonArgs {
     )]
     extra_tools: usize,
     /// Add tools that break the server on purpose, for failure tests: `crash` exits the process at
-    /// once, `corrupt_stdout` writes a line that is not JSON-RPC to stdout and never answers.
+    /// once, `corrupt_stdout` writes a line that is not JSON-RPC to stdout and never answers,
+    /// `flood` sends notifications as fast as it can, `big` answers with a result of any size.
     #[arg(long, global = true, env = "TOOLGATE_FIXTURE_FAULT_TOOLS")]
     fault_tools: bool,
     /// Which protocol eras to serve: `both` (legacy `initialize` sessions and 2026-07-28

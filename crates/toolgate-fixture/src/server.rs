@@ -69,7 +69,7 @@ impl Eras {
 pub struct FixtureConfig {
     pub name: String,
     pub extra_tools: usize,
-    /// `crash` and `corrupt_stdout` are listed and callable.
+    /// `crash`, `corrupt_stdout`, `flood` and `big` are listed and callable.
     pub fault_tools: bool,
     pub eras: Eras,
     pub tools: Vec<Tool>,

@@ -25,6 +25,13 @@ const STEP: Duration = Duration::from_millis(50);
 /// How long `test_reconnection` waits for the client to come back before answering anyway.
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// The most notifications one `flood` call sends of each kind.
+const MAX_FLOOD: u64 = 1_000_000;
+/// The most padding one `flood` notification carries, in bytes.
+const MAX_PADDING: u64 = 1024 * 1024;
+/// The largest text `big` answers with, in bytes.
+const MAX_BIG: u64 = 64 * 1024 * 1024;
+
 pub const LOGGING_TOOL: &str = "test_logging_tool";
 pub const TRIGGER_TOOL_CHANGE: &str = "test_trigger_tool_change";
 pub const TRIGGER_PROMPT_CHANGE: &str = "test_trigger_prompt_change";
@@ -228,6 +235,28 @@ pub fn catalog(extra_tools: usize, fault_tools: bool) -> Vec<Tool> {
             "Writes a line that is not JSON-RPC to stdout, then never answers",
             no_args(),
         ));
+        wire.push(tool(
+            "flood",
+            "Sends `count` info log messages (each carrying `bytes` of padding) as fast as it can, and as many progress notifications when given a progress token, then answers; with `detach` it answers first and sends the log messages afterwards, outside any call",
+            json!({
+                "type": "object",
+                "properties": {
+                    "count": { "type": "integer", "minimum": 0, "maximum": MAX_FLOOD },
+                    "bytes": { "type": "integer", "minimum": 0, "maximum": MAX_PADDING },
+                    "detach": { "type": "boolean" },
+                },
+                "required": ["count"],
+            }),
+        ));
+        wire.push(tool(
+            "big",
+            "Answers with one text content of `bytes` characters",
+            json!({
+                "type": "object",
+                "properties": { "bytes": { "type": "integer", "minimum": 0, "maximum": MAX_BIG } },
+                "required": ["bytes"],
+            }),
+        ));
     }
     wire.extend((0..extra_tools).map(|i| {
         tool(
@@ -326,6 +355,8 @@ pub async fn call(
             std::process::exit(3)
         }
         "corrupt_stdout" if fixture.config.fault_tools => corrupt_stdout(&cx).await,
+        "flood" if fixture.config.fault_tools => flood(fixture, &args, &cx).await,
+        "big" if fixture.config.fault_tools => big(&args),
         "touch_resource" if crate::mrtr::is_modern(&cx) => {
             // No sessions on 2026-07-28: the update goes to the subscriptions/listen streams
             // that named the URI in their resourceSubscriptions.
@@ -759,6 +790,103 @@ async fn corrupt_stdout(cx: &RequestContext<RoleServer>) -> Result<CallToolResul
     Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]))
 }
 
+/// A server that floods its client: `count` log messages (at level info, if the client's
+/// level lets them through) and, with a progress token, `count` progress notifications, sent
+/// one after the other as fast as the transport takes them. With `detach` the call answers at
+/// once and the log messages follow it, outside any call.
+async fn flood(
+    fixture: &Fixture,
+    args: &JsonObject,
+    cx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let Some(count) = args
+        .get("count")
+        .and_then(Value::as_u64)
+        .filter(|c| *c <= MAX_FLOOD)
+    else {
+        return Err(ErrorData::invalid_params(
+            format!("flood needs an integer argument `count` between 0 and {MAX_FLOOD}"),
+            None,
+        ));
+    };
+    let Some(padding) = bounded_arg(args, "bytes", 0, MAX_PADDING) else {
+        return Err(ErrorData::invalid_params(
+            format!("flood's `bytes` is an integer between 0 and {MAX_PADDING}"),
+            None,
+        ));
+    };
+    let detach = args.get("detach").and_then(Value::as_bool).unwrap_or(false);
+    let logs = wants_log(fixture, cx, LoggingLevel::Info);
+    // Progress belongs to the call: a detached flood sends none.
+    let token = (!detach).then(|| cx.meta.get_progress_token()).flatten();
+    let peer = cx.peer.clone();
+    let padding = "x".repeat(padding);
+    let send = async move {
+        let (mut logged, mut reported) = (0u64, 0u64);
+        for i in 0..count {
+            if logs {
+                let note = LoggingMessageNotificationParam::new(
+                    LoggingLevel::Info,
+                    json!({ "n": i, "padding": padding }),
+                )
+                .with_logger("flood");
+                if peer.notify_logging_message(note).await.is_err() {
+                    break;
+                }
+                logged += 1;
+            }
+            if let Some(token) = &token {
+                let note = ProgressNotificationParam::new(token.clone(), i as f64)
+                    .with_total(count as f64);
+                if peer.notify_progress(note).await.is_err() {
+                    break;
+                }
+                reported += 1;
+            }
+        }
+        (logged, reported)
+    };
+    if detach {
+        tokio::spawn(async move {
+            // Give the answer a head start, so the flood comes after it.
+            tokio::time::sleep(STEP).await;
+            send.await
+        });
+        return Ok(text(format!(
+            "flooding: {} log message(s) follow",
+            if logs { count } else { 0 }
+        )));
+    }
+    let (logged, reported) = send.await;
+    Ok(text(format!(
+        "sent {logged} log message(s) and {reported} progress notification(s)"
+    )))
+}
+
+/// A result as large as asked: one text content of `bytes` characters.
+fn big(args: &JsonObject) -> Result<CallToolResult, ErrorData> {
+    match args
+        .get("bytes")
+        .and_then(Value::as_u64)
+        .filter(|b| *b <= MAX_BIG)
+    {
+        Some(bytes) => Ok(text("x".repeat(bytes as usize))),
+        None => Err(ErrorData::invalid_params(
+            format!("big needs an integer argument `bytes` between 0 and {MAX_BIG}"),
+            None,
+        )),
+    }
+}
+
+/// An optional integer argument within `0..=max`, `default` when absent; `None` when invalid.
+fn bounded_arg(args: &JsonObject, name: &str, default: u64, max: u64) -> Option<usize> {
+    let value = match args.get(name) {
+        None => default,
+        Some(v) => v.as_u64()?,
+    };
+    (value <= max).then_some(value as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -796,7 +924,7 @@ mod tests {
             "fault tools need the flag"
         );
         let with_faults = catalog(0, true);
-        for fault in ["crash", "corrupt_stdout"] {
+        for fault in ["crash", "corrupt_stdout", "flood", "big"] {
             assert!(
                 with_faults.iter().any(|t| t.name == fault),
                 "missing {fault}"
@@ -832,6 +960,16 @@ mod tests {
             let wire = serde_json::to_value(&params).unwrap();
             assert_eq!(wire["requestedSchema"]["properties"], schema["properties"]);
         }
+    }
+
+    #[test]
+    fn big_answers_as_many_characters_as_asked_and_refuses_more_than_its_maximum() {
+        let args: JsonObject = serde_json::from_value(json!({ "bytes": 1000 })).unwrap();
+        let wire = serde_json::to_value(big(&args).unwrap()).unwrap();
+        assert_eq!(wire["content"][0]["text"].as_str().unwrap().len(), 1000);
+        let args: JsonObject = serde_json::from_value(json!({ "bytes": MAX_BIG + 1 })).unwrap();
+        assert!(big(&args).is_err());
+        assert!(big(&JsonObject::new()).is_err());
     }
 
     #[test]

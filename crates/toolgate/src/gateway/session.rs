@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Closed request streams kept for `Last-Event-ID` resumption.
 const KEEP_STREAMS: usize = 64;
+/// Bytes those kept streams may hold together (big results would otherwise keep
+/// up to 64 of them alive for as long as the session lasts).
+const KEEP_BYTES: usize = 16 * 1024 * 1024;
 /// URIs remembered per session from results, for routing reads of them.
 const MAX_LEARNED: usize = 4096;
 
@@ -218,7 +221,12 @@ impl Session {
         let (map, order) = &mut *guard;
         map.insert(id, stream.clone());
         order.push_back(id);
-        while order.len() > KEEP_STREAMS {
+        let mut kept_bytes: usize = map
+            .values()
+            .filter(|s| s.is_closed())
+            .map(|s| s.buffered_bytes())
+            .sum();
+        while order.len() > KEEP_STREAMS || kept_bytes > KEEP_BYTES {
             // Evict the oldest finished stream; open ones are never evicted.
             let Some(pos) = order
                 .iter()
@@ -226,8 +234,8 @@ impl Session {
             else {
                 break;
             };
-            if let Some(sid) = order.remove(pos) {
-                map.remove(&sid);
+            if let Some(gone) = order.remove(pos).and_then(|sid| map.remove(&sid)) {
+                kept_bytes = kept_bytes.saturating_sub(gone.buffered_bytes());
             }
         }
         stream
@@ -387,5 +395,48 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_request_streams_are_bounded_in_bytes_and_open_ones_are_kept() {
+        let (session, _asks) = Session::modern(
+            Arc::new(crate::auth::Principal::anonymous("local")),
+            "/mcp".into(),
+            "2025-11-25".into(),
+            Value::Null,
+            Value::Null,
+            None,
+        );
+        let big: Arc<str> = "x".repeat(KEEP_BYTES / 4).into();
+        let open = session.open_stream();
+        open.push_serialized(big.clone());
+        let mut finished = Vec::new();
+        for _ in 0..10 {
+            let s = session.open_stream();
+            s.push_serialized(big.clone());
+            s.close();
+            finished.push(s.id);
+        }
+        session.open_stream();
+        let kept: usize = finished
+            .iter()
+            .filter_map(|id| session.stream(*id))
+            .map(|s| s.buffered_bytes())
+            .sum();
+        assert!(kept <= KEEP_BYTES, "{kept} bytes kept");
+        assert!(session.stream(finished[9]).is_some(), "the newest is kept");
+        assert!(
+            session.stream(finished[0]).is_none(),
+            "the oldest went first"
+        );
+        assert!(
+            session.stream(open.id).is_some(),
+            "a stream in use is never evicted"
+        );
     }
 }

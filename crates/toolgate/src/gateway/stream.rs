@@ -5,7 +5,7 @@
 //! the session's standalone stream (GET, legacy SSE, stdio). Writers never wait for
 //! a reader; readers follow at their own pace from any position still buffered, so
 //! a client that reconnects with `Last-Event-ID` gets what it missed. The buffer is
-//! bounded: the oldest events are dropped first.
+//! bounded, in events and in bytes: the oldest events are dropped first.
 
 use crate::jsonrpc::Message;
 use std::collections::VecDeque;
@@ -14,6 +14,10 @@ use tokio::sync::watch;
 
 /// Events kept for replay per stream.
 const REPLAY: usize = 1024;
+/// Bytes of events kept for replay per stream: a reader this far behind (a
+/// client that stopped reading) loses the oldest events rather than the gateway
+/// its memory. The newest event is always kept, whatever its size.
+const REPLAY_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct EventStream {
     pub id: u64,
@@ -24,6 +28,8 @@ pub struct EventStream {
 
 struct Inner {
     events: VecDeque<(u64, Arc<str>)>,
+    /// The length of every event in `events`, together.
+    bytes: usize,
     next_seq: u64,
     closed: bool,
     /// Highest sequence number handed to any reader; a new reader without a
@@ -44,6 +50,7 @@ impl EventStream {
             id,
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
+                bytes: 0,
                 next_seq: 0,
                 closed: false,
                 delivered: None,
@@ -80,9 +87,12 @@ impl EventStream {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
+            st.bytes += text.len();
             st.events.push_back((seq, text));
-            if st.events.len() > REPLAY {
-                st.events.pop_front();
+            while st.events.len() > REPLAY || (st.bytes > REPLAY_BYTES && st.events.len() > 1) {
+                if let Some((_, old)) = st.events.pop_front() {
+                    st.bytes -= old.len();
+                }
             }
             st.closed = close;
             seq
@@ -98,6 +108,11 @@ impl EventStream {
 
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Bytes of the events kept for replay.
+    pub fn buffered_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Where a new reader without a resume position starts.
@@ -190,6 +205,26 @@ mod tests {
         assert!(matches!(s.next(2).await, Next::Event(2, _)));
         assert!(matches!(s.next(3).await, Next::End));
         assert!(!s.push(&msg(4)), "closed streams refuse writes");
+    }
+
+    #[tokio::test]
+    async fn replay_is_bounded_in_bytes_and_keeps_the_newest_event() {
+        let s = EventStream::new(1);
+        let big = Arc::<str>::from("x".repeat(REPLAY_BYTES / 4 + 1));
+        for _ in 0..8 {
+            s.push_serialized(big.clone());
+        }
+        assert!(s.buffered_bytes() <= REPLAY_BYTES, "{}", s.buffered_bytes());
+        // A reader that fell behind skips what was dropped and gets the newest events.
+        let Next::Event(first, _) = s.next(0).await else {
+            panic!("no event kept")
+        };
+        assert_eq!(first, 5, "only the newest three fit");
+        // One event larger than the budget is still kept, alone.
+        let huge = Arc::<str>::from("x".repeat(REPLAY_BYTES + 1));
+        s.push_serialized(huge.clone());
+        assert_eq!(s.buffered_bytes(), huge.len());
+        assert!(matches!(s.next(0).await, Next::Event(8, _)));
     }
 
     #[tokio::test]

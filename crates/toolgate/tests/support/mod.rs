@@ -356,6 +356,11 @@ impl Gateway {
         }
     }
 
+    /// The process id of `toolgate serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the gateway runs")
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
