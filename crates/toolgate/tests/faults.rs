@@ -15,7 +15,10 @@ mod support;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Client, Gateway, Options, Transport, first_text, names, within};
+use support::{
+    Client, Gateway, Options, Transport, first_text, names, start_sleeping, until_it_answers,
+    within,
+};
 
 /// Every test here finishes well within this, or fails instead of hanging.
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
@@ -123,43 +126,6 @@ async fn echoes(client: &Client, server: &str, text: &str) {
         .call_tool(&format!("{server}__echo"), json!({ "text": text }))
         .await;
     assert_eq!(first_text(&result), text, "{server}: {result}");
-}
-
-/// Call a tool until it succeeds (a server coming back), bounded.
-async fn until_it_answers(client: &Client, tool: &str, arguments: Value) -> Value {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let resp = call(client, tool, arguments.clone()).await;
-        if let Some(result) = resp.get("result") {
-            return result.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{tool} did not come back: {resp}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Start a `sleep` call with a progress token and wait until it runs upstream (its first
-/// progress notification).
-async fn start_sleeping(
-    client: &Client,
-    tool: &str,
-    ms: u64,
-) -> (Instant, tokio::sync::oneshot::Receiver<Value>) {
-    let token = format!("sleeping-in-{tool}");
-    let started = Instant::now();
-    let (_, rx) = client.start_request(
-        "tools/call",
-        json!({ "name": tool, "arguments": { "ms": ms }, "_meta": { "progressToken": token } }),
-    );
-    client
-        .wait_notification(&format!("progress for {token}"), |n| {
-            n["method"] == "notifications/progress" && n["params"]["progressToken"] == token
-        })
-        .await;
-    (started, rx)
 }
 
 async fn response_of(rx: tokio::sync::oneshot::Receiver<Value>, what: &str) -> Value {

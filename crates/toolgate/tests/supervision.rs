@@ -9,7 +9,9 @@ mod support;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{Client, Gateway, Options, Transport, first_text, within};
+use support::{
+    Client, Gateway, Options, Transport, first_text, start_sleeping, until_it_answers, within,
+};
 
 /// Every test here finishes well within this, or fails instead of hanging.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,45 +79,6 @@ async fn readyz(gw: &Gateway) -> Value {
     serde_json::from_str(&resp.text().await.expect("a body")).expect("JSON")
 }
 
-/// Call a tool until it succeeds (a server coming back), bounded.
-async fn until_it_answers(client: &Client, tool: &str) -> Value {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let resp = client
-            .request("tools/call", json!({ "name": tool, "arguments": {} }))
-            .await;
-        if let Some(result) = resp.get("result") {
-            return result.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{tool} did not come back: {resp}"
-        );
-        // Polling for a restart: nothing tells a client that the server is back.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Start a `sleep` call with a progress token and wait until it runs upstream (its first
-/// progress notification), so what follows cannot overtake it.
-async fn start_sleeping(
-    client: &Client,
-    tool: &str,
-    ms: u64,
-) -> tokio::sync::oneshot::Receiver<Value> {
-    let token = format!("sleeping-in-{tool}");
-    let (_, rx) = client.start_request(
-        "tools/call",
-        json!({ "name": tool, "arguments": { "ms": ms }, "_meta": { "progressToken": token } }),
-    );
-    client
-        .wait_notification(&format!("progress for {token}"), |n| {
-            n["method"] == "notifications/progress" && n["params"]["progressToken"] == token
-        })
-        .await;
-    rx
-}
-
 #[tokio::test]
 async fn a_crash_mid_call_fails_that_call_at_once_others_are_unaffected_and_it_recovers() {
     within(TEST_TIMEOUT, "test", async {
@@ -128,8 +91,8 @@ async fn a_crash_mid_call_fails_that_call_at_once_others_are_unaffected_and_it_r
         .await;
         let victim = http_client(&gw).await;
         let bystander = http_client(&gw).await;
-        let other_call = start_sleeping(&bystander, "good__sleep", 1500).await;
-        let in_flight = start_sleeping(&victim, "bad__sleep", 60_000).await;
+        let (_, other_call) = start_sleeping(&bystander, "good__sleep", 1500).await;
+        let (_, in_flight) = start_sleeping(&victim, "bad__sleep", 60_000).await;
 
         let started = Instant::now();
         let error = victim
@@ -150,7 +113,7 @@ async fn a_crash_mid_call_fails_that_call_at_once_others_are_unaffected_and_it_r
         assert_eq!(first_text(&other["result"]), "slept 1500 ms", "{other}");
 
         // The supervisor restarts the child; the victim's session keeps working.
-        let back = until_it_answers(&victim, "bad__test_simple_text").await;
+        let back = until_it_answers(&victim, "bad__test_simple_text", json!({})).await;
         assert_eq!(first_text(&back), SIMPLE_TEXT);
     })
     .await;
@@ -325,7 +288,7 @@ async fn a_crash_looping_server_comes_back_after_its_cool_down() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         std::fs::remove_file(&broken).expect("repaired");
-        let back = until_it_answers(&client, "flaky__test_simple_text").await;
+        let back = until_it_answers(&client, "flaky__test_simple_text", json!({})).await;
         assert_eq!(first_text(&back), SIMPLE_TEXT);
         assert_eq!(readyz(&gw).await["ready"], true);
     })
@@ -407,7 +370,7 @@ async fn the_child_cap_refuses_a_new_sessions_child_with_a_clear_error() {
 
         // The first session ends: its child goes, and the second session gets one.
         first.close().await;
-        let back = until_it_answers(&second, "fx__test_simple_text").await;
+        let back = until_it_answers(&second, "fx__test_simple_text", json!({})).await;
         assert_eq!(first_text(&back), SIMPLE_TEXT);
     })
     .await;

@@ -492,3 +492,47 @@ pub fn initialize_body() -> String {
     })
     .to_string()
 }
+
+/// Start a `sleep` call (the fixture's tool, under `tool`) with a progress token and wait until
+/// it runs upstream (its first progress notification), so what follows cannot overtake it.
+/// Returns when it was sent, and its answer to come.
+pub async fn start_sleeping(
+    client: &Client,
+    tool: &str,
+    ms: u64,
+) -> (std::time::Instant, tokio::sync::oneshot::Receiver<Value>) {
+    let token = format!("sleeping-in-{tool}");
+    let started = std::time::Instant::now();
+    let (_, rx) = client.start_request(
+        "tools/call",
+        json!({ "name": tool, "arguments": { "ms": ms }, "_meta": { "progressToken": token } }),
+    );
+    client
+        .wait_notification(&format!("progress for {token}"), |n| {
+            n["method"] == "notifications/progress" && n["params"]["progressToken"] == token
+        })
+        .await;
+    (started, rx)
+}
+
+/// Call a tool until it succeeds (a server coming back), for at most 40 s; its result.
+pub async fn until_it_answers(client: &Client, tool: &str, arguments: Value) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let resp = client
+            .request(
+                "tools/call",
+                json!({ "name": tool, "arguments": arguments }),
+            )
+            .await;
+        if let Some(result) = resp.get("result") {
+            return result.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{tool} did not come back: {resp}"
+        );
+        // Polling for a restart: nothing tells a client that the server is back.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
