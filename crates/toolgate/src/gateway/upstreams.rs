@@ -651,31 +651,36 @@ pub async fn supervise(
         };
         tracing::warn!(server = %up.name, "server down: {reason}");
         last_reason = Some(reason.clone());
-        let _ = events
-            .send(SupervisorEvent::Lifecycle(
-                up.idx,
-                "down",
-                Some(reason.clone()),
-            ))
-            .await;
-        let keep_items = up.cfg().failure == crate::config::FailureMode::Closed;
-        up.update(|s| {
-            s.status = Status::Down { reason };
-            s.shared = None;
-            s.attempts += 1;
-            // fail-open: the server's items vanish; fail-closed: they stay listed
-            // and calls fail with a clear error until it is back.
-            if !keep_items {
-                s.lists = None;
-            }
-        });
-        let _ = events.send(SupervisorEvent::CatalogChanged).await;
+        mark_down(&up, reason, &events).await;
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Mark the server down for `reason`: audited, its shared connection gone, the
+/// catalog rebuilt. With `failure: open` its items vanish; with `closed` they
+/// stay listed and calls fail with a clear error until it is back.
+async fn mark_down(up: &Arc<Upstream>, reason: String, events: &mpsc::Sender<SupervisorEvent>) {
+    let _ = events
+        .send(SupervisorEvent::Lifecycle(
+            up.idx,
+            "down",
+            Some(reason.clone()),
+        ))
+        .await;
+    let keep_items = up.cfg().failure == crate::config::FailureMode::Closed;
+    up.update(|s| {
+        s.status = Status::Down { reason };
+        s.shared = None;
+        s.attempts += 1;
+        if !keep_items {
+            s.lists = None;
+        }
+    });
+    let _ = events.send(SupervisorEvent::CatalogChanged).await;
 }
 
 /// Note a restart now, unless it would be one too many within the window: then
@@ -715,23 +720,7 @@ async fn hold_down(
     );
     tracing::error!(server = %up.name, "{reason}");
     *lock(&up.held) = Some((Instant::now() + policy.cooldown.0, reason.clone()));
-    let keep_items = up.cfg().failure == crate::config::FailureMode::Closed;
-    let _ = events
-        .send(SupervisorEvent::Lifecycle(
-            up.idx,
-            "down",
-            Some(reason.clone()),
-        ))
-        .await;
-    up.update(|s| {
-        s.status = Status::Down { reason };
-        s.shared = None;
-        s.attempts += 1;
-        if !keep_items {
-            s.lists = None;
-        }
-    });
-    let _ = events.send(SupervisorEvent::CatalogChanged).await;
+    mark_down(up, reason, events).await;
     let held = tokio::select! {
         _ = tokio::time::sleep(policy.cooldown.0) => true,
         _ = stop.cancelled() => false,
