@@ -104,7 +104,7 @@ impl Circuit {
     pub fn reconfigure(&self, cfg: Option<CircuitConfig>) {
         let mut st = self.lock();
         if cfg.is_none() && st.open_until.take().is_some() {
-            self.tripped.send_replace(false);
+            self.set_tripped(false);
         }
         st.failures = if cfg.is_some() { st.failures } else { 0 };
         st.cfg = cfg;
@@ -184,25 +184,24 @@ impl Circuit {
     /// probe: it closes or reopens it. Before, a failure counts like a failed
     /// call, and an answer changes nothing (calls may fail while pings pass).
     pub fn probed(&self, ok: bool, server: &str) {
-        let half_open = {
-            let st = self.lock();
-            if st.cfg.is_none() {
-                return;
-            }
-            match st.open_until {
-                Some(until) => Instant::now() >= until && !st.probing,
-                None => false,
-            }
-        };
+        // One lock for the check and the verdict: a call must not become the
+        // probe in between.
+        let mut st = self.lock();
+        let half_open = st
+            .open_until
+            .is_some_and(|until| Instant::now() >= until && !st.probing);
         if half_open {
-            self.record(ok, true, server);
-        } else if !ok && self.lock().open_until.is_none() {
-            self.record(false, false, server);
+            self.record_in(&mut st, ok, true, server);
+        } else if !ok && st.open_until.is_none() {
+            self.record_in(&mut st, false, false, server);
         }
     }
 
     fn record(&self, ok: bool, probe: bool, server: &str) {
-        let mut st = self.lock();
+        self.record_in(&mut self.lock(), ok, probe, server);
+    }
+
+    fn record_in(&self, st: &mut State, ok: bool, probe: bool, server: &str) {
         let Some(cfg) = st.cfg else { return };
         if probe {
             st.probing = false;
@@ -216,7 +215,7 @@ impl Circuit {
         if ok {
             if st.open_until.take().is_some() {
                 tracing::info!(server, "circuit closed: the server answers again");
-                self.tripped.send_replace(false);
+                self.set_tripped(false);
             }
             st.failures = 0;
             if !probe {
@@ -248,8 +247,15 @@ impl Circuit {
             st.window_start = now;
             st.calls = 0;
             st.failed = 0;
-            self.tripped.send_replace(true);
+            self.set_tripped(true);
         }
+    }
+
+    /// Publish a change of [`Circuit::is_tripped`]; a failed probe that
+    /// reopens an open circuit is not one.
+    fn set_tripped(&self, tripped: bool) {
+        self.tripped
+            .send_if_modified(|v| std::mem::replace(v, tripped) != tripped);
     }
 }
 
@@ -311,10 +317,16 @@ mod tests {
     #[test]
     fn a_failed_probe_opens_it_again_and_an_abandoned_one_frees_the_slot() {
         let c = circuit(1, 30);
+        let mut tripped = c.watch();
         c.admit().unwrap().failed("s");
+        assert!(*tripped.borrow_and_update());
         std::thread::sleep(Duration::from_millis(40));
         c.admit().unwrap().failed("s");
         assert!(c.is_open());
+        assert!(
+            !tripped.has_changed().unwrap(),
+            "reopening an open circuit is not news"
+        );
         std::thread::sleep(Duration::from_millis(40));
         drop(c.admit().unwrap());
         assert!(c.admit().is_ok(), "the abandoned probe's turn passed on");
