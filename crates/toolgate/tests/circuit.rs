@@ -129,7 +129,8 @@ async fn with_failure_open_a_tripped_servers_tools_leave_discovery_until_a_probe
         let log = dir.path().join("upstream.log");
         let mut fx = support::logged_stdio_fixture(&log);
         fx["tools"] = json!({ "timeouts": { "sleep": "200ms" } });
-        fx["circuit"] = json!({ "failures": 2, "cooldown": "1s" });
+        // A cooldown long enough to look at the withdrawn state before the probe ends it.
+        fx["circuit"] = json!({ "failures": 2, "cooldown": "3s" });
         let gw = Gateway::serve(json!({
             "servers": { "fx": fx, "other": support::stdio_server(&[]) },
             "admin": { "listen": "127.0.0.1:0" },
@@ -165,10 +166,20 @@ async fn with_failure_open_a_tripped_servers_tools_leave_discovery_until_a_probe
         );
         assert_eq!(open["circuit"]["opened"], 1, "{open}");
         let during = tool_names(&c.list_all("tools/list", "tools").await);
-        // Unless the probe already brought it back, fx's tools are absent and calls are unknown.
-        if admin_server(&gw, "fx", |_| true).await["withdrawn"] == true {
-            assert!(!during.iter().any(|n| n.starts_with("fx__")), "{during:?}");
-        }
+        let unknown = c
+            .request(
+                "tools/call",
+                json!({ "name": "fx__echo", "arguments": { "text": "withdrawn" } }),
+            )
+            .await;
+        // Still withdrawn after both (it only ever comes back): both saw it withdrawn.
+        assert_eq!(
+            admin_server(&gw, "fx", |_| true).await["withdrawn"],
+            true,
+            "the 3 s cooldown ended before the checks: too slow a machine to tell"
+        );
+        assert!(!during.iter().any(|n| n.starts_with("fx__")), "{during:?}");
+        assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
         assert!(during.contains(&"other__echo".to_owned()), "{during:?}");
         let r = c
             .request(

@@ -226,6 +226,7 @@ impl Upstream {
             Status::Down { reason } => ("down", Some(reason)),
         };
         let lists = self.lists();
+        let info = self.info();
         let mut v = json!({
             "name": &*self.name,
             "transport": match self.cfg().transport() {
@@ -235,8 +236,8 @@ impl Upstream {
             },
             "status": status,
             "reason": reason,
-            "era": self.info().map(|i| if i.modern { "modern" } else { "legacy" }),
-            "serverInfo": self.info().map(|i| i.server_info),
+            "era": info.as_ref().map(|i| if i.modern { "modern" } else { "legacy" }),
+            "serverInfo": info.map(|i| i.server_info),
             "failure": match self.cfg().failure {
                 crate::config::FailureMode::Open => "open",
                 crate::config::FailureMode::Closed => "closed",

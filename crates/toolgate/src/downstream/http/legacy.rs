@@ -4,8 +4,7 @@
 //! ends when the stream does.
 
 use super::{
-    AppState, Peer, Reading, SseBody, accepts, bad_request, refuse_while_draining, rpc_error,
-    source, sse_body,
+    AppState, Peer, Reading, SseBody, accepts, bad_request, incoming, rpc_error, source, sse_body,
 };
 use crate::auth::Principal;
 use crate::gateway::audit::Refusal;
@@ -13,7 +12,6 @@ use crate::gateway::stream::StreamKind;
 use crate::gateway::{EventStream, Session};
 use crate::jsonrpc::{self, ErrorObject, Kind, Message, code};
 use crate::sse::format_event;
-use crate::telemetry::TraceHeaders;
 use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -128,14 +126,10 @@ pub(super) async fn message(
             ErrorObject::new(-32001, "Session not found"),
         );
     };
-    let mut msg = match jsonrpc::parse(&body) {
+    let msg = match incoming(&state, &body, &headers) {
         Ok(m) => m,
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
+        Err(r) => return *r,
     };
-    if let Some(refused) = refuse_while_draining(&state, &msg) {
-        return refused;
-    }
-    msg.trace = TraceHeaders::from_http(&headers);
     let session = conn
         .session
         .lock()

@@ -302,6 +302,18 @@ fn rpc_error(status: StatusCode, id: Option<jsonrpc::Id>, error: ErrorObject) ->
 /// Once a shutdown has begun, a new request is refused (503, retry
 /// elsewhere); notifications and answers to the gateway's own requests still
 /// reach the calls that are finishing.
+/// A posted body as a message with the caller's trace headers, or the answer
+/// to a malformed one (400) or to a request while draining.
+fn incoming(state: &AppState, body: &[u8], headers: &HeaderMap) -> Result<Message, Reject> {
+    let mut msg = jsonrpc::parse(body)
+        .map_err(|e| Box::new(rpc_error(StatusCode::BAD_REQUEST, None, e.to_error())))?;
+    if let Some(refused) = refuse_while_draining(state, &msg) {
+        return Err(Box::new(refused));
+    }
+    msg.trace = TraceHeaders::from_http(headers);
+    Ok(msg)
+}
+
 fn refuse_while_draining(state: &AppState, msg: &Message) -> Option<Response> {
     if !state.gw.draining.is_cancelled() || msg.kind() != Kind::Request {
         return None;
@@ -513,14 +525,10 @@ async fn mcp_post(
             ),
         );
     }
-    let mut msg = match jsonrpc::parse(&body) {
+    let msg = match incoming(&state, &body, &headers) {
         Ok(m) => m,
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.to_error()),
+        Err(r) => return *r,
     };
-    if let Some(refused) = refuse_while_draining(&state, &msg) {
-        return refused;
-    }
-    msg.trace = TraceHeaders::from_http(&headers);
     // One endpoint, two eras: modern `_meta` (or a modern version header on a
     // sessionless request) is 2026-07-28; `initialize` opens a legacy session.
     let modern_header =
