@@ -418,7 +418,10 @@ async fn start_audit(
     let sinks = toolgate::audit::sink::open(config, otlp)
         .await
         .context("cannot open the audit trail")?;
-    Ok(toolgate::audit::Auditor::start(&config.audit, sinks))
+    let base = config.source.as_deref().and_then(std::path::Path::parent);
+    let journal = config.audit.journal_dir(&config.storage, base);
+    toolgate::audit::Auditor::start(&config.audit, sinks, journal.as_deref())
+        .context("cannot open the audit journal")
 }
 
 async fn stdio(

@@ -86,6 +86,19 @@ impl Store {
     }
 }
 
+/// The file a `sqlite://` store URL names (relative paths taken from `base`);
+/// `None` for PostgreSQL and in-memory databases.
+pub fn sqlite_file(url: &str, base: Option<&Path>) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or(url.strip_prefix("sqlite:"))?;
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(base.unwrap_or(Path::new(".")).join(path))
+}
+
 /// The URL sqlx opens: SQLite paths made absolute and the file created if missing.
 fn resolve(url: &str, base: Option<&Path>) -> anyhow::Result<String> {
     if let Some(rest) = url

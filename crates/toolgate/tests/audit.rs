@@ -75,8 +75,24 @@ async fn all_events(store: &Store) -> Vec<Event> {
     events(store, &f).await.unwrap()
 }
 
-/// Poll until `pick` finds what it looks for among the stored events (events that answer no
-/// caller — sessions, refusals — are written in the background).
+/// Poll until `done` holds for the stored events, and return them: the store is filled from
+/// the journal in batches (every `commit_every`, 1 s by default), after the answers.
+async fn stored(store: &Store, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = all_events(store).await;
+        if done(&all) {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never had {what}: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Poll until `pick` finds what it looks for among the stored events.
 async fn wait_for(store: &Store, what: &str, pick: impl Fn(&Event) -> bool) -> Event {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -141,12 +157,17 @@ async fn every_request_is_recorded_with_who_what_decision_and_outcome() {
         let listed = a.list_all("tools/list", "tools").await;
         assert_eq!(listed.len(), 1, "{listed:?}");
 
-        // Calls are answered only once their events are written: no waiting needed.
-        let calls: Vec<Event> = all_events(&store)
-            .await
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Request && e.method.as_deref() == Some("tools/call"))
-            .collect();
+        // Calls are answered once their events are in the journal; the store has them within
+        // `commit_every`.
+        let is_call =
+            |e: &Event| e.kind == EventKind::Request && e.method.as_deref() == Some("tools/call");
+        let calls: Vec<Event> = stored(&store, "the four calls", |all| {
+            all.iter().filter(|e| is_call(e)).count() >= 4
+        })
+        .await
+        .into_iter()
+        .filter(is_call)
+        .collect();
         assert_eq!(calls.len(), 4, "{calls:#?}");
         let ok = &calls[0];
         assert_eq!(ok.user.as_deref(), Some("alice"));
@@ -205,7 +226,11 @@ async fn every_request_is_recorded_with_who_what_decision_and_outcome() {
         )
         .await;
         assert_eq!(first_text(&r["result"]), "modern", "{r}");
-        let events_now = all_events(&store).await;
+        let events_now = stored(&store, "the modern call", |all| {
+            all.iter()
+                .any(|e| e.arguments == Some(json!({ "text": "modern" })))
+        })
+        .await;
         let discover = events_now
             .iter()
             .find(|e| e.method.as_deref() == Some("server/discover"))
@@ -306,70 +331,134 @@ async fn spawn_gateway(
 #[tokio::test(flavor = "multi_thread")]
 async fn every_answered_call_survives_a_sigkill_of_the_gateway() {
     within(TEST_TIMEOUT, "the test", async {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.json");
-        let mut fx = support::stdio_server(&[]);
-        fx["audit"] = json!({ "arguments": "full" });
-        std::fs::write(&config, json!({ "servers": { "fx": fx } }).to_string()).unwrap();
-        let (mut child, base) =
-            spawn_gateway(&config, &dir.path().join("out"), &dir.path().join("err")).await;
-        // Eight clients call as fast as they can; each remembers the calls it saw answered.
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut workers = Vec::new();
-        for w in 0..8 {
-            let base = base.clone();
-            let stop = stop.clone();
-            workers.push(tokio::spawn(async move {
-                let c = Client::http(&base, Options::default()).await;
-                let mut answered = Vec::new();
-                for n in 0.. {
-                    let text = format!("w{w}-call{n}");
-                    let (_, rx) = c.start_request(
-                        "tools/call",
-                        json!({ "name": "fx__echo", "arguments": { "text": text } }),
-                    );
-                    let resp = tokio::select! {
-                        r = rx => r,
-                        _ = stop.cancelled() => break,
-                    };
-                    match resp {
-                        Ok(r) if r.get("result").is_some() => answered.push(text),
-                        _ => break,
-                    }
-                }
-                answered
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        // SIGKILL: no shutdown, no flush.
-        child.start_kill().unwrap();
-        let _ = child.wait().await;
-        stop.cancel();
-        let mut answered = Vec::new();
-        for w in workers {
-            answered.extend(w.await.unwrap());
-        }
-        assert!(
-            answered.len() > 50,
-            "too little traffic to prove anything: {}",
-            answered.len()
-        );
-        let store = store_of(&config).await;
-        let recorded: std::collections::HashSet<String> = all_events(&store)
-            .await
-            .into_iter()
-            .filter_map(|e| Some(e.arguments?["text"].as_str()?.to_owned()))
-            .collect();
-        let missing: Vec<&String> = answered.iter().filter(|t| !recorded.contains(*t)).collect();
-        assert!(
-            missing.is_empty(),
-            "{} of {} answered calls are not in the audit store: {:?}",
-            missing.len(),
-            answered.len(),
-            &missing[..missing.len().min(10)]
-        );
+        // The default: answers wait for the journal, the store is filled from it, and the next
+        // start hands the store what the killed gateway had not.
+        answered_calls_survive_a_sigkill(None).await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_journal_every_answered_call_is_in_the_store_at_once() {
+    within(TEST_TIMEOUT, "the test", async {
+        answered_calls_survive_a_sigkill(Some("off")).await;
+    })
+    .await;
+}
+
+/// Eight clients call as fast as they can; the gateway is killed with SIGKILL; every call that
+/// was answered must be in the store — at once without a journal, after the next start with.
+async fn answered_calls_survive_a_sigkill(journal: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let mut fx = support::stdio_server(&[]);
+    fx["audit"] = json!({ "arguments": "full" });
+    let mut cfg = json!({ "servers": { "fx": fx } });
+    if let Some(j) = journal {
+        cfg["audit"] = json!({ "journal": j });
+    }
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let (mut child, base) =
+        spawn_gateway(&config, &dir.path().join("out"), &dir.path().join("err")).await;
+    // Each client remembers the calls it saw answered.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let base = base.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let c = Client::http(&base, Options::default()).await;
+            let mut answered = Vec::new();
+            for n in 0.. {
+                let text = format!("w{w}-call{n}");
+                let (_, rx) = c.start_request(
+                    "tools/call",
+                    json!({ "name": "fx__echo", "arguments": { "text": text } }),
+                );
+                let resp = tokio::select! {
+                    r = rx => r,
+                    _ = stop.cancelled() => break,
+                };
+                match resp {
+                    Ok(r) if r.get("result").is_some() => answered.push(text),
+                    _ => break,
+                }
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SIGKILL: no shutdown, no flush.
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    stop.cancel();
+    let mut answered = Vec::new();
+    for w in workers {
+        answered.extend(w.await.unwrap());
+    }
+    assert!(
+        answered.len() > 50,
+        "too little traffic to prove anything: {}",
+        answered.len()
+    );
+    let store = store_of(&config).await;
+    let recorded = |events: &[Event]| -> std::collections::HashSet<String> {
+        events
+            .iter()
+            .filter_map(|e| Some(e.arguments.as_ref()?["text"].as_str()?.to_owned()))
+            .collect()
+    };
+    let journal_dir = dir.path().join("toolgate.db.audit-journal");
+    if journal.is_none() {
+        // Killed within a batch: the store lacks the newest answered calls, the journal has them.
+        let in_store = recorded(&all_events(&store).await);
+        assert!(
+            answered.iter().any(|t| !in_store.contains(t)),
+            "every answered call was already in the store: the journal was not exercised"
+        );
+        let journal_files: Vec<PathBuf> = std::fs::read_dir(&journal_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            !journal_files.is_empty(),
+            "the journal is kept at a SIGKILL"
+        );
+        // The next start hands the store what the killed gateway had not.
+        let (_child, _base) =
+            spawn_gateway(&config, &dir.path().join("out2"), &dir.path().join("err2")).await;
+        stored(&store, "every answered call after the restart", |all| {
+            let in_store = recorded(all);
+            answered.iter().all(|t| in_store.contains(t))
+        })
+        .await;
+        let left: Vec<PathBuf> = std::fs::read_dir(&journal_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| journal_files.contains(p))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "taken-over journal files are deleted: {left:?}"
+        );
+    } else {
+        assert!(!journal_dir.exists(), "no journal with `journal: off`");
+    }
+    let all = all_events(&store).await;
+    let in_store = recorded(&all);
+    let missing: Vec<&String> = answered.iter().filter(|t| !in_store.contains(*t)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered calls are not in the audit store: {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let calls = all
+        .iter()
+        .filter(|e| e.method.as_deref() == Some("tools/call"))
+        .count();
+    assert_eq!(calls, in_store.len(), "each call is stored once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,13 +467,14 @@ async fn a_trail_that_cannot_be_written_stops_calls_unless_told_to_drop() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("upstream.log");
         // /dev/full takes the file open and fails every write.
+        let failing = json!(["store", { "jsonl": { "path": "/dev/full" } }]);
+        // Without a journal, no answer is given for a call whose event could not be written.
         let gw = Gateway::serve(json!({
-            "audit": { "sinks": ["store", { "jsonl": { "path": "/dev/full" } }] },
+            "audit": { "sinks": failing, "journal": "off" },
             "servers": { "fx": support::logged_stdio_fixture(&log) },
         }))
         .await;
         let c = Client::http(&gw.base, Options::default()).await;
-        // Whatever happens, no answer is given for a call whose event could not be written.
         let r = c.request_tool("fx__echo", json!({ "text": "one" })).await;
         assert_eq!(r["error"]["code"], -32041, "{r}");
         assert_eq!(r["error"]["data"]["code"], "audit_unavailable", "{r}");
@@ -392,17 +482,56 @@ async fn a_trail_that_cannot_be_written_stops_calls_unless_told_to_drop() {
         // trail is known to fail, no call reaches the server.
         let before = support::upstream_calls(&log).len();
         assert!(before <= 1, "{before}");
-        for text in ["two", "three"] {
-            let r = c.request_tool("fx__echo", json!({ "text": text })).await;
-            assert_eq!(r["error"]["code"], -32041, "{r}");
+        refused_while_failing(&gw, &c, &log, before).await;
+        drop(c);
+        drop(gw);
+
+        // With the journal (the default), the first call's event is in the journal when it is
+        // answered; once the sinks are known to fail, calls are refused all the same.
+        let _ = std::fs::remove_file(&log);
+        let gw = Gateway::serve(json!({
+            "audit": { "sinks": failing, "commit_every": "200ms" },
+            "servers": { "fx": support::logged_stdio_fixture(&log) },
+        }))
+        .await;
+        let c = Client::http(&gw.base, Options::default()).await;
+        let r = c
+            .request_tool("fx__echo", json!({ "text": "journaled" }))
+            .await;
+        assert_eq!(first_text(&r["result"]), "journaled", "{r}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::get(format!("{}/readyz", gw.base))
+            .await
+            .unwrap()
+            .status()
+            != 503
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the failing sink is never noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(support::upstream_calls(&log).len(), before);
-        // Not ready while the trail cannot be written.
-        let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
-        assert_eq!(ready.status(), 503);
-        let body: serde_json::Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
-        assert_eq!(body["checks"]["audit"]["ok"], false, "{body}");
-        assert!(gw.stderr().contains("audit sink failed"), "{}", gw.stderr());
+        refused_while_failing(&gw, &c, &log, 1).await;
+        // The answered call's event stays in the journal until every sink took it.
+        let journal = gw
+            .config
+            .path
+            .parent()
+            .unwrap()
+            .join("toolgate.db.audit-journal");
+        let kept: String = std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| read_lossy(&e.unwrap().path()))
+            .collect();
+        let call = kept
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+            .find(|e| e.method.as_deref() == Some("tools/call"));
+        assert!(
+            call.is_some_and(|e| e.outcome == Some(Outcome::Ok)),
+            "{kept}"
+        );
         drop(c);
         drop(gw);
 
@@ -419,6 +548,41 @@ async fn a_trail_that_cannot_be_written_stops_calls_unless_told_to_drop() {
             let r = c.request_tool("fx__echo", json!({ "text": text })).await;
             assert_eq!(first_text(&r["result"]), text, "{r}");
         }
+    })
+    .await;
+}
+
+/// Calls are refused and reach no server, and the gateway says it is not ready, while the
+/// trail cannot be written.
+async fn refused_while_failing(gw: &Gateway, c: &Client, log: &Path, calls_before: usize) {
+    for text in ["two", "three"] {
+        let r = c.request_tool("fx__echo", json!({ "text": text })).await;
+        assert_eq!(r["error"]["code"], -32041, "{r}");
+    }
+    assert_eq!(support::upstream_calls(log).len(), calls_before);
+    let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
+    assert_eq!(body["checks"]["audit"]["ok"], false, "{body}");
+    assert!(gw.stderr().contains("audit sink failed"), "{}", gw.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_that_cannot_be_made_stops_serve_with_the_reason() {
+    within(TEST_TIMEOUT, "the test", async {
+        let config = support::ConfigFile::json(&json!({
+            "audit": { "journal": "/proc/toolgate-audit-journal" },
+            "servers": { "fx": support::stdio_server(&[]) },
+        }));
+        let path = config.path.to_str().unwrap();
+        let (code, _, stderr) = support::run_toolgate(
+            &["serve", "--config", path, "--listen", "127.0.0.1:0"],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_ne!(code, Some(0), "{stderr}");
+        assert!(stderr.contains("cannot open the audit journal"), "{stderr}");
+        assert!(stderr.contains("/proc/toolgate-audit-journal"), "{stderr}");
     })
     .await;
 }

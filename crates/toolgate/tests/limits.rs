@@ -298,7 +298,15 @@ async fn a_quota_is_per_tenant_counted_in_metrics_and_audited() {
         assert!(keys >= 2.0, "acme's and globex's budgets: {keys}");
 
         // Audited: a denial whose reason is the refusal's code.
-        let rows = denials(&s.gw, "carol").await;
+        // (The store has it within `commit_every` of the answer.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let rows = loop {
+            let rows = denials(&s.gw, "carol").await;
+            if !rows.is_empty() || std::time::Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert_eq!(rows.len(), 1, "{rows:#?}");
         let row = &rows[0];
         assert_eq!(row["reason_code"], "quota_exceeded", "{row}");

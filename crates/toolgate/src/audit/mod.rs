@@ -5,10 +5,16 @@
 //! bounded buffer before it does anything (`admit`): with `overflow: fail_closed`
 //! a full buffer refuses the call, so nothing happens that cannot be audited;
 //! with `drop` the call goes on and the lost event is counted. One writer task
-//! drains the buffer in batches into every sink and acknowledges each event once
-//! all of them took it; with `fail_closed` the call's answer waits for that, so
-//! an answered call has its event (the SQLite store keeps what it committed
-//! through a crash of the process).
+//! drains the buffer in batches into every sink.
+//!
+//! With a journal (`journal.rs`, the default beside a SQLite store) a call's
+//! event is appended to it by the call itself, and the answer waits for that
+//! one write only; the writer fills the sinks every `commit_every` in large
+//! batches (most of the store's cost is per commit, not per event), then lets
+//! the journal forget what they took. Without one, the writer acknowledges each
+//! event once every sink took it, and with `fail_closed` the answer waits for
+//! that. Either way an answered call has its event through a crash of the
+//! process.
 //!
 //! `event.rs` is the event, `record.rs` the facts a request gathers on its way
 //! through the pipeline, `redact.rs` what may be recorded of arguments and
@@ -17,6 +23,7 @@
 
 pub mod cli;
 mod event;
+pub mod journal;
 pub mod query;
 mod record;
 pub mod redact;
@@ -27,20 +34,30 @@ pub use record::{Facts, Record, note, recording};
 
 use crate::config::{AuditConfig, Overflow};
 use crate::jsonrpc::ErrorObject;
-use std::sync::Arc;
+use journal::Journal;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// The JSON-RPC error of a call refused because it could not be audited.
 pub const AUDIT_UNAVAILABLE: i64 = -32041;
 
-/// Events taken from the buffer per write.
+/// Events taken from the buffer at a time.
 const BATCH: usize = 512;
+/// With a journal: the sinks are written at once when this many wait.
+const FLUSH_AT: usize = 4096;
+/// With a journal: how often the writer empties the buffer while it waits to
+/// write (so the buffer never fills between writes).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 struct Entry {
     event: Event,
     ack: Option<oneshot::Sender<bool>>,
+    /// The event's number in the journal (0 without one).
+    seq: u64,
 }
 
 /// Counters about the trail itself (exported as metrics).
@@ -62,11 +79,16 @@ pub struct Stats {
 #[derive(Clone)]
 pub struct Auditor {
     tx: Option<mpsc::Sender<Entry>>,
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// Asks the writer to write what waits now, and answers once it did.
+    syncs: Option<mpsc::UnboundedSender<oneshot::Sender<()>>>,
     overflow: Overflow,
     wait: Duration,
     pub stats: Arc<Stats>,
     /// False while the last write to a sink failed (until a retry succeeds).
     healthy: Arc<AtomicBool>,
+    /// False while the journal cannot be written.
+    journal_ok: Arc<AtomicBool>,
 }
 
 /// A request's place in the buffer, taken before the request does anything.
@@ -77,39 +99,117 @@ impl Auditor {
     pub fn disabled() -> Auditor {
         Auditor {
             tx: None,
+            journal: None,
+            syncs: None,
             overflow: Overflow::Drop,
             wait: Duration::ZERO,
             stats: Arc::default(),
             healthy: Arc::new(AtomicBool::new(true)),
+            journal_ok: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    /// Start the writer over `sinks`.
-    pub fn start(config: &AuditConfig, sinks: Vec<Box<dyn sink::Sink>>) -> Auditor {
+    /// Start the writer over `sinks`, with a journal in `journal` if given
+    /// (what an ended gateway left there goes to the sinks first).
+    pub fn start(
+        config: &AuditConfig,
+        sinks: Vec<Box<dyn sink::Sink>>,
+        journal: Option<&Path>,
+    ) -> anyhow::Result<Auditor> {
         let (tx, rx) = mpsc::channel(config.buffer.max(1));
+        let (syncs, sync_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let healthy = Arc::new(AtomicBool::new(true));
+        let (journal, leftover, every) = match journal {
+            Some(dir) => {
+                let (j, left) = Journal::open(dir)?;
+                if !left.events.is_empty() || left.unreadable > 0 {
+                    tracing::info!(
+                        events = left.events.len(),
+                        files = left.files,
+                        unreadable_lines = left.unreadable,
+                        journal = %dir.display(),
+                        "audit events an earlier run left in the journal go to the sinks"
+                    );
+                }
+                let through = j.appended();
+                (
+                    Some(Arc::new(Mutex::new(j))),
+                    (left.events, through),
+                    config.commit_every.0,
+                )
+            }
+            None => (None, (Vec::new(), 0), Duration::ZERO),
+        };
         let writer = Writer {
             sinks,
             stats: stats.clone(),
             healthy: healthy.clone(),
             backlog: Vec::new(),
+            backlog_through: 0,
             backlog_limit: config.buffer.max(BATCH),
+            journal: journal.clone(),
+            every,
         };
-        tokio::spawn(writer.run(rx));
-        Auditor {
+        tokio::spawn(writer.run(rx, sync_rx, leftover));
+        Ok(Auditor {
             tx: Some(tx),
+            journal,
+            syncs: Some(syncs),
             overflow: config.overflow,
             wait: config.wait.0,
             stats,
             healthy,
+            journal_ok: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// Whether the trail is taking events (false after a failed write to a
+    /// sink or the journal, until a retry succeeds).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.journal_ok.load(Ordering::Relaxed)
+    }
+
+    /// Write to the sinks what waits for them now (before the trail is read
+    /// back, and at shutdown); returns once they took it or failed.
+    pub async fn sync(&self) {
+        let Some(syncs) = &self.syncs else { return };
+        let (tx, rx) = oneshot::channel();
+        if syncs.send(tx).is_ok() {
+            let _ = rx.await;
         }
     }
 
-    /// Whether the sinks are taking events (false after a failed write, until
-    /// a retry succeeds).
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Append `event` to the journal and hand it to the writer in the same
+    /// order (so that the writer never releases an event it has not seen).
+    /// `false` if the journal could not be written (the writer gets the event
+    /// all the same).
+    fn journaled(&self, journal: &Mutex<Journal>, event: Event, send: impl FnOnce(Entry)) -> bool {
+        let mut line = Vec::with_capacity(1024);
+        let serialised = journal::line(&event, &mut line);
+        let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+        let written = serialised.and_then(|()| j.append_lines(&line, 1));
+        let (ok, seq) = match written {
+            Ok(seq) => (true, seq),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "audit journal write failed");
+                (false, j.appended())
+            }
+        };
+        send(Entry {
+            event,
+            ack: None,
+            seq,
+        });
+        drop(j);
+        if self.journal_ok.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("the audit journal is writable again");
+            } else {
+                self.stats.sink_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ok
     }
 
     /// Reserve room for a request's event. With `fail_closed`, a buffer that
@@ -151,8 +251,8 @@ impl Auditor {
     }
 
     /// Write a request's event in its slot. With `fail_closed` this returns once
-    /// the event is in every sink, and `Err` if it could not be written (the
-    /// caller must then not report success).
+    /// the event is in the journal (without one: in every sink), and `Err` if it
+    /// could not be written (the caller must then not report success).
     pub async fn commit(&self, slot: Slot, event: Event) -> Result<(), ErrorObject> {
         let Some(permit) = slot.0 else {
             if self.tx.is_some() {
@@ -161,14 +261,28 @@ impl Auditor {
             return Ok(());
         };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if let Some(journal) = &self.journal {
+            return match self.journaled(journal, event, |e| {
+                permit.send(e);
+            }) {
+                true => Ok(()),
+                false if self.overflow == Overflow::Drop => Ok(()),
+                false => Err(unavailable()),
+            };
+        }
         if self.overflow == Overflow::Drop {
-            permit.send(Entry { event, ack: None });
+            permit.send(Entry {
+                event,
+                ack: None,
+                seq: 0,
+            });
             return Ok(());
         }
         let (ack, done) = oneshot::channel();
         permit.send(Entry {
             event,
             ack: Some(ack),
+            seq: 0,
         });
         match done.await {
             Ok(true) => Ok(()),
@@ -180,13 +294,20 @@ impl Auditor {
     /// refusals): never waits; a full buffer loses it (counted).
     pub fn emit(&self, event: Event) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(Entry { event, ack: None }) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let permit = match tx.try_reserve() {
+            Ok(p) => p,
+            Err(_) => return self.lost(&event),
+        };
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match &self.journal {
+            Some(journal) => {
+                self.journaled(journal, event, |e| permit.send(e));
             }
-            Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => {
-                self.lost(&e.event);
-            }
+            None => permit.send(Entry {
+                event,
+                ack: None,
+                seq: 0,
+            }),
         }
     }
 
@@ -212,47 +333,96 @@ struct Writer {
     /// Events a failed write could not place, retried every second (bounded:
     /// beyond `backlog_limit` the oldest are dropped and counted).
     backlog: Vec<Event>,
+    /// The journal number of the backlog's last event.
+    backlog_through: u64,
     backlog_limit: usize,
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// How long events wait to be written together (zero without a journal).
+    every: Duration,
 }
 
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
+/// What waits for the sinks.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    acks: Vec<oneshot::Sender<bool>>,
+    /// The journal number of the last event.
+    through: u64,
+    /// When they are written at the latest.
+    due: Option<Instant>,
+}
+
+impl Pending {
+    fn take(&mut self, entries: &mut Vec<Entry>, every: Duration) {
+        for e in entries.drain(..) {
+            self.events.push(e.event);
+            self.acks.extend(e.ack);
+            self.through = self.through.max(e.seq);
+        }
+        if !self.events.is_empty() {
+            self.due.get_or_insert_with(|| Instant::now() + every);
+        }
+    }
+}
+
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            let received = if self.backlog.is_empty() {
-                rx.recv_many(&mut batch, BATCH).await
-            } else {
-                match tokio::time::timeout(RETRY_EVERY, rx.recv_many(&mut batch, BATCH)).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        self.retry_backlog().await;
-                        continue;
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Entry>,
+        mut syncs: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        (leftover, through): (Vec<Event>, u64),
+    ) {
+        let mut incoming = Vec::with_capacity(BATCH);
+        let mut pending = Pending {
+            due: (!leftover.is_empty()).then(Instant::now),
+            events: leftover,
+            acks: Vec::new(),
+            through,
+        };
+        let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut open = true;
+        while open || !pending.events.is_empty() {
+            let wake = pending.due.map(|due| due.min(Instant::now() + DRAIN_EVERY));
+            tokio::select! {
+                biased;
+                Some(reply) = syncs.recv() => waiting.push(reply),
+                n = rx.recv_many(&mut incoming, BATCH), if open && wake.is_none() => {
+                    if n == 0 {
+                        open = false;
                     }
                 }
-            };
-            if received == 0 {
-                break;
+                // Empty the buffer every `DRAIN_EVERY` meanwhile, so that it never fills.
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+                _ = tokio::time::sleep(RETRY_EVERY), if !self.backlog.is_empty() && wake.is_none() => {
+                    self.retry_backlog().await;
+                }
+            }
+            // Whatever is in the buffer now, without waiting (a sync must see
+            // every event appended before it was asked for).
+            while open && incoming.len() < FLUSH_AT {
+                match rx.try_recv() {
+                    Ok(e) => incoming.push(e),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
             }
             self.stats
                 .queued
-                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-            if !self.backlog.is_empty() {
-                self.retry_backlog().await;
+                .fetch_sub(incoming.len() as u64, Ordering::Relaxed);
+            pending.take(&mut incoming, self.every);
+            let now = pending.due.is_some_and(|due| due <= Instant::now())
+                || pending.events.len() >= FLUSH_AT
+                || !waiting.is_empty()
+                || !open;
+            if now && !pending.events.is_empty() {
+                self.flush(std::mem::take(&mut pending)).await;
             }
-            let (events, acks): (Vec<Event>, Vec<_>) =
-                batch.drain(..).map(|e| (e.event, e.ack)).unzip();
-            let ok = self.backlog.is_empty() && self.write(&events).await;
-            if ok {
-                self.stats
-                    .written
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-            } else {
-                self.keep(events);
-            }
-            for ack in acks.into_iter().flatten() {
-                let _ = ack.send(ok);
+            if pending.events.is_empty() {
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(());
+                }
             }
         }
         if !self.backlog.is_empty() {
@@ -260,6 +430,38 @@ impl Writer {
         }
         for s in self.sinks.iter_mut() {
             let _ = s.flush().await;
+        }
+    }
+
+    /// Write what waits to every sink, acknowledge it, and let the journal
+    /// forget what is now in all of them.
+    async fn flush(&mut self, pending: Pending) {
+        if !self.backlog.is_empty() {
+            self.retry_backlog().await;
+        }
+        let Pending {
+            events,
+            acks,
+            through,
+            ..
+        } = pending;
+        let ok = self.backlog.is_empty() && self.write(&events).await;
+        if ok {
+            self.stats
+                .written
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.release(through);
+        } else {
+            self.keep(events, through);
+        }
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+    }
+
+    fn release(&self, through: u64) {
+        if let Some(j) = &self.journal {
+            j.lock().unwrap_or_else(|p| p.into_inner()).release(through);
         }
     }
 
@@ -291,13 +493,15 @@ impl Writer {
             self.stats
                 .written
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.release(self.backlog_through);
         } else {
             self.backlog = events;
         }
     }
 
-    fn keep(&mut self, events: Vec<Event>) {
+    fn keep(&mut self, events: Vec<Event>, through: u64) {
         self.backlog.extend(events);
+        self.backlog_through = self.backlog_through.max(through);
         let excess = self.backlog.len().saturating_sub(self.backlog_limit);
         if excess > 0 {
             self.backlog.drain(..excess);

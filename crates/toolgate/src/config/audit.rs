@@ -37,6 +37,61 @@ pub struct AuditConfig {
     /// At most this many events are kept in the store; the oldest go first.
     #[serde(default = "default_max_events")]
     pub max_events: u64,
+    /// Where an event is made durable before the sinks are written. An answer
+    /// waits for one write of its event to this append-only journal (which
+    /// survives a crash of the process, like the store's own log); the sinks
+    /// are filled from memory every `commit_every`, and a gateway that starts
+    /// hands them what an ended one left in the journal. `auto` (default): a
+    /// directory beside a SQLite store (`toolgate.db.audit-journal`), none with
+    /// PostgreSQL; `off`: every answer waits until each sink took its event;
+    /// or a directory (relative to the config file).
+    #[serde(default)]
+    pub journal: JournalSetting,
+    /// With a journal: how often the sinks are filled from it (sooner when
+    /// 4,096 events wait, and before the admin API reads the trail). Larger
+    /// batches cost the store less per event.
+    #[serde(default = "default_commit_every")]
+    pub commit_every: Seconds,
+}
+
+/// `audit.journal`: `auto`, `off`, or a directory.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(from = "String")]
+#[schemars(with = "String")]
+pub enum JournalSetting {
+    #[default]
+    Auto,
+    Off,
+    Dir(PathBuf),
+}
+
+impl From<String> for JournalSetting {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "auto" => JournalSetting::Auto,
+            "off" => JournalSetting::Off,
+            _ => JournalSetting::Dir(PathBuf::from(s)),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The journal's directory for a config stored in `storage` whose file is
+    /// in `base`; `None` when there is none.
+    pub fn journal_dir(&self, storage: &str, base: Option<&std::path::Path>) -> Option<PathBuf> {
+        match &self.journal {
+            JournalSetting::Off => None,
+            JournalSetting::Dir(d) if d.is_relative() => {
+                Some(base.unwrap_or(std::path::Path::new(".")).join(d))
+            }
+            JournalSetting::Dir(d) => Some(d.clone()),
+            JournalSetting::Auto => crate::store::sqlite_file(storage, base).map(|f| {
+                let mut dir = f.into_os_string();
+                dir.push(".audit-journal");
+                PathBuf::from(dir)
+            }),
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -49,6 +104,8 @@ impl Default for AuditConfig {
             record: Redaction::default(),
             max_age: default_max_age(),
             max_events: default_max_events(),
+            journal: JournalSetting::default(),
+            commit_every: default_commit_every(),
         }
     }
 }
@@ -64,6 +121,9 @@ fn default_wait() -> Seconds {
 }
 fn default_max_age() -> Seconds {
     Seconds(Duration::from_secs(30 * 24 * 3600))
+}
+fn default_commit_every() -> Seconds {
+    Seconds(Duration::from_secs(1))
 }
 fn default_max_events() -> u64 {
     10_000_000

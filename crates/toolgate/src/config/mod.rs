@@ -11,7 +11,9 @@ mod load;
 mod stdio;
 mod telemetry;
 
-pub use audit::{AuditConfig, AuditSink, JsonlSink, Overflow, Recording, Redaction, ServerAudit};
+pub use audit::{
+    AuditConfig, AuditSink, JournalSetting, JsonlSink, Overflow, Recording, Redaction, ServerAudit,
+};
 pub use duration::Seconds;
 pub use limits::{LIMITED_METHODS, LimitDimension, LimitMatch, LimitRule, Quota, Rate};
 pub use load::{ConfigError, load_file, load_str};

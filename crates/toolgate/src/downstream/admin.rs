@@ -349,6 +349,8 @@ async fn audit_events(
     e.endpoint = Some("/admin/v1/audit".into());
     e.source = peer.map(|Extension(c)| c.0.ip().to_string());
     s.gw.audit.emit(e);
+    // Events the journal holds for the next batch are read back too.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.gw.audit.sync()).await;
     match query::events(&s.store, &filter).await {
         Ok(events) => json_response(StatusCode::OK, serde_json::json!({ "events": events })),
         Err(e) => {

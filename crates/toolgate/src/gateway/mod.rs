@@ -555,6 +555,15 @@ impl Gateway {
         while self.children.live() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // What the journal holds goes to the sinks now, not at the next start.
+        if tokio::time::timeout(Duration::from_secs(5), self.audit.sync())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the audit sinks did not take the last events in time; the journal keeps them for the next start"
+            );
+        }
     }
 }
 
