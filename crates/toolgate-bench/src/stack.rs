@@ -4,8 +4,9 @@
 //! `policy` adds what every governed deployment runs: callers authenticate with a JWT (ES256,
 //! checked against a JWKS the benchmark serves itself, with issuer, audience, expiry and a
 //! required scope), and a set of 100 Cedar policies decides every call and filters every list.
-//! `full` is `policy` plus the audit trail (every call's event committed to the SQLite store
-//! before the call is answered, arguments recorded as a digest), Prometheus metrics on an admin
+//! `full` is `policy` plus the audit trail as configured by default (every call's event written
+//! to the audit journal before the call is answered, the SQLite store filled from it every
+//! second, arguments recorded as a digest), Prometheus metrics on an admin
 //! listener, and tracing (every request's spans exported over OTLP to a sink the benchmark runs):
 //! the stack the "added p99 ≤ 1 ms" budget is written for. `apply` adds a
 //! stack's settings to every generated gateway config and `client_headers` gives the credentials
@@ -84,8 +85,8 @@ impl Stack {
             }
             Stack::Full => {
                 Stack::Policy.apply(config)?;
-                // The default trail: every call's event committed to the SQLite store
-                // beside the generated config before the call is answered.
+                // The default trail: every call's event in the journal before the call is
+                // answered, and in the SQLite store beside the generated config within a second.
                 config["audit"] = json!({ "sinks": ["store"] });
                 // Metrics are recorded only where an admin listener serves them.
                 config["admin"] = json!({ "listen": "127.0.0.1:0" });

@@ -126,6 +126,8 @@ async fn simulate_lists_exactly_the_recorded_calls_a_change_would_decide_differe
         assert!(e.get("error").is_some(), "bob called fx__sleep: {e}");
         alice.close().await;
         bob.close().await;
+        // SIGKILL: the newest events are still in the audit journal, not the store; `simulate`
+        // hands what the ended gateway left there to the store before it reads.
         gw.stop().await;
 
         let (code, out, err) = simulate(&config_path, &candidate, true).await;

@@ -294,10 +294,20 @@ async fn a_traced_call_is_exported_with_its_upstream_span_and_audit_event() {
     assert!(!strings(&client).contains("s3cret"), "{client:?}");
 
     // The audit event carries the trace id, in the file and as an OTLP log record.
-    let event = audit_events(&audit)
-        .into_iter()
-        .find(|e| e["method"] == "tools/call")
-        .expect("the call's audit event (written before the answer)");
+    // (The sinks get it within `commit_every` of the answer.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let event = loop {
+        let found = audit_events(&audit)
+            .into_iter()
+            .find(|e| e["method"] == "tools/call");
+        match found {
+            Some(e) => break e,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => panic!("the call's audit event never reached the JSON Lines file"),
+        }
+    };
     assert_eq!(event["trace_id"], T1, "{event}");
     let record = collector
         .wait("the call's audit log record", |r| {

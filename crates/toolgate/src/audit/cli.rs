@@ -188,9 +188,13 @@ async fn open(path: &Path) -> anyhow::Result<Store> {
             "note: audit.sinks does not include `store`: this gateway writes nothing this command can read"
         );
     }
-    Store::for_config(&config)
+    let store = Store::for_config(&config)
         .await
-        .context("cannot open the audit store")
+        .context("cannot open the audit store")?;
+    super::sink::recover_journal(&config)
+        .await
+        .context("cannot hand the audit journal an ended gateway left to the store")?;
+    Ok(store)
 }
 
 async fn tail(store: &Store, lines: u32, follow: bool, json: bool) -> anyhow::Result<()> {

@@ -71,7 +71,7 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Write failures of any sink.
     pub sink_errors: AtomicU64,
-    /// Events waiting for the writer.
+    /// Events not yet in the sinks (in the buffer, or held for the next batch).
     pub queued: AtomicU64,
 }
 
@@ -375,6 +375,9 @@ impl Writer {
         (leftover, through): (Vec<Event>, u64),
     ) {
         let mut incoming = Vec::with_capacity(BATCH);
+        self.stats
+            .queued
+            .fetch_add(leftover.len() as u64, Ordering::Relaxed);
         let mut pending = Pending {
             due: (!leftover.is_empty()).then(Instant::now),
             events: leftover,
@@ -408,9 +411,6 @@ impl Writer {
                     Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
-            self.stats
-                .queued
-                .fetch_sub(incoming.len() as u64, Ordering::Relaxed);
             pending.take(&mut incoming, self.every);
             let now = pending.due.is_some_and(|due| due <= Instant::now())
                 || pending.events.len() >= FLUSH_AT
@@ -445,6 +445,9 @@ impl Writer {
             through,
             ..
         } = pending;
+        self.stats
+            .queued
+            .fetch_sub(events.len() as u64, Ordering::Relaxed);
         let ok = self.backlog.is_empty() && self.write(&events).await;
         if ok {
             self.stats

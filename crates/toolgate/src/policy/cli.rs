@@ -189,6 +189,9 @@ async fn replay(a: &SimulateArgs) -> Result<(String, Report), String> {
     let store = Store::for_config(&config)
         .await
         .map_err(|e| format!("error: {e:#}"))?;
+    crate::audit::sink::recover_journal(&config)
+        .await
+        .map_err(|e| format!("error: the audit journal: {e:#}"))?;
     let filter = query::Filter {
         since_us: Some(since),
         until_us: until,

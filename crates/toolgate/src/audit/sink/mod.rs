@@ -76,3 +76,37 @@ pub async fn write_now(config: &Config, event: Event) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Hand the local sinks (store, JSON Lines) what gateways that ended left in
+/// the audit journal, for commands that read the store without a running
+/// gateway (`toolgate audit`, `policy simulate`): after a crash they see every
+/// answered call without waiting for the next start. Files a live gateway
+/// holds are its own and left alone. Returns the events handed over.
+pub async fn recover_journal(config: &Config) -> anyhow::Result<usize> {
+    let base = config.source.as_deref().and_then(std::path::Path::parent);
+    let Some(dir) = config.audit.journal_dir(&config.storage, base) else {
+        return Ok(0);
+    };
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    let (journal, left) = super::journal::Journal::open(&dir)?;
+    if left.events.is_empty() {
+        journal.close();
+        return Ok(0);
+    }
+    let mut only_local = config.clone();
+    only_local
+        .audit
+        .sinks
+        .retain(|s| !matches!(s, AuditSink::Otlp | AuditSink::Stdout));
+    for mut sink in open(&only_local, None).await? {
+        for chunk in left.events.chunks(1024) {
+            sink.write(chunk).await?;
+        }
+        sink.flush().await?;
+    }
+    // Only now: on an error above the files stay for the next reader or start.
+    journal.close();
+    Ok(left.events.len())
+}
