@@ -43,7 +43,7 @@ async fn sink(dir: &std::path::Path, time_index: bool) -> StoreSink {
             .await
             .expect("the old index");
     }
-    StoreSink::new(store, Duration::from_secs(86_400 * 30), 10_000_000)
+    StoreSink::new(store, Duration::from_secs(86_400 * 30), 10_000_000, false)
         .await
         .expect("the sink opens")
 }

@@ -751,3 +751,41 @@ async fn modern_post(gw: &Gateway, key: &str, method: &str, mut params: Value) -
         .unwrap_or(&text);
     serde_json::from_str(last.trim()).unwrap_or_else(|e| panic!("{method}: {e}: {text}"))
 }
+
+/// The scheduling policy of each of `pid`'s threads named `name` (field 41 of its `stat`).
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            if !head.ends_with(name) {
+                return None;
+            }
+            // Fields after the name start at 3.
+            rest.split(' ').nth(41 - 3)?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_journal_the_store_is_written_at_idle_priority() {
+    const SCHED_IDLE: u32 = 5;
+    within(TEST_TIMEOUT, "the test", async {
+        // No answer waits for the store: its SQLite thread yields to every call.
+        let gw = Gateway::serve(json!({ "servers": {} })).await;
+        let policies = thread_policies(gw.pid(), "(sqlx-sqlite-wor");
+        assert_eq!(
+            policies.iter().filter(|p| **p == SCHED_IDLE).count(),
+            1,
+            "one SQLite thread (the audit store's) at idle priority: {policies:?}"
+        );
+        drop(gw);
+        // Without a journal answers wait for the store: it keeps the normal priority.
+        let gw = Gateway::serve(json!({ "servers": {}, "audit": { "journal": "off" } })).await;
+        let policies = thread_policies(gw.pid(), "(sqlx-sqlite-wor");
+        assert!(!policies.is_empty());
+        assert!(!policies.contains(&SCHED_IDLE), "{policies:?}");
+    })
+    .await;
+}

@@ -7,7 +7,13 @@
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL` on this connection: a
 //! committed batch survives a crash of the gateway process (what an answered
-//! call relies on); a power failure may lose the last moments.
+//! call relies on without a journal); a power failure may lose the last moments.
+//!
+//! With a journal no answer waits for this sink, and its work is background
+//! work: on Linux the SQLite connection's thread runs in the `SCHED_IDLE`
+//! class, so a batch of a second's events (tens of milliseconds of SQLite) runs
+//! in the time the gateway leaves idle instead of delaying the calls beside it;
+//! the log is folded into the database on the same thread after a write.
 
 use super::{Event, Sink};
 use crate::config::Config;
@@ -29,21 +35,37 @@ pub struct StoreSink {
     max_age: Duration,
     max_events: u64,
     last_prune: Instant,
+    /// No answer waits for this sink (there is a journal): its SQLite work
+    /// runs at idle priority, checkpoints included.
+    background: bool,
+    last_checkpoint: Instant,
 }
 
 impl StoreSink {
     pub async fn open(config: &Config) -> anyhow::Result<StoreSink> {
         let store = Store::for_config(config).await?;
-        StoreSink::new(store, config.audit.max_age.0, config.audit.max_events).await
+        let base = config.source.as_deref().and_then(std::path::Path::parent);
+        let journal = config.audit.journal_dir(&config.storage, base).is_some();
+        StoreSink::new(
+            store,
+            config.audit.max_age.0,
+            config.audit.max_events,
+            journal,
+        )
+        .await
     }
 
+    /// A sink over `store`; `background` when a journal answers for the events
+    /// (see the module's note).
     pub async fn new(
         store: Store,
         max_age: Duration,
         max_events: u64,
+        background: bool,
     ) -> anyhow::Result<StoreSink> {
-        let conn = connect(&store).await?;
-        if store.is_sqlite() {
+        let background = background && store.is_sqlite();
+        let conn = connect(&store, background).await?;
+        if store.is_sqlite() && !background {
             tokio::spawn(checkpoints(store.clone()));
         }
         Ok(StoreSink {
@@ -52,6 +74,8 @@ impl StoreSink {
             max_age,
             max_events,
             last_prune: Instant::now() - PRUNE_EVERY,
+            background,
+            last_checkpoint: Instant::now(),
         })
     }
 
@@ -166,9 +190,14 @@ fn insert_sql(rows: usize, sqlite: bool) -> String {
     sql
 }
 
-/// A connection of the sink's own, tuned for appending.
-async fn connect(store: &Store) -> anyhow::Result<AnyConnection> {
-    let mut conn = AnyConnection::connect(&store.url).await?;
+/// A connection of the sink's own, tuned for appending; with `background`,
+/// its SQLite thread runs at idle priority.
+async fn connect(store: &Store, background: bool) -> anyhow::Result<AnyConnection> {
+    let mut conn = if background {
+        connect_idle(&store.url).await?
+    } else {
+        AnyConnection::connect(&store.url).await?
+    };
     if store.is_sqlite() {
         for pragma in [
             "PRAGMA journal_mode = WAL",
@@ -183,6 +212,46 @@ async fn connect(store: &Store) -> anyhow::Result<AnyConnection> {
         }
     }
     Ok(conn)
+}
+
+/// Open a SQLite connection whose thread (sqlx runs each SQLite connection on
+/// a thread of its own, made when it connects) is in the `SCHED_IDLE` class:
+/// the connection is made from a short-lived thread in that class, whose
+/// class a new thread inherits. Elsewhere than Linux, a plain connection.
+async fn connect_idle(url: &str) -> anyhow::Result<AnyConnection> {
+    #[cfg(target_os = "linux")]
+    {
+        let url = url.to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("toolgate-audit-connect".into())
+            .spawn(move || {
+                // SAFETY: sets this thread's own policy (pid 0) from a valid
+                // parameter struct; unprivileged threads may lower theirs.
+                let lowered = unsafe {
+                    let param = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0
+                };
+                if !lowered {
+                    tracing::debug!("the audit store's thread keeps the normal priority");
+                }
+                let made = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| {
+                        rt.block_on(AnyConnection::connect(&url))
+                            .map_err(anyhow::Error::from)
+                    });
+                let _ = tx.send(made);
+            })?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the audit store's connection thread ended"))?
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(AnyConnection::connect(url).await?)
+    }
 }
 
 /// Fold the SQLite write-ahead log into the database every few seconds, on a
@@ -212,8 +281,17 @@ impl Sink for StoreSink {
             if let Err(e) = self.insert(events).await {
                 // A broken connection (a restarted database) gets one new try.
                 tracing::warn!(error = %e, "audit store write failed; reconnecting");
-                self.conn = connect(&self.store).await?;
+                self.conn = connect(&self.store, self.background).await?;
                 self.insert(events).await?;
+            }
+            if self.background && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.last_checkpoint = Instant::now();
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&mut self.conn)
+                    .await
+                {
+                    tracing::debug!(error = %e, "audit WAL checkpoint failed; retried later");
+                }
             }
             if self.last_prune.elapsed() >= PRUNE_EVERY
                 && let Err(e) = self.prune().await
@@ -275,7 +353,7 @@ mod tests {
 
     async fn writes_and_reads_back(store: Store) {
         let tag = format!("t{:08x}", rand::random::<u32>());
-        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 1_000_000)
+        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 1_000_000, false)
             .await
             .unwrap();
         let written = batch(&tag, 300);
@@ -372,7 +450,7 @@ mod tests {
         let store = Store::open("sqlite://audit.db", Some(dir.path()))
             .await
             .unwrap();
-        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 50)
+        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 50, false)
             .await
             .unwrap();
         let mut old = batch("old", 10);
