@@ -10,10 +10,11 @@
 //! call relies on without a journal); a power failure may lose the last moments.
 //!
 //! With a journal no answer waits for this sink, and its work is background
-//! work: on Linux the SQLite connection's thread runs in the `SCHED_IDLE`
-//! class, so a batch of a second's events (tens of milliseconds of SQLite) runs
-//! in the time the gateway leaves idle instead of delaying the calls beside it;
-//! the log is folded into the database on the same thread after a write.
+//! work: a batch of a second's events (tens of milliseconds of SQLite at once)
+//! is written as statements of at most 128 events each, committed on their
+//! own, with a short pause between them, so that the calls beside it are not
+//! held up behind it; the log is folded into the database on the same
+//! connection after a write.
 
 use super::{Event, Sink};
 use crate::config::Config;
@@ -28,6 +29,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// PostgreSQL's 65,535 parameters).
 const COLUMNS: usize = 13;
 const ROWS_PER_INSERT: usize = 128;
+/// With a journal: the pause between the statements of one batch.
+const PAUSE: Duration = Duration::from_millis(2);
 
 pub struct StoreSink {
     conn: AnyConnection,
@@ -35,8 +38,8 @@ pub struct StoreSink {
     max_age: Duration,
     max_events: u64,
     last_prune: Instant,
-    /// No answer waits for this sink (there is a journal): its SQLite work
-    /// runs at idle priority, checkpoints included.
+    /// No answer waits for this sink (there is a journal): batches are
+    /// written in paced statements, and checkpoints on this connection.
     background: bool,
     last_checkpoint: Instant,
 }
@@ -64,7 +67,7 @@ impl StoreSink {
         background: bool,
     ) -> anyhow::Result<StoreSink> {
         let background = background && store.is_sqlite();
-        let conn = connect(&store, background).await?;
+        let conn = connect(&store).await?;
         if store.is_sqlite() && !background {
             tokio::spawn(checkpoints(store.clone()));
         }
@@ -88,6 +91,20 @@ impl StoreSink {
             return insert_rows(&mut self.conn, events, self.store.is_sqlite()).await;
         }
         let sqlite = self.store.is_sqlite();
+        if self.background {
+            // No answer waits: statements of their own, with a pause between
+            // them, so that a second's batch never holds the CPU for long.
+            let mut rest = events;
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
+                rest = tail;
+                insert_rows(&mut self.conn, chunk, sqlite).await?;
+                if !rest.is_empty() {
+                    tokio::time::sleep(PAUSE).await;
+                }
+            }
+            return Ok(());
+        }
         let mut tx = self.conn.begin().await?;
         // Statements come in a few sizes only, so each is prepared once and
         // then reused from the connection's statement cache.
@@ -190,14 +207,9 @@ fn insert_sql(rows: usize, sqlite: bool) -> String {
     sql
 }
 
-/// A connection of the sink's own, tuned for appending; with `background`,
-/// its SQLite thread runs at idle priority.
-async fn connect(store: &Store, background: bool) -> anyhow::Result<AnyConnection> {
-    let mut conn = if background {
-        connect_idle(&store.url).await?
-    } else {
-        AnyConnection::connect(&store.url).await?
-    };
+/// A connection of the sink's own, tuned for appending.
+async fn connect(store: &Store) -> anyhow::Result<AnyConnection> {
+    let mut conn = AnyConnection::connect(&store.url).await?;
     if store.is_sqlite() {
         for pragma in [
             "PRAGMA journal_mode = WAL",
@@ -212,46 +224,6 @@ async fn connect(store: &Store, background: bool) -> anyhow::Result<AnyConnectio
         }
     }
     Ok(conn)
-}
-
-/// Open a SQLite connection whose thread (sqlx runs each SQLite connection on
-/// a thread of its own, made when it connects) is in the `SCHED_IDLE` class:
-/// the connection is made from a short-lived thread in that class, whose
-/// class a new thread inherits. Elsewhere than Linux, a plain connection.
-async fn connect_idle(url: &str) -> anyhow::Result<AnyConnection> {
-    #[cfg(target_os = "linux")]
-    {
-        let url = url.to_owned();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("toolgate-audit-connect".into())
-            .spawn(move || {
-                // SAFETY: sets this thread's own policy (pid 0) from a valid
-                // parameter struct; unprivileged threads may lower theirs.
-                let lowered = unsafe {
-                    let param = libc::sched_param { sched_priority: 0 };
-                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0
-                };
-                if !lowered {
-                    tracing::debug!("the audit store's thread keeps the normal priority");
-                }
-                let made = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|rt| {
-                        rt.block_on(AnyConnection::connect(&url))
-                            .map_err(anyhow::Error::from)
-                    });
-                let _ = tx.send(made);
-            })?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the audit store's connection thread ended"))?
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Ok(AnyConnection::connect(url).await?)
-    }
 }
 
 /// Fold the SQLite write-ahead log into the database every few seconds, on a
@@ -281,7 +253,7 @@ impl Sink for StoreSink {
             if let Err(e) = self.insert(events).await {
                 // A broken connection (a restarted database) gets one new try.
                 tracing::warn!(error = %e, "audit store write failed; reconnecting");
-                self.conn = connect(&self.store, self.background).await?;
+                self.conn = connect(&self.store).await?;
                 self.insert(events).await?;
             }
             if self.background && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
