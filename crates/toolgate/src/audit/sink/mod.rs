@@ -65,13 +65,21 @@ pub async fn open(
 /// belongs to a serving gateway, and the command's stdout is its own output:
 /// both are skipped here.
 pub async fn write_now(config: &Config, event: Event) -> anyhow::Result<()> {
+    write_local(config, std::slice::from_ref(&event)).await
+}
+
+/// Write `events` to the config's sinks other than OTLP and stdout (which
+/// belong to a serving gateway), and flush them.
+async fn write_local(config: &Config, events: &[Event]) -> anyhow::Result<()> {
     let mut only_local = config.clone();
     only_local
         .audit
         .sinks
         .retain(|s| !matches!(s, AuditSink::Otlp | AuditSink::Stdout));
     for mut sink in open(&only_local, None).await? {
-        sink.write(std::slice::from_ref(&event)).await?;
+        for chunk in events.chunks(1024) {
+            sink.write(chunk).await?;
+        }
         sink.flush().await?;
     }
     Ok(())
@@ -95,17 +103,7 @@ pub async fn recover_journal(config: &Config) -> anyhow::Result<usize> {
         journal.close();
         return Ok(0);
     }
-    let mut only_local = config.clone();
-    only_local
-        .audit
-        .sinks
-        .retain(|s| !matches!(s, AuditSink::Otlp | AuditSink::Stdout));
-    for mut sink in open(&only_local, None).await? {
-        for chunk in left.events.chunks(1024) {
-            sink.write(chunk).await?;
-        }
-        sink.flush().await?;
-    }
+    write_local(config, &left.events).await?;
     // Only now: on an error above the files stay for the next reader or start.
     journal.close();
     Ok(left.events.len())
