@@ -670,7 +670,8 @@ async fn planted_secrets_appear_nowhere_the_gateway_writes() {
         assert_eq!(calls, 2);
         sigterm(&child);
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-        let secret_of_key = key.rsplit('_').next().unwrap().to_owned();
+        // `tgk_<id>_<secret>`: the secret may itself contain `_`.
+        let secret_of_key = key.splitn(3, '_').nth(2).unwrap().to_owned();
         let planted = [
             secret_of_key.as_str(),
             "planted-upstream-credential",
