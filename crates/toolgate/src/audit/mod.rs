@@ -49,7 +49,7 @@ pub const AUDIT_UNAVAILABLE: i64 = -32041;
 const BATCH: usize = 512;
 /// With a journal: the sinks are written at once when this many wait (which
 /// also bounds the memory events take while they wait).
-const FLUSH_AT: usize = 1024;
+const FLUSH_AT: usize = 512;
 /// With a journal: how often the writer empties the buffer while it waits to
 /// write (so the buffer never fills between writes).
 const DRAIN_EVERY: Duration = Duration::from_millis(50);

@@ -48,7 +48,7 @@ pub struct AuditConfig {
     #[serde(default)]
     pub journal: JournalSetting,
     /// With a journal: how often the sinks are filled from it (sooner when
-    /// 1,024 events wait, and before the admin API reads the trail). Larger
+    /// 512 events wait, and before the admin API reads the trail). Larger
     /// batches cost the store less per event.
     #[serde(default = "default_commit_every")]
     pub commit_every: Seconds,
