@@ -104,6 +104,13 @@ pub fn open(
                         call.abort();
                         continue;
                     }
+                    // The server must hear `initialized` before any request that
+                    // follows it: separate POSTs can arrive in any order, so this
+                    // one is sent in line, and what follows waits for its answer.
+                    if msg.method() == "notifications/initialized" {
+                        http.clone().post(msg).await;
+                        continue;
+                    }
                     let modern_id = match (&msg.id, is_modern(&msg)) {
                         (Some(Id::Num(n)), true) => Some(*n),
                         _ => None,
