@@ -683,12 +683,46 @@ fn modern_era_listen_hears_list_changes() {
         ack["method"], "notifications/subscriptions/acknowledged",
         "{ack}"
     );
-    let (_, changed) = fixture.modern(
-        "tools/call",
-        json!({ "name": "test_trigger_tool_change", "arguments": {} }),
-    );
-    assert_eq!(changed["result"]["resultType"], "complete", "{changed}");
-    let note = next_data();
+    // rmcp acknowledges the subscription before the server's `listen` has
+    // subscribed to changes: a change made in between is not this stream's.
+    // So: change, and change again while nothing arrives (at most 5 times).
+    reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut note = Value::Null;
+    for _ in 0..5 {
+        let (_, changed) = fixture.modern(
+            "tools/call",
+            json!({ "name": "test_trigger_tool_change", "arguments": {} }),
+        );
+        assert_eq!(changed["result"]["resultType"], "complete", "{changed}");
+        let mut line = String::new();
+        let heard = loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => panic!("stream ended"),
+                Ok(_) => {
+                    if let Some(data) = line.strip_prefix("data:")
+                        && let Ok(message) = serde_json::from_str::<Value>(data.trim())
+                    {
+                        break Some(message);
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break None;
+                }
+                Err(e) => panic!("a line: {e}"),
+            }
+        };
+        if let Some(message) = heard {
+            note = message;
+            break;
+        }
+    }
     assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
     assert_eq!(
         note["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 9,
