@@ -35,8 +35,6 @@ pub struct Journal {
     closed: VecDeque<(PathBuf, u64, File)>,
     /// The sequence number of the last event appended.
     appended: u64,
-    /// Reused for `append`.
-    buf: Vec<u8>,
 }
 
 /// Events another process appended and did not see into its sinks.
@@ -114,29 +112,14 @@ impl Journal {
                 bytes: 0,
                 closed,
                 appended: leftover.events.len() as u64,
-                buf: Vec::with_capacity(64 * 1024),
             },
             leftover,
         ))
     }
 
-    /// Append `events` with one `write`; returns the sequence number of the
-    /// last. On an error nothing counts as appended (a partial line is skipped
-    /// at replay).
-    pub fn append<'a>(&mut self, events: impl Iterator<Item = &'a Event>) -> anyhow::Result<u64> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut n = 0;
-        for e in events {
-            line(e, &mut buf)?;
-            n += 1;
-        }
-        let appended = self.append_lines(&buf, n);
-        self.buf = buf;
-        appended
-    }
-
-    /// Append `n` events already serialised by [`line`], with one `write`.
+    /// Append `n` events serialised by [`line`], with one `write`; returns the
+    /// sequence number of the last. On an error nothing counts as appended (a
+    /// partial line is skipped at replay).
     pub fn append_lines(&mut self, lines: &[u8], n: u64) -> anyhow::Result<u64> {
         if self.bytes >= SEGMENT_BYTES {
             self.rotate()?;
@@ -238,6 +221,15 @@ mod tests {
             .collect()
     }
 
+    /// Append `events` as the gateway does, in one write.
+    fn append(j: &mut Journal, events: &[Event]) -> u64 {
+        let mut buf = Vec::new();
+        for e in events {
+            line(e, &mut buf).unwrap();
+        }
+        j.append_lines(&buf, events.len() as u64).unwrap()
+    }
+
     fn files(dir: &Path) -> usize {
         std::fs::read_dir(dir).unwrap().count()
     }
@@ -248,8 +240,8 @@ mod tests {
         let written = events(5);
         let (mut j, left) = Journal::open(dir.path()).unwrap();
         assert!(left.events.is_empty());
-        assert_eq!(j.append(written[..3].iter()).unwrap(), 3);
-        assert_eq!(j.append(written[3..].iter()).unwrap(), 5);
+        assert_eq!(append(&mut j, &written[..3]), 3);
+        assert_eq!(append(&mut j, &written[3..]), 5);
         // Still held by this journal: a second one leaves it alone.
         let (other, left) = Journal::open(dir.path()).unwrap();
         assert!(left.events.is_empty());
@@ -275,9 +267,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path()).unwrap();
         let all = events(10);
-        j.append(all[..4].iter()).unwrap();
+        append(&mut j, &all[..4]);
         j.rotate().unwrap();
-        j.append(all[4..].iter()).unwrap();
+        append(&mut j, &all[4..]);
         assert_eq!(files(dir.path()), 2);
         j.release(3);
         assert_eq!(files(dir.path()), 2, "the first file still holds event 4");
@@ -286,7 +278,7 @@ mod tests {
         assert!(j.bytes > 0);
         j.release(10);
         assert_eq!(j.bytes, 0, "the current file is emptied");
-        j.append(all[..1].iter()).unwrap();
+        append(&mut j, &all[..1]);
         drop(j);
         let (j, left) = Journal::open(dir.path()).unwrap();
         assert_eq!(left.events, all[..1], "only what was appended after");
