@@ -4,15 +4,18 @@
 //! (the journal's batches: a second of calls at 1,000/s), with the table's
 //! indexes as they are and with the time index the table used to have.
 //!
+//! Events are given to the sink as the gateway gives them: serialised once,
+//! when they are recorded.
+//!
 //! Run: `cargo bench -p toolgate --bench audit_store`. Results: docs/performance.md.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::{Duration, Instant};
 use toolgate::audit::sink::{Sink, StoreSink};
-use toolgate::audit::{Event, EventKind, Outcome, Verdict};
+use toolgate::audit::{Event, EventKind, Line, Outcome, Verdict};
 use toolgate::store::Store;
 
-fn event(n: u64) -> Event {
+fn event(n: u64) -> Line {
     let mut e = Event::new(EventKind::Request);
     e.user = Some(format!("user-{}", n % 50));
     e.tenant = Some("acme".into());
@@ -27,7 +30,7 @@ fn event(n: u64) -> Event {
     e.latency_us = Some(350);
     e.bytes_in = Some(1300);
     e.bytes_out = Some(1200);
-    e
+    Line::of(&e)
 }
 
 /// A store in a fresh directory, with the old time index if `time_index`.
@@ -65,7 +68,7 @@ fn bench(c: &mut Criterion) {
             let mut n = 0u64;
             group.bench_function(format!("{name}, {batch} per commit (per event)"), |b| {
                 b.iter_custom(|iters| {
-                    let events: Vec<Vec<Event>> = (0..iters)
+                    let events: Vec<Vec<Line>> = (0..iters)
                         .map(|_| {
                             (0..batch)
                                 .map(|_| {

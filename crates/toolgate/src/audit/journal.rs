@@ -12,7 +12,7 @@
 //! directory (`toolgate stdio` started per client beside a served one): a
 //! file another process holds locked is its own, never replayed or deleted.
 
-use super::Event;
+use super::Line;
 use anyhow::Context as _;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -39,7 +39,7 @@ pub struct Journal {
 
 /// Events another process appended and did not see into its sinks.
 pub struct Leftover {
-    pub events: Vec<Event>,
+    pub events: Vec<Line>,
     /// Lines that did not parse (the torn end of a file written at a crash).
     pub unreadable: usize,
     pub files: usize,
@@ -86,9 +86,9 @@ impl Journal {
                 if line.is_empty() {
                     continue;
                 }
-                match serde_json::from_slice::<Event>(&line) {
-                    Ok(e) => leftover.events.push(e),
-                    Err(_) => leftover.unreadable += 1,
+                match Line::parse(&line) {
+                    Some(e) => leftover.events.push(e),
+                    None => leftover.unreadable += 1,
                 }
             }
             leftover.files += 1;
@@ -117,7 +117,8 @@ impl Journal {
         ))
     }
 
-    /// Append `n` events serialised by [`line`], with one `write`; returns the
+    /// Append `n` events serialised by [`Line::write`], each followed by a
+    /// newline, with one `write`; returns the
     /// sequence number of the last. On an error nothing counts as appended (a
     /// partial line is skipped at replay).
     pub fn append_lines(&mut self, lines: &[u8], n: u64) -> anyhow::Result<u64> {
@@ -186,13 +187,6 @@ impl Journal {
     }
 }
 
-/// `event` as a line of the journal, added to `buf`.
-pub fn line(event: &Event, buf: &mut Vec<u8>) -> anyhow::Result<()> {
-    serde_json::to_writer(&mut *buf, event)?;
-    buf.push(b'\n');
-    Ok(())
-}
-
 /// A new file of this process's, locked.
 fn create(dir: &Path, prefix: &str, number: u64) -> anyhow::Result<(PathBuf, File)> {
     let path = dir.join(format!("{prefix}-{number:06}.log"));
@@ -209,23 +203,24 @@ fn create(dir: &Path, prefix: &str, number: u64) -> anyhow::Result<(PathBuf, Fil
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::EventKind;
+    use crate::audit::{Event, EventKind};
 
-    fn events(n: usize) -> Vec<Event> {
+    fn events(n: usize) -> Vec<Line> {
         (0..n)
             .map(|i| {
                 let mut e = Event::new(EventKind::Request);
                 e.arguments = Some(serde_json::json!({ "i": i }));
-                e
+                Line::of(&e)
             })
             .collect()
     }
 
     /// Append `events` as the gateway does, in one write.
-    fn append(j: &mut Journal, events: &[Event]) -> u64 {
+    fn append(j: &mut Journal, events: &[Line]) -> u64 {
         let mut buf = Vec::new();
         for e in events {
-            line(e, &mut buf).unwrap();
+            buf.extend_from_slice(e.as_str().as_bytes());
+            buf.push(b'\n');
         }
         j.append_lines(&buf, events.len() as u64).unwrap()
     }

@@ -29,7 +29,7 @@ mod record;
 pub mod redact;
 pub mod sink;
 
-pub use event::{Event, EventKind, Outcome, Verdict};
+pub use event::{Columns, Event, EventKind, Line, Outcome, Verdict};
 pub use record::{Facts, Record, note, recording};
 
 use crate::config::{AuditConfig, Overflow};
@@ -55,7 +55,7 @@ const FLUSH_AT: usize = 512;
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 struct Entry {
-    event: Event,
+    line: Line,
     ack: Option<oneshot::Sender<bool>>,
     /// The event's number in the journal (0 without one).
     seq: u64,
@@ -186,10 +186,12 @@ impl Auditor {
     /// `false` if the journal could not be written (the writer gets the event
     /// all the same).
     fn journaled(&self, journal: &Mutex<Journal>, event: Event, send: impl FnOnce(Entry)) -> bool {
-        let mut line = Vec::with_capacity(1024);
-        let serialised = journal::line(&event, &mut line);
+        let mut text = Vec::with_capacity(1024);
+        Line::write(&event, &mut text);
+        drop(event);
+        text.push(b'\n');
         let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
-        let written = serialised.and_then(|()| j.append_lines(&line, 1));
+        let written = j.append_lines(&text, 1);
         let (ok, seq) = match written {
             Ok(seq) => (true, seq),
             Err(e) => {
@@ -197,8 +199,9 @@ impl Auditor {
                 (false, j.appended())
             }
         };
+        text.pop();
         send(Entry {
-            event,
+            line: Line::from_json(text),
             ack: None,
             seq,
         });
@@ -271,9 +274,11 @@ impl Auditor {
                 false => Err(unavailable()),
             };
         }
+        let line = Line::of(&event);
+        drop(event);
         if self.overflow == Overflow::Drop {
             permit.send(Entry {
-                event,
+                line,
                 ack: None,
                 seq: 0,
             });
@@ -281,7 +286,7 @@ impl Auditor {
         }
         let (ack, done) = oneshot::channel();
         permit.send(Entry {
-            event,
+            line,
             ack: Some(ack),
             seq: 0,
         });
@@ -305,7 +310,7 @@ impl Auditor {
                 self.journaled(journal, event, |e| permit.send(e));
             }
             None => permit.send(Entry {
-                event,
+                line: Line::of(&event),
                 ack: None,
                 seq: 0,
             }),
@@ -333,7 +338,7 @@ struct Writer {
     healthy: Arc<AtomicBool>,
     /// Events a failed write could not place, retried every second (bounded:
     /// beyond `backlog_limit` the oldest are dropped and counted).
-    backlog: Vec<Event>,
+    backlog: Vec<Line>,
     /// The journal number of the backlog's last event.
     backlog_through: u64,
     backlog_limit: usize,
@@ -347,7 +352,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// What waits for the sinks.
 #[derive(Default)]
 struct Pending {
-    events: Vec<Event>,
+    events: Vec<Line>,
     acks: Vec<oneshot::Sender<bool>>,
     /// The journal number of the last event.
     through: u64,
@@ -358,7 +363,7 @@ struct Pending {
 impl Pending {
     fn take(&mut self, entries: &mut Vec<Entry>, every: Duration) {
         for e in entries.drain(..) {
-            self.events.push(e.event);
+            self.events.push(e.line);
             self.acks.extend(e.ack);
             self.through = self.through.max(e.seq);
         }
@@ -373,7 +378,7 @@ impl Writer {
         mut self,
         mut rx: mpsc::Receiver<Entry>,
         mut syncs: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-        (leftover, through): (Vec<Event>, u64),
+        (leftover, through): (Vec<Line>, u64),
     ) {
         let mut incoming = Vec::with_capacity(BATCH);
         self.stats
@@ -470,7 +475,7 @@ impl Writer {
     }
 
     /// Write to every sink; false (and unhealthy) if any failed.
-    async fn write(&mut self, events: &[Event]) -> bool {
+    async fn write(&mut self, events: &[Line]) -> bool {
         let mut ok = true;
         for s in self.sinks.iter_mut() {
             if let Err(e) = write_with_retry(s.as_mut(), events).await {
@@ -503,7 +508,7 @@ impl Writer {
         }
     }
 
-    fn keep(&mut self, events: Vec<Event>, through: u64) {
+    fn keep(&mut self, events: Vec<Line>, through: u64) {
         self.backlog.extend(events);
         self.backlog_through = self.backlog_through.max(through);
         let excess = self.backlog.len().saturating_sub(self.backlog_limit);
@@ -516,7 +521,7 @@ impl Writer {
     }
 }
 
-async fn write_with_retry(s: &mut dyn sink::Sink, events: &[Event]) -> anyhow::Result<()> {
+async fn write_with_retry(s: &mut dyn sink::Sink, events: &[Line]) -> anyhow::Result<()> {
     match s.write(events).await {
         Ok(()) => Ok(()),
         Err(first) => {

@@ -3,7 +3,7 @@
 //! the oldest is deleted). Every batch is written with one `write` and flushed
 //! to the operating system before it is acknowledged.
 
-use super::{Event, Sink};
+use super::{Line, Sink};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use std::fs::{File, OpenOptions};
@@ -72,13 +72,9 @@ impl Sink for Jsonl {
         "jsonl"
     }
 
-    fn write<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn write<'a>(&'a mut self, events: &'a [Line]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut text = Vec::with_capacity(events.len() * 256);
-            for e in events {
-                serde_json::to_writer(&mut text, e)?;
-                text.push(b'\n');
-            }
+            let text = super::json_lines(events);
             if self.size > 0 && self.size + text.len() as u64 > self.max_bytes {
                 self.rotate()?;
             }
@@ -95,7 +91,7 @@ impl Sink for Jsonl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::EventKind;
+    use crate::audit::{Event, EventKind};
 
     #[tokio::test(flavor = "multi_thread")]
     async fn files_rotate_and_keep_only_so_many() {
@@ -106,7 +102,7 @@ mod tests {
         for _ in 0..20 {
             let e = Event::new(EventKind::Request);
             ids.push(e.id.clone());
-            sink.write(std::slice::from_ref(&e)).await.unwrap();
+            sink.write(&[Line::of(&e)]).await.unwrap();
         }
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         let current = read(&path);

@@ -11,7 +11,7 @@ pub use otlp::Otlp;
 pub use stdout::Stdout;
 pub use store::StoreSink;
 
-use super::Event;
+use super::{Event, Line};
 use crate::config::{AuditSink, Config};
 use futures::future::BoxFuture;
 
@@ -19,7 +19,7 @@ pub trait Sink: Send {
     /// For messages.
     fn name(&self) -> &'static str;
     /// Write a batch; `Ok` means it is as durable as this sink makes anything.
-    fn write<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>>;
+    fn write<'a>(&'a mut self, events: &'a [Line]) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Push out anything buffered (at shutdown).
     fn flush(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async { Ok(()) })
@@ -65,12 +65,22 @@ pub async fn open(
 /// belongs to a serving gateway, and the command's stdout is its own output:
 /// both are skipped here.
 pub async fn write_now(config: &Config, event: Event) -> anyhow::Result<()> {
-    write_local(config, std::slice::from_ref(&event)).await
+    write_local(config, &[Line::of(&event)]).await
+}
+
+/// `events` as JSON Lines text.
+fn json_lines(events: &[Line]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(events.iter().map(|e| e.as_str().len() + 1).sum());
+    for e in events {
+        text.extend_from_slice(e.as_str().as_bytes());
+        text.push(b'\n');
+    }
+    text
 }
 
 /// Write `events` to the config's sinks other than OTLP and stdout (which
 /// belong to a serving gateway), and flush them.
-async fn write_local(config: &Config, events: &[Event]) -> anyhow::Result<()> {
+async fn write_local(config: &Config, events: &[Line]) -> anyhow::Result<()> {
     let mut only_local = config.clone();
     only_local
         .audit

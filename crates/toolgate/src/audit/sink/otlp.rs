@@ -7,7 +7,7 @@
 //! events (the processor logs it); keep the `store` sink beside this one where
 //! the trail must be complete.
 
-use super::{Event, Sink};
+use super::{Event, Line, Sink};
 use crate::audit::{EventKind, Outcome, Verdict};
 use futures::future::BoxFuture;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -115,10 +115,10 @@ impl Sink for Otlp {
         "otlp"
     }
 
-    fn write<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn write<'a>(&'a mut self, events: &'a [Line]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            for e in events {
-                self.emit(e);
+            for line in events {
+                self.emit(&line.event()?);
             }
             Ok(())
         })

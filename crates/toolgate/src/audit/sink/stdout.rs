@@ -2,7 +2,7 @@
 //! collector reads stdout). Not available with `toolgate stdio`, where stdout
 //! is the MCP stream.
 
-use super::{Event, Sink};
+use super::{Line, Sink};
 use futures::future::BoxFuture;
 use std::io::Write as _;
 
@@ -13,13 +13,9 @@ impl Sink for Stdout {
         "stdout"
     }
 
-    fn write<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn write<'a>(&'a mut self, events: &'a [Line]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut text = Vec::with_capacity(events.len() * 256);
-            for e in events {
-                serde_json::to_writer(&mut text, e)?;
-                text.push(b'\n');
-            }
+            let text = super::json_lines(events);
             tokio::task::spawn_blocking(move || {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&text)?;

@@ -16,11 +16,12 @@
 //! held up behind it; the log is folded into the database on the same
 //! connection after a write.
 
-use super::{Event, Sink};
+use super::{Line, Sink};
 use crate::config::Config;
 use crate::store::Store;
 use futures::future::BoxFuture;
 use sqlx::{AnyConnection, Connection as _};
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -82,7 +83,7 @@ impl StoreSink {
         })
     }
 
-    async fn insert(&mut self, events: &[Event]) -> anyhow::Result<()> {
+    async fn insert(&mut self, events: &[Line]) -> anyhow::Result<()> {
         // One statement is atomic on its own: no BEGIN and COMMIT, which are
         // two more round trips to the database (for SQLite, to its worker
         // thread) — most of a lone event's cost. Several statements share one
@@ -151,23 +152,24 @@ impl StoreSink {
 }
 
 /// One INSERT of `rows` (a count [`statement_rows`] gives).
-async fn insert_rows(conn: &mut AnyConnection, rows: &[Event], sqlite: bool) -> anyhow::Result<()> {
+async fn insert_rows(conn: &mut AnyConnection, rows: &[Line], sqlite: bool) -> anyhow::Result<()> {
     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows.len(), sqlite)));
-    for e in rows {
+    for line in rows {
+        let c = line.columns()?;
         q = q
-            .bind(e.id.clone())
-            .bind(e.time_us)
-            .bind(e.kind.as_str())
-            .bind(e.user.clone())
-            .bind(e.tenant.clone())
-            .bind(e.agent.clone())
-            .bind(e.session.clone())
-            .bind(e.method.clone())
-            .bind(e.server.clone())
-            .bind(e.target.clone())
-            .bind(e.decision.map(|d| d.as_str()))
-            .bind(e.outcome.map(|o| o.as_str()))
-            .bind(serde_json::to_string(e)?);
+            .bind(c.id.into_owned())
+            .bind(c.time_us)
+            .bind(c.kind.as_str())
+            .bind(c.user.map(Cow::into_owned))
+            .bind(c.tenant.map(Cow::into_owned))
+            .bind(c.agent.map(Cow::into_owned))
+            .bind(c.session.map(Cow::into_owned))
+            .bind(c.method.map(Cow::into_owned))
+            .bind(c.server.map(Cow::into_owned))
+            .bind(c.target.map(Cow::into_owned))
+            .bind(c.decision.map(|d| d.as_str()))
+            .bind(c.outcome.map(|o| o.as_str()))
+            .bind(line.as_str().to_owned());
     }
     q.execute(conn).await?;
     Ok(())
@@ -248,7 +250,7 @@ impl Sink for StoreSink {
         "store"
     }
 
-    fn write<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn write<'a>(&'a mut self, events: &'a [Line]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             if let Err(e) = self.insert(events).await {
                 // A broken connection (a restarted database) gets one new try.
@@ -300,7 +302,11 @@ mod tests {
         assert!(insert_sql(2, false).contains("$26)"));
     }
     use crate::audit::query::{Filter, events};
-    use crate::audit::{EventKind, Outcome, Verdict};
+    use crate::audit::{Event, EventKind, Outcome, Verdict};
+
+    fn lines(events: &[Event]) -> Vec<Line> {
+        events.iter().map(Line::of).collect()
+    }
 
     /// `n` request events of `users` in turn, alternately allowed and denied.
     fn batch(tag: &str, n: usize) -> Vec<Event> {
@@ -329,9 +335,9 @@ mod tests {
             .await
             .unwrap();
         let written = batch(&tag, 300);
-        sink.write(&written).await.unwrap();
+        sink.write(&lines(&written)).await.unwrap();
         // A batch retried after another sink failed is not stored twice.
-        sink.write(&written[..200]).await.unwrap();
+        sink.write(&lines(&written[..200])).await.unwrap();
         let mine = |f: Filter| Filter {
             tenant: Some(format!("{tag}-t")),
             limit: f.limit.or(Some(10_000)),
@@ -429,9 +435,9 @@ mod tests {
         for e in &mut old {
             e.time_us -= 2 * 3600 * 1_000_000;
         }
-        sink.write(&old).await.unwrap();
+        sink.write(&lines(&old)).await.unwrap();
         let recent = batch("new", 120);
-        sink.write(&recent).await.unwrap();
+        sink.write(&lines(&recent)).await.unwrap();
         sink.prune().await.unwrap();
         let left = events(
             &store,
