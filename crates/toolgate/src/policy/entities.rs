@@ -1,6 +1,7 @@
 //! The Cedar side of a request: the resource (built once per catalog snapshot),
 //! the principal and the context (built per call, the only per-call work).
 
+use super::slice::Reads;
 use super::values::Mapper;
 use crate::auth::{AuthMethod, Principal};
 use crate::config::Labels;
@@ -86,6 +87,9 @@ pub struct Target {
     uid: EntityUid,
     server: Option<EntityUid>,
     entities: Entities,
+    /// Unique in the process (shared by clones, which are the same target):
+    /// what decisions remembered for this target are filed under.
+    serial: u64,
 }
 
 impl Target {
@@ -96,6 +100,7 @@ impl Target {
             uid: entity.uid(),
             server: None,
             entities: entities([entity]),
+            serial: super::serial(),
         }
     }
 
@@ -185,6 +190,7 @@ impl Target {
             uid,
             server: Some(server_uid),
             entities: entities([item, server_entity]),
+            serial: super::serial(),
         }
     }
 
@@ -204,6 +210,10 @@ impl Target {
 
     pub(crate) fn entities(&self) -> &Entities {
         &self.entities
+    }
+
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 }
 
@@ -412,14 +422,54 @@ pub(crate) enum ArgsMode {
     Unknown,
 }
 
-pub(crate) fn context(c: &CallContext<'_>, args: ArgsMode, mapper: &mut Mapper) -> Context {
+/// The Cedar context of a call, with the attributes `reads` names (building
+/// the others is work no policy asked for: `time` and `source` are extension
+/// values Cedar parses on every call).
+pub(crate) fn context(
+    c: &CallContext<'_>,
+    args: ArgsMode,
+    reads: &Reads,
+    mapper: &mut Mapper,
+) -> Context {
     let secs = c
         .time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let (date, hour, minute, second, weekday) = civil(secs);
     let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(9);
-    let args = match args {
+    let mut push = |name: &str, value: &mut dyn FnMut() -> RestrictedExpression| {
+        if reads.wants(name) {
+            pairs.push((name.to_owned(), value()));
+        }
+    };
+    push("args", &mut || args_expr(c, &args, mapper));
+    push("time", &mut || {
+        cached_datetime(secs, || {
+            format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
+        })
+    });
+    push("now", &mut || RestrictedExpression::new_long(secs));
+    push("hour", &mut || RestrictedExpression::new_long(hour));
+    push("weekday", &mut || RestrictedExpression::new_long(weekday));
+    if let Some(ip) = c.source {
+        push("source", &mut || cached_ip(ip));
+    }
+    push("endpoint", &mut || {
+        RestrictedExpression::new_string(c.endpoint.into())
+    });
+    if let Some(s) = c.session {
+        push("session", &mut || {
+            RestrictedExpression::new_string(s.into())
+        });
+    }
+    push("era", &mut || {
+        RestrictedExpression::new_string(c.era.as_str().into())
+    });
+    Context::from_pairs(pairs).unwrap_or_else(|_| Context::empty())
+}
+
+fn args_expr(c: &CallContext<'_>, args: &ArgsMode, mapper: &mut Mapper) -> RestrictedExpression {
+    match args {
         ArgsMode::Unknown => RestrictedExpression::new_unknown("args"),
         ArgsMode::Given => match c.args {
             None => RestrictedExpression::new_record(Vec::<(String, RestrictedExpression)>::new())
@@ -433,32 +483,7 @@ pub(crate) fn context(c: &CallContext<'_>, args: ArgsMode, mapper: &mut Mapper) 
                 RestrictedExpression::new_unknown("args")
             }
         },
-    };
-    pairs.push(("args".into(), args));
-    pairs.push((
-        "time".into(),
-        cached_datetime(secs, || {
-            format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
-        }),
-    ));
-    pairs.push(("now".into(), RestrictedExpression::new_long(secs)));
-    pairs.push(("hour".into(), RestrictedExpression::new_long(hour)));
-    pairs.push(("weekday".into(), RestrictedExpression::new_long(weekday)));
-    if let Some(ip) = c.source {
-        pairs.push(("source".into(), cached_ip(ip)));
     }
-    pairs.push((
-        "endpoint".into(),
-        RestrictedExpression::new_string(c.endpoint.into()),
-    ));
-    if let Some(s) = c.session {
-        pairs.push(("session".into(), RestrictedExpression::new_string(s.into())));
-    }
-    pairs.push((
-        "era".into(),
-        RestrictedExpression::new_string(c.era.as_str().into()),
-    ));
-    Context::from_pairs(pairs).unwrap_or_else(|_| Context::empty())
 }
 
 // Cedar parses an extension function's name each time one of its values is

@@ -35,6 +35,7 @@ use entities::ArgsMode;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use values::Mapper;
 
@@ -243,6 +244,9 @@ pub struct Policies {
     authorizer: Authorizer,
     /// Principals' entities, built once per principal for this set.
     principals: Mutex<ByPrincipal<(), Arc<PreparedPrincipal>>>,
+    /// What the policies that do not read the context found, by principal,
+    /// action and target (see [`Policies::decide`]).
+    fixed: Mutex<HashMap<FixedKey, Arc<Fixed>>>,
 }
 
 /// A principal as this policy set's requests carry it.
@@ -250,10 +254,33 @@ struct PreparedPrincipal {
     entity: cedar_policy::Entity,
     /// Attribute values that became unknowns, for a `policy_error` message.
     unrepresentable: Vec<String>,
+    /// Unique in the process: a prepared principal's key in `fixed`.
+    serial: u64,
 }
 
 /// Principals whose entities are kept per policy set; beyond it they are built afresh.
 const PRINCIPALS_MAX: usize = 4096;
+
+/// (principal, action, target) outcomes kept per policy set; beyond it the
+/// memo starts over.
+const FIXED_MAX: usize = 4096;
+
+/// A prepared principal's serial, the action, and the target's serial.
+type FixedKey = (u64, Action, u64);
+
+/// The outcome of a request's context-free policies, and the request's
+/// entities for evaluating the others.
+struct Fixed {
+    found: Found,
+    entities: cedar_policy::Entities,
+}
+
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
+/// A number no other call of this function in the process returns.
+pub(crate) fn serial() -> u64 {
+    SERIALS.fetch_add(1, Ordering::Relaxed)
+}
 
 impl fmt::Debug for Policies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -265,7 +292,7 @@ impl fmt::Debug for Policies {
 }
 
 /// What evaluating a request's slices found.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Found {
     permits: Vec<String>,
     forbids: Vec<String>,
@@ -324,6 +351,7 @@ impl Policies {
             generation: 0,
             authorizer: Authorizer::new(),
             principals: Mutex::new(ByPrincipal::new(PRINCIPALS_MAX)),
+            fixed: Mutex::default(),
         }
     }
 
@@ -364,24 +392,58 @@ impl Policies {
     }
 
     /// Decide a request. Default deny; fail closed.
+    ///
+    /// Policies that never read `context` find the same for a principal,
+    /// action and target on every call: what they found is remembered for
+    /// this policy set (a target rebuilt with a new catalog is a new key).
+    /// Only the policies that read the context are evaluated per call, with
+    /// only the attributes they read.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
-        if self.slices_for(req).iter().all(Option::is_none) {
+        let slices = self.slices_for(req);
+        if slices.iter().all(Option::is_none) {
             return verdict(Found::default());
         }
         let principal = self.principal(req.principal);
+        let Some(fixed) = self.fixed(req, &principal, slices) else {
+            return internal_error();
+        };
+        let mut found = fixed.found.clone();
         let mut mapper = Mapper::default();
         mapper
             .unrepresentable
             .extend(principal.unrepresentable.iter().cloned());
-        let mut ctx = req.context;
-        let args = self.conform_args(req, &mut mapper);
-        if let Some(a) = &args {
-            ctx.args = Some(a);
+        let mut reads = slice::Reads::None;
+        for s in slices.iter().flatten() {
+            reads.add(&s.reads);
         }
-        let context = entities::context(&ctx, ArgsMode::Given, &mut mapper);
-        let Some(found) = self.evaluate(req, principal.entity.clone(), context, false) else {
-            return internal_error();
-        };
+        if reads != slice::Reads::None {
+            let mut ctx = req.context;
+            let args = reads
+                .wants("args")
+                .then(|| self.conform_args(req, &mut mapper))
+                .flatten();
+            if let Some(a) = &args {
+                ctx.args = Some(a);
+            }
+            let context = entities::context(&ctx, ArgsMode::Given, &reads, &mut mapper);
+            let Ok(request) = cedar_policy::Request::new(
+                principal.entity.uid(),
+                req.action.uid().clone(),
+                req.target.uid().clone(),
+                context,
+                None,
+            ) else {
+                return internal_error();
+            };
+            for s in slices.iter().flatten() {
+                if !s.reading.is_empty() {
+                    let r = self
+                        .authorizer
+                        .is_authorized(&request, &s.reading, &fixed.entities);
+                    self.response_into(&r, &mut found);
+                }
+            }
+        }
         let mut decision = verdict(found);
         if decision.reason.code == code::POLICY_ERROR && !mapper.unrepresentable.is_empty() {
             decision.reason.message = format!(
@@ -391,6 +453,47 @@ impl Policies {
             );
         }
         decision
+    }
+
+    /// What the request's context-free policies find, and its entities:
+    /// evaluated once per principal, action and target, then remembered.
+    fn fixed(
+        &self,
+        req: &Request<'_>,
+        principal: &PreparedPrincipal,
+        slices: [Option<&slice::Slice>; 2],
+    ) -> Option<Arc<Fixed>> {
+        let key = (principal.serial, req.action, req.target.serial());
+        let memo = || self.fixed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = memo().get(&key) {
+            return Some(found.clone());
+        }
+        let entities = request_entities(req, &principal.entity)?;
+        let mut found = Found::default();
+        let fixed_sets = slices.iter().flatten().filter(|s| !s.fixed.is_empty());
+        let mut fixed_sets = fixed_sets.peekable();
+        if fixed_sets.peek().is_some() {
+            // These policies read no context: an empty one is the same to them.
+            let request = cedar_policy::Request::new(
+                principal.entity.uid(),
+                req.action.uid().clone(),
+                req.target.uid().clone(),
+                cedar_policy::Context::empty(),
+                None,
+            )
+            .ok()?;
+            for s in fixed_sets {
+                let r = self.authorizer.is_authorized(&request, &s.fixed, &entities);
+                self.response_into(&r, &mut found);
+            }
+        }
+        let fixed = Arc::new(Fixed { found, entities });
+        let mut memo = memo();
+        if memo.len() >= FIXED_MAX {
+            memo.clear();
+        }
+        memo.insert(key, fixed.clone());
+        Some(fixed)
     }
 
     /// The principal's entity for this policy set: its attributes conformed to
@@ -412,6 +515,7 @@ impl Policies {
         let prepared = Arc::new(PreparedPrincipal {
             entity,
             unrepresentable: mapper.unrepresentable,
+            serial: serial(),
         });
         cache().insert(p, (), prepared.clone());
         prepared
@@ -449,7 +553,12 @@ impl Policies {
     pub fn decide_unsliced(&self, req: &Request<'_>) -> Decision {
         let mut mapper = Mapper::default();
         let principal = entities::principal_entity(req.principal, &mut mapper);
-        let context = entities::context(&req.context, ArgsMode::Given, &mut mapper);
+        let context = entities::context(
+            &req.context,
+            ArgsMode::Given,
+            &slice::Reads::All,
+            &mut mapper,
+        );
         let Some(entities) = request_entities(req, &principal) else {
             return internal_error();
         };
@@ -514,7 +623,7 @@ impl Policies {
             None,
         )
         .ok()?;
-        for set in slices.into_iter().flatten() {
+        for set in slices.into_iter().flatten().map(|s| &s.all) {
             if partial {
                 self.partial_into(&request, set, &entities, &mut found);
             } else {
@@ -525,7 +634,7 @@ impl Policies {
         Some(found)
     }
 
-    fn slices_for(&self, req: &Request<'_>) -> [Option<&PolicySet>; 2] {
+    fn slices_for(&self, req: &Request<'_>) -> [Option<&slice::Slice>; 2] {
         let t = req.target;
         self.slices
             .for_request(req.action, t.kind(), t.uid(), t.server_uid())

@@ -82,7 +82,7 @@ impl Policies {
             }
         };
         let principal_entity = entities::principal_entity(principal, &mut mapper);
-        let context = entities::context(&ctx, mode, &mut mapper);
+        let context = entities::context(&ctx, mode, &super::slice::Reads::All, &mut mapper);
         let Some(mut found) = self.evaluate(req, principal_entity, context, true) else {
             return Settled::Decided(super::internal_error());
         };
@@ -111,7 +111,12 @@ impl Policies {
             }
             let mut mapper = Mapper::default();
             let principal_entity = entities::principal_entity(principal, &mut mapper);
-            let context = entities::context(&ctx, ArgsMode::Given, &mut mapper);
+            let context = entities::context(
+                &ctx,
+                ArgsMode::Given,
+                &super::slice::Reads::All,
+                &mut mapper,
+            );
             let (Ok(set), Some(entities)) = (set, super::request_entities(req, &principal_entity))
             else {
                 return Settled::Decided(super::internal_error());

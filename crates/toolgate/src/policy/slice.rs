@@ -16,18 +16,132 @@
 //! The slicing is exact in one direction: a policy left out of a request's
 //! slices has a scope that is false for that request, so leaving it out
 //! changes neither the decision nor the errors.
+//!
+//! Each slice is also split by whether its policies read `context`: those that
+//! do not decide the same way for a principal, action and resource whatever
+//! the call's arguments, time or address, so their outcome can be remembered
+//! (`Policies::decide`); the others are evaluated on every call, with only the
+//! context attributes they read.
 
 use super::Action;
 use super::entities::TargetKind;
 use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 #[derive(Default)]
 pub(crate) struct Slices {
-    by_type: HashMap<(Action, TargetKind), Arc<PolicySet>>,
-    own: HashMap<Action, HashMap<EntityUid, Arc<PolicySet>>>,
-    under: HashMap<(Action, TargetKind), HashMap<EntityUid, Arc<PolicySet>>>,
+    by_type: HashMap<(Action, TargetKind), Arc<Slice>>,
+    own: HashMap<Action, HashMap<EntityUid, Arc<Slice>>>,
+    under: HashMap<(Action, TargetKind), HashMap<EntityUid, Arc<Slice>>>,
+}
+
+/// The policies a request meets in one place, split by whether they read the
+/// request's context.
+pub(crate) struct Slice {
+    pub all: PolicySet,
+    /// Policies that never read `context` (empty if none).
+    pub fixed: PolicySet,
+    /// Policies that do.
+    pub reading: PolicySet,
+    /// What of the context `reading` reads.
+    pub reads: Reads,
+}
+
+/// Which context attributes some policies read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Reads {
+    /// These attributes only (`context.NAME`, `context has NAME`).
+    #[default]
+    None,
+    Attrs(BTreeSet<String>),
+    /// The context as a whole (or policies this analysis cannot read).
+    All,
+}
+
+impl Reads {
+    /// Whether attribute `name` must be in the context.
+    pub fn wants(&self, name: &str) -> bool {
+        match self {
+            Reads::None => false,
+            Reads::Attrs(names) => names.contains(name),
+            Reads::All => true,
+        }
+    }
+
+    pub fn add(&mut self, other: &Reads) {
+        match (&mut *self, other) {
+            (_, Reads::None) | (Reads::All, _) => {}
+            (_, Reads::All) => *self = Reads::All,
+            (Reads::None, Reads::Attrs(b)) => *self = Reads::Attrs(b.clone()),
+            (Reads::Attrs(a), Reads::Attrs(b)) => a.extend(b.iter().cloned()),
+        }
+    }
+
+    /// What `policy` reads of the context, from its JSON form.
+    pub fn of(policy: &Policy) -> Reads {
+        let Ok(json) = policy.to_json() else {
+            return Reads::All;
+        };
+        let mut reads = Reads::None;
+        walk(&json, &mut reads);
+        reads
+    }
+}
+
+/// Collect the context attributes `expr` reads: `context` is read through
+/// `.` and `has` by name; anywhere else it is read whole.
+fn walk(expr: &Value, reads: &mut Reads) {
+    match expr {
+        Value::Object(map) => {
+            for (key, value) in map {
+                if key == "Var" && value.as_str() == Some("context") {
+                    *reads = Reads::All;
+                    return;
+                }
+                if (key == "." || key == "has")
+                    && value
+                        .get("left")
+                        .and_then(|l| l.get("Var"))
+                        .and_then(Value::as_str)
+                        == Some("context")
+                    && let Some(attr) = value.get("attr").and_then(Value::as_str)
+                {
+                    reads.add(&Reads::Attrs(BTreeSet::from([attr.to_owned()])));
+                    continue;
+                }
+                walk(value, reads);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| walk(v, reads)),
+        _ => {}
+    }
+}
+
+impl Slice {
+    fn new(list: Vec<&Policy>) -> Slice {
+        let mut fixed = Vec::new();
+        let mut reading = Vec::new();
+        let mut reads = Reads::None;
+        for p in &list {
+            let r = Reads::of(p);
+            if r == Reads::None {
+                fixed.push(*p);
+            } else {
+                reads.add(&r);
+                reading.push(*p);
+            }
+        }
+        let set =
+            |l: Vec<&Policy>| PolicySet::from_policies(l.into_iter().cloned()).unwrap_or_default();
+        Slice {
+            all: set(list),
+            fixed: set(fixed),
+            reading: set(reading),
+            reads,
+        }
+    }
 }
 
 impl Slices {
@@ -95,10 +209,8 @@ impl Slices {
         for own_list in own.values_mut() {
             dedup(own_list);
         }
-        let to_set = |list: Vec<&Policy>| {
-            Arc::new(PolicySet::from_policies(list.into_iter().cloned()).unwrap_or_default())
-        };
-        let mut under_sets: HashMap<(Action, TargetKind), HashMap<EntityUid, Arc<PolicySet>>> =
+        let to_set = |list: Vec<&Policy>| Arc::new(Slice::new(list));
+        let mut under_sets: HashMap<(Action, TargetKind), HashMap<EntityUid, Arc<Slice>>> =
             HashMap::new();
         for ((a, k, u), mut list) in under {
             list.extend(by_type.get(&(a, k)).into_iter().flatten().copied());
@@ -108,7 +220,7 @@ impl Slices {
                 .or_default()
                 .insert(u, to_set(list));
         }
-        let mut own_sets: HashMap<Action, HashMap<EntityUid, Arc<PolicySet>>> = HashMap::new();
+        let mut own_sets: HashMap<Action, HashMap<EntityUid, Arc<Slice>>> = HashMap::new();
         for ((a, u), list) in own {
             own_sets.entry(a).or_default().insert(u, to_set(list));
         }
@@ -125,14 +237,14 @@ impl Slices {
         }
     }
 
-    /// The (at most two, disjoint) policy sets a request must be evaluated against.
+    /// The (at most two, disjoint) slices a request must be evaluated against.
     pub fn for_request(
         &self,
         action: Action,
         kind: TargetKind,
         resource: &EntityUid,
         server: Option<&EntityUid>,
-    ) -> [Option<&PolicySet>; 2] {
+    ) -> [Option<&Slice>; 2] {
         let base = server
             .and_then(|s| self.under.get(&(action, kind))?.get(s))
             .or_else(|| self.by_type.get(&(action, kind)));
@@ -146,7 +258,7 @@ impl Slices {
             .values()
             .chain(self.own.values().flat_map(HashMap::values))
             .chain(self.under.values().flat_map(HashMap::values))
-            .map(|s| s.num_of_policies())
+            .map(|s| s.all.num_of_policies())
             .max()
             .unwrap_or(0)
     }

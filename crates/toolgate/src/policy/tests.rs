@@ -517,9 +517,16 @@ fn slicing_changes_no_decision() {
         targets.push(Target::resource(r, "file:///x", "file:///x"));
     }
     let groups = ["all", "t", "f", "s", "g", "h", "r", "e", "none"];
-    let args = json!({"amount": "odd"});
+    let odd = json!({"amount": "odd"});
+    let big = json!({"amount": 5});
+    let small = json!({"amount": 1});
     let mut compared = 0;
-    for g in groups {
+    // Each request three times with other arguments: the first puts what the
+    // context-free policies found in the memo, the others reuse it.
+    for (g, args) in groups
+        .into_iter()
+        .flat_map(|g| [(g, &odd), (g, &big), (g, &small)])
+    {
         let who = user("u", &[g, if g == "f" { "all" } else { "none" }]);
         for t in &targets {
             for action in Action::ALL {
@@ -530,7 +537,7 @@ fn slicing_changes_no_decision() {
                     principal: &who,
                     action,
                     target: t,
-                    context: ctx(Some(&args)),
+                    context: ctx(Some(args)),
                 };
                 let sliced = p.decide(&req);
                 let whole = p.decide_unsliced(&req);
@@ -549,12 +556,98 @@ fn slicing_changes_no_decision() {
                 let (mut a, mut b) = (sliced.reason.policies, whole.reason.policies);
                 a.sort();
                 b.sort();
-                assert_eq!(a, b, "{g} {action} {}", t.uid());
+                assert_eq!(a, b, "{g} {action} {} {args}", t.uid());
                 compared += 1;
             }
         }
     }
-    assert!(compared > 100);
+    assert!(compared > 300);
+}
+
+#[test]
+fn remembered_outcomes_follow_principal_target_and_arguments() {
+    let p = policies(
+        r#"
+        @id("finance") permit (principal in Toolgate::Group::"finance", action, resource);
+        @id("high-risk") forbid (principal, action, resource) when { resource has risk && resource.risk == "high" };
+        @id("limit") forbid (principal, action, resource) when { context.args has amount && context.args.amount >= 1000 };
+        @id("weekdays") forbid (principal, action, resource) unless { context.weekday <= 5 };
+        "#,
+    );
+    let refund = tool("payments", "refund");
+    let alice = user("alice", &["finance"]);
+    let bob = user("bob", &["eng"]);
+    let small = json!({"amount": 50});
+    let big = json!({"amount": 5000});
+    let call = |who: &Principal, t: &Target, args: &Value| {
+        decide(&p, who, Action::CallTool, t, Some(args)).reason.code
+    };
+    for _ in 0..2 {
+        assert_eq!(call(&alice, &refund, &small), code::ALLOWED);
+        assert_eq!(call(&alice, &refund, &big), code::FORBIDDEN);
+    }
+    // Another principal is another key.
+    assert_eq!(call(&bob, &refund, &small), code::NO_PERMIT);
+    assert_eq!(call(&alice, &refund, &small), code::ALLOWED);
+    // The same tool labelled high risk in a new catalog: a new target.
+    let high = labels(Some("high"), None);
+    let relabelled = Target::tool(
+        ServerRef {
+            name: "payments",
+            labels: &high,
+        },
+        "payments__refund",
+        "refund",
+        None,
+        None,
+    );
+    assert_eq!(relabelled.uid(), refund.uid());
+    let d = decide(&p, &alice, Action::CallTool, &relabelled, Some(&small));
+    assert_eq!(d.reason.policies, ["high-risk"]);
+    // The context still counts on every call: a Saturday.
+    let saturday = p.decide(&Request {
+        principal: &alice,
+        action: Action::CallTool,
+        target: &refund,
+        context: CallContext {
+            time: UNIX_EPOCH + Duration::from_secs(1_795_429_805 - 2 * 86_400),
+            ..ctx(Some(&small))
+        },
+    });
+    assert_eq!(saturday.reason.policies, ["weekdays"]);
+    assert_eq!(call(&alice, &refund, &small), code::ALLOWED);
+}
+
+#[test]
+fn what_policies_read_of_the_context_is_found_in_them() {
+    use super::slice::Reads;
+    let reads = |text: &str| Reads::of(&cedar_policy::Policy::parse(None, text).unwrap());
+    let attrs = |names: &[&str]| Reads::Attrs(names.iter().map(|n| (*n).to_owned()).collect());
+    assert_eq!(reads("permit (principal, action, resource);"), Reads::None);
+    assert_eq!(
+        reads(r#"permit (principal, action, resource) when { resource.name == "context" };"#),
+        Reads::None
+    );
+    assert_eq!(
+        reads(
+            "forbid (principal, action, resource) when { context.args has amount && context.args.amount >= 5 };"
+        ),
+        attrs(&["args"])
+    );
+    assert_eq!(
+        reads(
+            r#"forbid (principal, action, resource) unless { context has source && context.source.isInRange(ip("10.0.0.0/8")) && context["era"] == "modern" };"#
+        ),
+        attrs(&["era", "source"])
+    );
+    assert_eq!(
+        reads("permit (principal, action, resource) when { context == {} };"),
+        Reads::All
+    );
+    assert_eq!(
+        reads("permit (principal, action, resource) when { {a: context}.a has hour };"),
+        Reads::All
+    );
 }
 
 #[test]
