@@ -210,8 +210,27 @@ impl Message {
     }
 
     pub fn to_json(&self) -> String {
-        // Serialising a Message cannot fail: every member is plain JSON.
-        serde_json::to_string(self).unwrap_or_default()
+        // Written into a buffer this thread keeps, then copied out once at its
+        // size: serialising straight into a new `String` grows it by doubling,
+        // a reallocation and a copy each time (several for a 1 KB call).
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            // Serialising a Message cannot fail: every member is plain JSON.
+            if serde_json::to_writer(&mut *buf, self).is_err() {
+                return String::new();
+            }
+            let text = std::str::from_utf8(buf)
+                .map(str::to_owned)
+                .unwrap_or_default();
+            // A rare huge message does not stay in the buffer.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            text
+        })
     }
 }
 
