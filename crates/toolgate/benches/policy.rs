@@ -4,8 +4,11 @@
 //! scoped to one server or one tool (group permits, per-tool argument limits),
 //! and a few are global (labels, tenants, hours). Each size is measured three
 //! ways in the same run: `decide` (sliced: only policies whose scope could
-//! match are evaluated), `decide_unsliced` (the whole set in one Cedar
-//! evaluation: the baseline) and `could_allow` (discovery, arguments unknown).
+//! match are evaluated; a caller's repeated call, so what the policies that do
+//! not read the context found is remembered), `decide_first_call` (the same
+//! for a principal never seen before), `decide_unsliced` (the whole set in one
+//! Cedar evaluation: the baseline) and `could_allow` (discovery, arguments
+//! unknown).
 //!
 //! Run: `cargo bench -p toolgate --bench policy`. Results: docs/performance.md.
 
@@ -123,8 +126,31 @@ fn bench(c: &mut Criterion) {
             policies.largest_slice()
         );
         let mut group = c.benchmark_group(format!("policy/{n}"));
+        // A caller's repeated calls: what the policies that do not read the
+        // context found is remembered after the first.
         group.bench_function("decide", |b| {
             b.iter(|| black_box(policies.decide(black_box(&req))))
+        });
+        // Every call by a principal never seen before: its entity is built and
+        // every policy of the slices evaluated.
+        let mut n = 0u64;
+        group.bench_function("decide_first_call", |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    let mut p = principal.clone();
+                    p.user = format!("user-{n}");
+                    p
+                },
+                |p| {
+                    let first = Request {
+                        principal: &p,
+                        ..req
+                    };
+                    black_box(policies.decide(black_box(&first)))
+                },
+                criterion::BatchSize::SmallInput,
+            )
         });
         group.bench_function("decide_unsliced", |b| {
             b.iter(|| black_box(policies.decide_unsliced(black_box(&req))))
