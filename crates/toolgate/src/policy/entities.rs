@@ -1,7 +1,6 @@
 //! The Cedar side of a request: the resource (built once per catalog snapshot),
 //! the principal and the context (built per call, the only per-call work).
 
-use super::slice::Reads;
 use super::values::Mapper;
 use crate::auth::{AuthMethod, Principal};
 use crate::config::Labels;
@@ -422,49 +421,62 @@ pub(crate) enum ArgsMode {
     Unknown,
 }
 
-/// The Cedar context of a call, with the attributes `reads` names (building
+/// The Cedar context of a call, with the attributes `wants` asks for (building
 /// the others is work no policy asked for: `time` and `source` are extension
 /// values Cedar parses on every call).
 pub(crate) fn context(
     c: &CallContext<'_>,
     args: ArgsMode,
-    reads: &Reads,
+    wants: &dyn Fn(&str) -> bool,
     mapper: &mut Mapper,
 ) -> Context {
     let secs = c
         .time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let (date, hour, minute, second, weekday) = civil(secs);
     let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(9);
-    let mut push = |name: &str, value: &mut dyn FnMut() -> RestrictedExpression| {
-        if reads.wants(name) {
-            pairs.push((name.to_owned(), value()));
+    let mut add = |name: &str, value: RestrictedExpression| pairs.push((name.to_owned(), value));
+    if wants("args") {
+        add("args", args_expr(c, &args, mapper));
+    }
+    if wants("time") || wants("hour") || wants("weekday") {
+        let (date, hour, minute, second, weekday) = civil(secs);
+        if wants("time") {
+            add(
+                "time",
+                cached_datetime(secs, || {
+                    format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
+                }),
+            );
         }
-    };
-    push("args", &mut || args_expr(c, &args, mapper));
-    push("time", &mut || {
-        cached_datetime(secs, || {
-            format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
-        })
-    });
-    push("now", &mut || RestrictedExpression::new_long(secs));
-    push("hour", &mut || RestrictedExpression::new_long(hour));
-    push("weekday", &mut || RestrictedExpression::new_long(weekday));
-    if let Some(ip) = c.source {
-        push("source", &mut || cached_ip(ip));
+        if wants("hour") {
+            add("hour", RestrictedExpression::new_long(hour));
+        }
+        if wants("weekday") {
+            add("weekday", RestrictedExpression::new_long(weekday));
+        }
     }
-    push("endpoint", &mut || {
-        RestrictedExpression::new_string(c.endpoint.into())
-    });
-    if let Some(s) = c.session {
-        push("session", &mut || {
-            RestrictedExpression::new_string(s.into())
-        });
+    if wants("now") {
+        add("now", RestrictedExpression::new_long(secs));
     }
-    push("era", &mut || {
-        RestrictedExpression::new_string(c.era.as_str().into())
-    });
+    if let Some(ip) = c.source.filter(|_| wants("source")) {
+        add("source", cached_ip(ip));
+    }
+    if wants("endpoint") {
+        add(
+            "endpoint",
+            RestrictedExpression::new_string(c.endpoint.into()),
+        );
+    }
+    if let Some(s) = c.session.filter(|_| wants("session")) {
+        add("session", RestrictedExpression::new_string(s.into()));
+    }
+    if wants("era") {
+        add(
+            "era",
+            RestrictedExpression::new_string(c.era.as_str().into()),
+        );
+    }
     Context::from_pairs(pairs).unwrap_or_else(|_| Context::empty())
 }
 

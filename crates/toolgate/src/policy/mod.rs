@@ -412,36 +412,25 @@ impl Policies {
         mapper
             .unrepresentable
             .extend(principal.unrepresentable.iter().cloned());
-        let mut reads = slice::Reads::None;
-        for s in slices.iter().flatten() {
-            reads.add(&s.reads);
-        }
-        if reads != slice::Reads::None {
+        let reading = slices.iter().flatten().filter(|s| !s.reading.is_empty());
+        if reading.clone().next().is_some() {
+            let wants = |name: &str| reading.clone().any(|s| s.reads.wants(name));
             let mut ctx = req.context;
-            let args = reads
-                .wants("args")
+            let args = wants("args")
                 .then(|| self.conform_args(req, &mut mapper))
                 .flatten();
             if let Some(a) = &args {
                 ctx.args = Some(a);
             }
-            let context = entities::context(&ctx, ArgsMode::Given, &reads, &mut mapper);
-            let Ok(request) = cedar_policy::Request::new(
-                principal.entity.uid(),
-                req.action.uid().clone(),
-                req.target.uid().clone(),
-                context,
-                None,
-            ) else {
+            let context = entities::context(&ctx, ArgsMode::Given, &wants, &mut mapper);
+            let Some(request) = cedar_request(req, principal.entity.uid(), context) else {
                 return internal_error();
             };
-            for s in slices.iter().flatten() {
-                if !s.reading.is_empty() {
-                    let r = self
-                        .authorizer
-                        .is_authorized(&request, &s.reading, &fixed.entities);
-                    self.response_into(&r, &mut found);
-                }
+            for s in reading {
+                let r = self
+                    .authorizer
+                    .is_authorized(&request, &s.reading, &fixed.entities);
+                self.response_into(&r, &mut found);
             }
         }
         let mut decision = verdict(found);
@@ -474,14 +463,8 @@ impl Policies {
         let mut fixed_sets = fixed_sets.peekable();
         if fixed_sets.peek().is_some() {
             // These policies read no context: an empty one is the same to them.
-            let request = cedar_policy::Request::new(
-                principal.entity.uid(),
-                req.action.uid().clone(),
-                req.target.uid().clone(),
-                cedar_policy::Context::empty(),
-                None,
-            )
-            .ok()?;
+            let request =
+                cedar_request(req, principal.entity.uid(), cedar_policy::Context::empty())?;
             for s in fixed_sets {
                 let r = self.authorizer.is_authorized(&request, &s.fixed, &entities);
                 self.response_into(&r, &mut found);
@@ -553,22 +536,11 @@ impl Policies {
     pub fn decide_unsliced(&self, req: &Request<'_>) -> Decision {
         let mut mapper = Mapper::default();
         let principal = entities::principal_entity(req.principal, &mut mapper);
-        let context = entities::context(
-            &req.context,
-            ArgsMode::Given,
-            &slice::Reads::All,
-            &mut mapper,
-        );
+        let context = entities::context(&req.context, ArgsMode::Given, &|_| true, &mut mapper);
         let Some(entities) = request_entities(req, &principal) else {
             return internal_error();
         };
-        let Ok(request) = cedar_policy::Request::new(
-            principal.uid(),
-            req.action.uid().clone(),
-            req.target.uid().clone(),
-            context,
-            None,
-        ) else {
+        let Some(request) = cedar_request(req, principal.uid(), context) else {
             return internal_error();
         };
         let r = self
@@ -599,37 +571,23 @@ impl Policies {
         }
     }
 
-    /// Evaluate a request's slices. With `partial`, permits and forbids that
-    /// depend on unknowns are residuals; without, Cedar reports them as errors.
-    fn evaluate(
+    /// Evaluate a request's slices partially: permits and forbids that depend
+    /// on unknowns are residuals.
+    fn evaluate_partly(
         &self,
         req: &Request<'_>,
         principal: cedar_policy::Entity,
         context: cedar_policy::Context,
-        partial: bool,
     ) -> Option<Found> {
-        let target = req.target;
         let slices = self.slices_for(req);
         let mut found = Found::default();
         if slices.iter().all(Option::is_none) {
             return Some(found);
         }
         let entities = request_entities(req, &principal)?;
-        let request = cedar_policy::Request::new(
-            principal.uid(),
-            req.action.uid().clone(),
-            target.uid().clone(),
-            context,
-            None,
-        )
-        .ok()?;
-        for set in slices.into_iter().flatten().map(|s| &s.all) {
-            if partial {
-                self.partial_into(&request, set, &entities, &mut found);
-            } else {
-                let response = self.authorizer.is_authorized(&request, set, &entities);
-                self.response_into(&response, &mut found);
-            }
+        let request = cedar_request(req, principal.uid(), context)?;
+        for s in slices.into_iter().flatten() {
+            self.partial_into(&request, &s.all, &entities, &mut found);
         }
         Some(found)
     }
@@ -700,6 +658,23 @@ struct Conformed {
 }
 
 /// The target's prebuilt entities with the principal and the action added.
+/// The Cedar request of `req` by `principal` (no schema check: the policies
+/// were validated against it at load).
+fn cedar_request(
+    req: &Request<'_>,
+    principal: EntityUid,
+    context: cedar_policy::Context,
+) -> Option<cedar_policy::Request> {
+    cedar_policy::Request::new(
+        principal,
+        req.action.uid().clone(),
+        req.target.uid().clone(),
+        context,
+        None,
+    )
+    .ok()
+}
+
 fn request_entities(
     req: &Request<'_>,
     principal: &cedar_policy::Entity,

@@ -82,8 +82,8 @@ impl Policies {
             }
         };
         let principal_entity = entities::principal_entity(principal, &mut mapper);
-        let context = entities::context(&ctx, mode, &super::slice::Reads::All, &mut mapper);
-        let Some(mut found) = self.evaluate(req, principal_entity, context, true) else {
+        let context = entities::context(&ctx, mode, &|_| true, &mut mapper);
+        let Some(mut found) = self.evaluate_partly(req, principal_entity, context) else {
             return Settled::Decided(super::internal_error());
         };
         // Decide again, with the arguments as recorded (or none: they are not
@@ -111,23 +111,12 @@ impl Policies {
             }
             let mut mapper = Mapper::default();
             let principal_entity = entities::principal_entity(principal, &mut mapper);
-            let context = entities::context(
-                &ctx,
-                ArgsMode::Given,
-                &super::slice::Reads::All,
-                &mut mapper,
-            );
+            let context = entities::context(&ctx, ArgsMode::Given, &|_| true, &mut mapper);
             let (Ok(set), Some(entities)) = (set, super::request_entities(req, &principal_entity))
             else {
                 return Settled::Decided(super::internal_error());
             };
-            let Ok(request) = cedar_policy::Request::new(
-                principal_entity.uid(),
-                req.action.uid().clone(),
-                req.target.uid().clone(),
-                context,
-                None,
-            ) else {
+            let Some(request) = super::cedar_request(req, principal_entity.uid(), context) else {
                 return Settled::Decided(super::internal_error());
             };
             let r = self.authorizer.is_authorized(&request, &set, &entities);
