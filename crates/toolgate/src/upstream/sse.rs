@@ -157,5 +157,6 @@ pub async fn open(
         outbound: out_tx,
         inbound: in_rx,
         shutdown,
+        direct: None,
     })
 }

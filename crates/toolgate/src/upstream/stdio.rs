@@ -181,6 +181,7 @@ pub async fn spawn(
         outbound: out_tx,
         inbound: in_rx,
         shutdown,
+        direct: None,
     })
 }
 
