@@ -726,10 +726,18 @@ async fn modern_post(
     }
     let cancel = tokio_util::sync::CancellationToken::new();
     let guard = cancel.clone().drop_guard();
-    let stream = state
+    let (stream, work) = state
         .gw
-        .modern_request(msg, meta, principal, &ep.path, source, cancel);
-    match stream.next(0).await {
+        .modern_round(msg, meta, principal, &ep.path, source, cancel);
+    // Dropped with the response stream (or the client), the guard cancels the
+    // work, which then ends in a task of its own.
+    let mut work = Detached::new(work);
+    let first = tokio::select! {
+        biased;
+        () = &mut work => stream.next(0).await,
+        next = stream.next(0) => next,
+    };
+    match first {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             let error = jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error);
             let status = match &error {
