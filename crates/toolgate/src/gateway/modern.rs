@@ -391,26 +391,10 @@ impl Gateway {
         source: Option<std::net::IpAddr>,
         cancel: CancellationToken,
     ) -> Arc<EventStream> {
-        let (round, work) = self.modern_round(msg, meta, principal, endpoint, source, cancel);
-        tokio::spawn(work);
-        round
-    }
-
-    /// A 2026-07-28 request as its stream and the work that fills it, for a
-    /// caller that runs the work itself. Cancelling `cancel` ends the work.
-    pub fn modern_round(
-        self: &Arc<Self>,
-        msg: Message,
-        meta: RequestMeta,
-        principal: Arc<Principal>,
-        endpoint: &str,
-        source: Option<std::net::IpAddr>,
-        cancel: CancellationToken,
-    ) -> (Arc<EventStream>, impl Future<Output = ()> + Send + 'static) {
         let endpoint: Arc<str> = endpoint.into();
         let round = EventStream::new(0);
         let (gw, out) = (self.clone(), round.clone());
-        let work = async move {
+        tokio::spawn(async move {
             match gw
                 .modern_serve(msg, meta, &principal, &endpoint, source, &out, cancel)
                 .await
@@ -420,8 +404,8 @@ impl Gateway {
                 }
                 None => out.close(),
             }
-        };
-        (round, work)
+        });
+        round
     }
 
     #[allow(clippy::too_many_arguments)]

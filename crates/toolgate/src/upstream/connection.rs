@@ -81,8 +81,6 @@ impl Shared {
 pub struct Connection {
     pub server: Arc<str>,
     tx: mpsc::Sender<Message>,
-    /// Streamable HTTP: requests and notifications are POSTed from the caller's task.
-    direct: Option<super::streamable::Direct>,
     shared: Arc<Shared>,
     next_id: AtomicI64,
     info: OnceLock<InitInfo>,
@@ -136,9 +134,6 @@ struct PendingGuard<'a> {
     conn: &'a Connection,
     id: i64,
     armed: bool,
-    /// Send `notifications/cancelled`; not for a 2026-07-28 request over
-    /// Streamable HTTP, which closing its response stream cancels.
-    notify: bool,
 }
 
 impl Drop for PendingGuard<'_> {
@@ -154,7 +149,7 @@ impl Drop for PendingGuard<'_> {
             }
             p.is_some()
         };
-        if removed && self.notify {
+        if removed {
             let note = Message::notification(
                 "notifications/cancelled",
                 Some(json!({ "requestId": self.id, "reason": "cancelled by the gateway" })),
@@ -182,13 +177,11 @@ impl Connection {
             outbound,
             inbound,
             shutdown,
-            direct,
         } = transport;
         tokio::spawn(read_loop(shared.clone(), inbound, outbound.clone()));
         Arc::new(Connection {
             server,
             tx: outbound,
-            direct,
             shared,
             next_id: AtomicI64::new(1),
             info: OnceLock::new(),
@@ -289,21 +282,15 @@ impl Connection {
                 },
             );
         }
-        let mut msg = Message::request(Id::Num(id), method, params);
-        // HTTP transports send it as `traceparent`/`tracestate` headers.
-        msg.trace = crate::telemetry::outgoing();
         let mut guard = PendingGuard {
             conn: self,
             id,
             armed: true,
-            notify: self.direct.is_none() || !super::streamable::is_modern(&msg),
         };
-        if let Some(direct) = &self.direct {
-            // Everything the POST brings back has been handed over when it returns:
-            // the response (or the failure) is waiting in `rx`, unless the server
-            // sent it elsewhere.
-            direct.post(msg, &|ev| self.handle(ev)).await;
-        } else if self.tx.send(msg).await.is_err() {
+        let mut msg = Message::request(Id::Num(id), method, params);
+        // HTTP transports send it as `traceparent`/`tracestate` headers.
+        msg.trace = crate::telemetry::outgoing();
+        if self.tx.send(msg).await.is_err() {
             guard.armed = false;
             self.shared.lock().pending.remove(&id);
             return Err(self.closed_error());
@@ -314,26 +301,11 @@ impl Connection {
         outcome.unwrap_or_else(|_| Err(self.closed_error()))
     }
 
-    /// Send a notification. Over Streamable HTTP this returns once the server has
-    /// answered its POST, so what is sent next arrives after it (`initialized`
-    /// before any request).
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
-        let msg = Message::notification(method, params);
-        if let Some(direct) = &self.direct {
-            if let Some(e) = self.closed() {
-                return Err(e);
-            }
-            direct.post(msg, &|ev| self.handle(ev)).await;
-            return Ok(());
-        }
-        self.tx.send(msg).await.map_err(|_| self.closed_error())
-    }
-
-    /// What a direct POST brought back, handled as the read loop handles it.
-    fn handle(&self, ev: TransportEvent) {
-        if let Some(end) = handle(&self.shared, &self.tx, ev) {
-            close(&self.shared, end);
-        }
+        self.tx
+            .send(Message::notification(method, params))
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     /// The MCP handshake. Sends `notifications/initialized` on success.
@@ -442,39 +414,23 @@ async fn read_loop(
     tx: mpsc::Sender<Message>,
 ) {
     let end = loop {
-        let Some(ev) = inbound.recv().await else {
-            break UpstreamError::Closed {
-                server: shared.server.clone(),
-                reason: "the transport ended".into(),
-            };
-        };
-        if let Some(end) = handle(&shared, &tx, ev) {
-            break end;
-        }
-    };
-    close(&shared, end);
-}
-
-/// Route one thing the transport handed up; `Some` when the transport is gone.
-fn handle(
-    shared: &Arc<Shared>,
-    tx: &mpsc::Sender<Message>,
-    ev: TransportEvent,
-) -> Option<UpstreamError> {
-    match ev {
-        TransportEvent::Message { msg, origin } => dispatch(shared, tx, msg, origin),
-        TransportEvent::RequestFailed { id, error } => {
-            let p = shared.lock().pending.remove(&id);
-            if let Some(p) = p {
-                let _ = p.reply.send(Err(error));
+        match inbound.recv().await {
+            Some(TransportEvent::Message { msg, origin }) => dispatch(&shared, &tx, msg, origin),
+            Some(TransportEvent::RequestFailed { id, error }) => {
+                let p = shared.lock().pending.remove(&id);
+                if let Some(p) = p {
+                    let _ = p.reply.send(Err(error));
+                }
+            }
+            Some(TransportEvent::Closed(e)) => break e,
+            None => {
+                break UpstreamError::Closed {
+                    server: shared.server.clone(),
+                    reason: "the transport ended".into(),
+                };
             }
         }
-        TransportEvent::Closed(e) => return Some(e),
-    }
-    None
-}
-
-fn close(shared: &Shared, end: UpstreamError) {
+    };
     tracing::debug!(server = %shared.server, reason = %end, "upstream connection closed");
     let pending = {
         let mut st = shared.lock();

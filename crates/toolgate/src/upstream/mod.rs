@@ -46,8 +46,6 @@ pub struct Transport {
     pub inbound: mpsc::Receiver<TransportEvent>,
     /// Cancelled when the connection is dropped: kills the child, ends HTTP sessions.
     pub shutdown: CancellationToken,
-    /// Streamable HTTP: requests are sent from the caller's task, not through `outbound`.
-    pub direct: Option<streamable::Direct>,
 }
 
 /// Why a call to an upstream failed. Every variant names the server.

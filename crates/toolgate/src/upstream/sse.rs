@@ -157,6 +157,5 @@ pub async fn open(
         outbound: out_tx,
         inbound: in_rx,
         shutdown,
-        direct: None,
     })
 }

@@ -181,7 +181,6 @@ pub async fn spawn(
         outbound: out_tx,
         inbound: in_rx,
         shutdown,
-        direct: None,
     })
 }
 

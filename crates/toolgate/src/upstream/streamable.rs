@@ -58,6 +58,8 @@ struct Http {
     max_message: usize,
     shutdown: CancellationToken,
     tool_headers: Arc<super::ToolHeaders>,
+    /// Modern requests in flight: aborting one closes its response stream.
+    modern_calls: Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
 }
 
 pub fn open(
@@ -86,51 +88,57 @@ pub fn open(
         max_message,
         shutdown: shutdown.clone(),
         tool_headers,
+        modern_calls: Mutex::default(),
     });
-    // What the connection does not send itself — answers to the server's
-    // requests, notifications — goes one POST per message, concurrently.
-    let sender = http.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 msg = out_rx.recv() => {
                     let Some(msg) = msg else { break };
-                    let http = sender.clone();
-                    tokio::spawn(async move { http.post(msg, Out::Channel).await });
+                    // 2026-07-28: closing a request's response stream is its
+                    // cancellation; no notification is sent.
+                    if msg.method() == "notifications/cancelled"
+                        && let Some(id) = msg.param("requestId").and_then(serde_json::Value::as_i64)
+                        && let Some(call) = lock(&http.modern_calls).remove(&id)
+                    {
+                        call.abort();
+                        continue;
+                    }
+                    // The server must hear `initialized` before any request that
+                    // follows it: separate POSTs can arrive in any order, so this
+                    // one is sent in line, and what follows waits for its answer.
+                    if msg.method() == "notifications/initialized" {
+                        http.clone().post(msg).await;
+                        continue;
+                    }
+                    let modern_id = match (&msg.id, is_modern(&msg)) {
+                        (Some(Id::Num(n)), true) => Some(*n),
+                        _ => None,
+                    };
+                    let task = http.clone();
+                    let handle = tokio::spawn(async move {
+                        task.clone().post(msg).await;
+                        if let Some(id) = modern_id {
+                            lock(&task.modern_calls).remove(&id);
+                        }
+                    });
+                    if let Some(id) = modern_id
+                        && !handle.is_finished()
+                    {
+                        lock(&http.modern_calls).insert(id, handle.abort_handle());
+                    }
                 }
-                _ = sender.shutdown.cancelled() => break,
+                _ = http.shutdown.cancelled() => break,
             }
         }
-        sender.shutdown.cancel();
-        sender.end_session().await;
+        http.shutdown.cancel();
+        http.end_session().await;
     });
     Ok(Transport {
         outbound: out_tx,
         inbound: in_rx,
         shutdown,
-        direct: Some(Direct(http)),
     })
-}
-
-/// Where the messages a POST brings back go.
-#[derive(Clone, Copy)]
-enum Out<'a> {
-    /// The connection's inbound channel, read by its own task.
-    Channel,
-    /// Straight to the connection, in the task that sent the POST.
-    Direct(&'a (dyn Fn(TransportEvent) + Send + Sync)),
-}
-
-/// Sends a message in the caller's task and hands back what its POST brings,
-/// with no task or channel in between. The connection sends its requests and
-/// notifications this way; dropping the future closes the request's
-/// connection, which is how a 2026-07-28 request is cancelled.
-pub struct Direct(Arc<Http>);
-
-impl Direct {
-    pub async fn post(&self, msg: Message, deliver: &(dyn Fn(TransportEvent) + Send + Sync)) {
-        self.0.post(msg, Out::Direct(deliver)).await
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -152,26 +160,18 @@ impl Http {
         req
     }
 
-    async fn emit(&self, out: Out<'_>, ev: TransportEvent) {
-        match out {
-            Out::Channel => {
-                let _ = self.inbound.send(ev).await;
-            }
-            Out::Direct(deliver) => deliver(ev),
-        }
+    async fn emit(&self, ev: TransportEvent) {
+        let _ = self.inbound.send(ev).await;
     }
 
-    async fn fail(&self, out: Out<'_>, id: Option<i64>, error: UpstreamError) {
+    async fn fail(&self, id: Option<i64>, error: UpstreamError) {
         match id {
-            Some(id) => {
-                self.emit(out, TransportEvent::RequestFailed { id, error })
-                    .await
-            }
+            Some(id) => self.emit(TransportEvent::RequestFailed { id, error }).await,
             None => tracing::warn!(server = %self.name, "{error}"),
         }
     }
 
-    async fn post(self: &Arc<Self>, msg: Message, out: Out<'_>) {
+    async fn post(self: Arc<Self>, msg: Message) {
         let request_id = match (&msg.id, msg.kind()) {
             (Some(Id::Num(n)), Kind::Request) => Some(*n),
             _ => None,
@@ -209,7 +209,7 @@ impl Http {
                     server: self.name.clone(),
                     reason: describe(e),
                 };
-                return self.fail(out, request_id, error).await;
+                return self.fail(request_id, error).await;
             }
         };
         let status = resp.status();
@@ -217,7 +217,7 @@ impl Http {
             let error = UpstreamError::SessionExpired {
                 server: self.name.clone(),
             };
-            return self.fail(out, request_id, error).await;
+            return self.fail(request_id, error).await;
         }
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -227,14 +227,14 @@ impl Http {
                 && answer.error.is_some()
                 && answer.id == Some(Id::Num(id))
             {
-                return self.deliver(out, answer, request_id, is_init).await;
+                return self.deliver(answer, request_id, is_init).await;
             }
             let error = UpstreamError::Http {
                 server: self.name.clone(),
                 status: status.as_u16(),
                 body: body.chars().take(300).collect(),
             };
-            return self.fail(out, request_id, error).await;
+            return self.fail(request_id, error).await;
         }
         if is_init
             && let Some(sid) = resp
@@ -254,16 +254,16 @@ impl Http {
             .unwrap_or("")
             .to_ascii_lowercase();
         if content_type.starts_with("text/event-stream") {
-            self.read_stream(out, resp, request_id, is_init).await;
+            self.read_stream(resp, request_id, is_init).await;
         } else {
             match read_limited(resp, self.max_message).await {
-                Ok(body) => self.deliver_body(out, &body, request_id, is_init).await,
+                Ok(body) => self.deliver_body(&body, request_id, is_init).await,
                 Err(reason) => {
                     let error = UpstreamError::Protocol {
                         server: self.name.clone(),
                         reason,
                     };
-                    self.fail(out, request_id, error).await
+                    self.fail(request_id, error).await
                 }
             }
         }
@@ -305,7 +305,7 @@ impl Http {
     }
 
     /// A JSON response body: one message, or (2025-03-26) an array of them.
-    async fn deliver_body(&self, out: Out<'_>, body: &[u8], origin: Option<i64>, is_init: bool) {
+    async fn deliver_body(&self, body: &[u8], origin: Option<i64>, is_init: bool) {
         let trimmed = body.trim_ascii_start();
         let messages: Vec<Message> = if trimmed.starts_with(b"[") {
             match serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(trimmed) {
@@ -323,16 +323,16 @@ impl Http {
                         server: self.name.clone(),
                         reason: format!("response body is not JSON-RPC: {e}"),
                     };
-                    return self.fail(out, origin, error).await;
+                    return self.fail(origin, error).await;
                 }
             }
         };
         for msg in messages {
-            self.deliver(out, msg, origin, is_init).await;
+            self.deliver(msg, origin, is_init).await;
         }
     }
 
-    async fn deliver(&self, out: Out<'_>, msg: Message, origin: Option<i64>, is_init: bool) {
+    async fn deliver(&self, msg: Message, origin: Option<i64>, is_init: bool) {
         if is_init
             && msg.kind() == Kind::Response
             && let Some(v) = msg
@@ -343,19 +343,12 @@ impl Http {
         {
             *lock(&self.version) = Some(v);
         }
-        self.emit(out, TransportEvent::Message { msg, origin })
-            .await;
+        self.emit(TransportEvent::Message { msg, origin }).await;
     }
 
     /// Read a response stream until the response to `origin` arrives, resuming with
     /// `Last-Event-ID` if the server closes it early.
-    async fn read_stream(
-        &self,
-        out: Out<'_>,
-        resp: reqwest::Response,
-        origin: Option<i64>,
-        is_init: bool,
-    ) {
+    async fn read_stream(&self, resp: reqwest::Response, origin: Option<i64>, is_init: bool) {
         let mut resp = resp;
         let mut last_id: Option<String> = None;
         let mut retry = Duration::from_millis(200);
@@ -379,7 +372,7 @@ impl Http {
                 match jsonrpc::parse(ev.data.as_bytes()) {
                     Ok(msg) => {
                         let done = msg.kind() == Kind::Response && msg.id == origin.map(Id::Num);
-                        self.deliver(out, msg, origin, is_init).await;
+                        self.deliver(msg, origin, is_init).await;
                         if done {
                             return;
                         }
@@ -412,7 +405,7 @@ impl Http {
             server: self.name.clone(),
             reason: "the response stream ended before the response".into(),
         };
-        self.fail(out, origin, error).await;
+        self.fail(origin, error).await;
     }
 
     /// The GET stream: server-initiated messages outside any request.
@@ -453,7 +446,7 @@ impl Http {
                             continue;
                         }
                         if let Ok(msg) = jsonrpc::parse(ev.data.as_bytes()) {
-                            self.deliver(Out::Channel, msg, None, false).await;
+                            self.deliver(msg, None, false).await;
                         }
                     }
                 }
@@ -480,8 +473,7 @@ impl Http {
     }
 }
 
-/// Does the message carry 2026-07-28 per-request `_meta`?
-pub(super) fn is_modern(msg: &Message) -> bool {
+fn is_modern(msg: &Message) -> bool {
     msg.param("_meta")
         .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
         .is_some()

@@ -577,67 +577,23 @@ async fn mcp_post(
     }
     let stream = session.open_stream();
     let (gw, s, out) = (state.gw.clone(), session.clone(), stream.clone());
-    // Runs to completion even if the client disconnects: a dropped connection is
-    // not a cancellation, and the client may resume the stream.
-    let mut work = Detached::new(async move {
+    // Boxed: the task takes a pointer to the request's (large) state, not a copy.
+    tokio::spawn(Box::pin(async move {
+        // Runs to completion even if the client disconnects: a dropped connection is
+        // not a cancellation, and the client may resume the stream.
         match gw.handle_request(&s, msg, &out).await {
             Some(resp) => {
                 out.finish(&resp);
             }
             None => out.close(),
         }
-    });
-    let first = tokio::select! {
-        biased;
-        () = &mut work => stream.next(0).await,
-        next = stream.next(0) => next,
-    };
-    match first {
+    }));
+    match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             json_response(StatusCode::OK, text)
         }
         Next::Event(..) => request_sse(&state, &session, stream, 0, true, ()),
         Next::End => StatusCode::ACCEPTED.into_response(),
-    }
-}
-
-/// A request's work, run in the task of the HTTP request that carried it; if
-/// that task lets go before the work is done (the answer became a stream, or
-/// the client went away) the rest is spawned and runs to completion. A call
-/// answered with one JSON body thus costs no task of its own.
-struct Detached(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
-
-impl Detached {
-    fn new(work: impl Future<Output = ()> + Send + 'static) -> Detached {
-        Detached(Some(Box::pin(work)))
-    }
-}
-
-impl Future for Detached {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        let Some(work) = self.0.as_mut() else {
-            return std::task::Poll::Ready(());
-        };
-        let done = work.as_mut().poll(cx);
-        if done.is_ready() {
-            self.0 = None;
-        }
-        done
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        if let Some(work) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(work);
-        }
     }
 }
 
@@ -726,18 +682,10 @@ async fn modern_post(
     }
     let cancel = tokio_util::sync::CancellationToken::new();
     let guard = cancel.clone().drop_guard();
-    let (stream, work) = state
+    let stream = state
         .gw
-        .modern_round(msg, meta, principal, &ep.path, source, cancel);
-    // Dropped with the response stream (or the client), the guard cancels the
-    // work, which then ends in a task of its own.
-    let mut work = Detached::new(work);
-    let first = tokio::select! {
-        biased;
-        () = &mut work => stream.next(0).await,
-        next = stream.next(0) => next,
-    };
-    match first {
+        .modern_request(msg, meta, principal, &ep.path, source, cancel);
+    match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
             let error = jsonrpc::parse(text.as_bytes()).ok().and_then(|m| m.error);
             let status = match &error {
