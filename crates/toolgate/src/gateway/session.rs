@@ -241,6 +241,18 @@ impl Session {
         stream
     }
 
+    /// Let go of a request's stream no client can resume: one answered with a
+    /// single JSON body, or closed with nothing sent (no event id was given out).
+    pub fn forget_stream(&self, id: u64) {
+        let mut guard = lock(&self.streams);
+        let (map, order) = &mut *guard;
+        if map.remove(&id).is_some()
+            && let Some(pos) = order.iter().rposition(|sid| *sid == id)
+        {
+            order.remove(pos);
+        }
+    }
+
     pub fn stream(&self, id: u64) -> Option<Arc<EventStream>> {
         if id == 0 {
             return Some(self.standalone.clone());
@@ -401,6 +413,25 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_stream_is_no_longer_kept_and_the_others_are() {
+        let (session, _asks) = Session::modern(
+            Arc::new(crate::auth::Principal::anonymous("local")),
+            "/mcp".into(),
+            "2025-11-25".into(),
+            Value::Null,
+            Value::Null,
+            None,
+        );
+        let (a, b) = (session.open_stream(), session.open_stream());
+        session.forget_stream(a.id);
+        assert!(session.stream(a.id).is_none());
+        assert!(session.stream(b.id).is_some());
+        let (map, order) = &*lock(&session.streams);
+        assert_eq!(order.iter().copied().collect::<Vec<_>>(), vec![b.id]);
+        assert_eq!(map.len(), 1);
+    }
 
     #[test]
     fn kept_request_streams_are_bounded_in_bytes_and_open_ones_are_kept() {

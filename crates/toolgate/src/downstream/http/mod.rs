@@ -590,10 +590,14 @@ async fn mcp_post(
     }));
     match stream.next(0).await {
         Next::Event(seq, text) if stream.is_single_final(seq) => {
+            session.forget_stream(stream.id);
             json_response(StatusCode::OK, text)
         }
         Next::Event(..) => request_sse(&state, &session, stream, 0, true, ()),
-        Next::End => StatusCode::ACCEPTED.into_response(),
+        Next::End => {
+            session.forget_stream(stream.id);
+            StatusCode::ACCEPTED.into_response()
+        }
     }
 }
 
