@@ -124,24 +124,36 @@ pub async fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<String> {
             } else {
                 p.label.to_owned()
             };
+            // An overloaded run may stop before any call is answered: it has
+            // no latencies to show, only that it was not sustained.
+            let none = o.calls == 0;
+            let shown = |d: Duration| if none { "—".into() } else { dur(d) };
             section.row(vec![
                 format!("{rate:.0}/s"),
                 label,
-                dur(o.at(0.5)),
-                dur(o.at(0.99)),
-                dur(o.at(0.999)),
-                dur(o.at(1.0)),
+                shown(o.at(0.5)),
+                shown(o.at(0.99)),
+                shown(o.at(0.999)),
+                shown(o.at(1.0)),
                 if is_direct {
                     "baseline".into()
+                } else if none {
+                    "—".into()
                 } else {
                     delta(o.at(0.5), direct.at(0.5))
                 },
                 if is_direct {
                     "baseline".into()
+                } else if none {
+                    "—".into()
                 } else {
                     delta(o.at(0.99), direct.at(0.99))
                 },
-                ratio(us(o.at(0.99)), us(direct.at(0.99))),
+                if none {
+                    "—".into()
+                } else {
+                    ratio(us(o.at(0.99)), us(direct.at(0.99)))
+                },
                 o.cpu_text(),
                 o.upstream_cpu_text(),
                 o.calls.to_string(),
