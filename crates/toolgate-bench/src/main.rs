@@ -362,7 +362,7 @@ async fn describe_setup(report: &mut Report, rig: &Rig, fds: (u64, u64)) {
         match rig.stack {
             Stack::Current => "current: no authentication, no policy, no audit trail (`--stack policy` adds JWT authentication and 100 Cedar policies, `--stack full` the trail and metrics)".to_owned(),
             Stack::Policy => "policy: every call authenticated with an ES256 JWT (JWKS, issuer, audience, expiry, scope) and decided by 100 Cedar policies; lists filtered per caller; no audit trail".to_owned(),
-            Stack::Full => "full: the policy stack plus the audit trail (each call answered after its event is committed to SQLite), Prometheus metrics, and tracing (every request's spans exported over OTLP/HTTP)".to_owned(),
+            Stack::Full => "full: the policy stack plus the audit trail (each call answered once its event is in the audit journal; the SQLite store filled from it every second), Prometheus metrics, and tracing (every request's spans exported over OTLP/HTTP)".to_owned(),
         },
     );
     report.fact(

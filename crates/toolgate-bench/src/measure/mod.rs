@@ -148,7 +148,7 @@ pub async fn run_all(rig: &Rig, report: &mut Report, only: &[Kind]) -> (usize, O
         if kind == Kind::Lists {
             // Section 3 of the issue, in its place in the order.
             let note = match rig.stack {
-                crate::stack::Stack::Full => "This run has the full stack (`--stack full`): JWT authentication, 100 Cedar policies, the audit trail (each call answered after its event is committed to SQLite), metrics and tracing (spans exported over OTLP) on every call and list; every measurement above and below includes them.".to_owned(),
+                crate::stack::Stack::Full => "This run has the full stack (`--stack full`): JWT authentication, 100 Cedar policies, the audit trail (each call answered once its event is in the audit journal; the SQLite store filled from it every second), metrics and tracing (spans exported over OTLP) on every call and list; every measurement above and below includes them.".to_owned(),
                 crate::stack::Stack::Policy => "This run has JWT authentication and 100 Cedar policies on every call and list (`--stack policy`), without the audit trail: every measurement above and below includes them. `--stack full` adds the trail and metrics.".to_owned(),
                 crate::stack::Stack::Current => "This run is `--stack current` (no authentication, policy or audit). `--stack policy` adds JWT authentication and 100 Cedar policies, `--stack full` also the audit trail and metrics.".to_owned(),
             };
