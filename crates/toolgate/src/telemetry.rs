@@ -4,10 +4,11 @@
 //!
 //! Spans follow the OpenTelemetry conventions for MCP: one `SERVER` span per
 //! client request, named `{mcp.method.name} {target}`, and one `CLIENT` span per
-//! request sent upstream. They are `tracing` spans at debug level under the
-//! target [`SPANS`]; the OTLP layer takes only those, so ordinary log events
-//! never become span events. Without `telemetry` (and at the default log
-//! level) no layer wants them and creating one is a cached "disabled" check.
+//! request sent upstream. They are made with the OpenTelemetry SDK directly
+//! (not through `tracing`: a bridge would build each span twice) and carried
+//! as the OpenTelemetry context of the future that serves the request
+//! ([`Traced::wrap`]); log events stay with `tracing` and never become span
+//! events. Without `telemetry` no span is made: each helper is one relaxed load.
 //!
 //! Trace context arrives in a request's `params._meta` (`traceparent`,
 //! `tracestate`) and in the HTTP headers of the POST that carried it. `_meta`
@@ -19,33 +20,34 @@ use crate::audit::{Event, Outcome, Verdict};
 use crate::config::{Config, TelemetryConfig};
 use crate::jsonrpc::{Id, Message};
 use anyhow::Context as _;
-use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{
+    FutureExt as _, Link, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+    WithContext,
+};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tracing::Span;
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// The `tracing` target of the spans that are exported.
-pub const SPANS: &str = "toolgate::trace";
-
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 
-/// Set once the OTLP layer is installed: every helper here checks it first, so
-/// a gateway without `telemetry` pays one relaxed load.
+/// Set once spans are exported: every helper here checks it first, so a
+/// gateway without `telemetry` pays one relaxed load.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// What makes the spans, once `telemetry` is configured.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Whether spans are exported.
 pub fn exporting() -> bool {
@@ -54,7 +56,7 @@ pub fn exporting() -> bool {
 
 /// Log to stderr only (commands other than `serve` and `stdio`).
 pub fn init_logging(filter: &str, json: bool) {
-    install(filter, json, None);
+    install(filter, json);
 }
 
 /// What `telemetry` started: flushed and stopped by [`Telemetry::shutdown`].
@@ -70,7 +72,7 @@ impl Telemetry {
     /// a log exporter for the `otlp` audit sink, when that is configured).
     pub fn start(filter: &str, json: bool, config: &Config) -> anyhow::Result<Telemetry> {
         let Some(t) = &config.telemetry else {
-            install(filter, json, None);
+            install(filter, json);
             return Ok(Telemetry::default());
         };
         let traces = tracer_provider(t)?;
@@ -80,7 +82,8 @@ impl Telemetry {
             .contains(&crate::config::AuditSink::Otlp)
             .then(|| logger_provider(t))
             .transpose()?;
-        install(filter, json, Some(traces.tracer("toolgate")));
+        install(filter, json);
+        let _ = TRACER.set(traces.tracer("toolgate"));
         EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!(
             endpoint = %t.otlp_endpoint,
@@ -162,7 +165,7 @@ fn logger_provider(t: &TelemetryConfig) -> anyhow::Result<SdkLoggerProvider> {
         .build())
 }
 
-fn install(filter: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+fn install(filter: &str, json: bool) {
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -173,20 +176,8 @@ fn install(filter: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Sd
     } else {
         fmt.boxed()
     };
-    let otel = tracer.map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                m.is_span() && m.target() == SPANS
-            }))
-    });
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(env))
-        .with(otel)
         .try_init();
 }
 
@@ -223,10 +214,10 @@ impl TraceHeaders {
         })
     }
 
-    /// The context of `span`, to send on (`None` when it has none).
-    fn of(span: &Span) -> Option<TraceHeaders> {
+    /// The trace context of `cx`, to send on (`None` when it has none).
+    fn of(cx: &Context) -> Option<TraceHeaders> {
         let mut out = Carrier::default();
-        TraceContextPropagator::new().inject_context(&span.context(), &mut out);
+        TraceContextPropagator::new().inject_context(cx, &mut out);
         Some(TraceHeaders {
             traceparent: out.traceparent?,
             tracestate: out.tracestate.filter(|s| !s.is_empty()),
@@ -286,55 +277,82 @@ pub struct Request<'a> {
     pub client: Option<std::net::IpAddr>,
 }
 
+/// A span being recorded: the OpenTelemetry context that holds it, or
+/// nothing when spans are not exported.
+#[derive(Clone, Default)]
+pub struct Traced(Option<Context>);
+
+impl Traced {
+    pub fn none() -> Traced {
+        Traced(None)
+    }
+
+    /// `fut`, with this span the current one while it runs.
+    pub fn wrap<F: Future>(&self, fut: F) -> futures::future::Either<WithContext<F>, F> {
+        match &self.0 {
+            Some(cx) => futures::future::Either::Left(fut.with_context(cx.clone())),
+            None => futures::future::Either::Right(fut),
+        }
+    }
+}
+
+fn tracer() -> Option<&'static SdkTracer> {
+    TRACER.get()
+}
+
 /// The `SERVER` span of one client request. Its parent is the trace context
 /// in `params._meta`, else the one of the HTTP request that carried it.
 /// Attributes learned later are recorded by [`finish_request`].
-pub fn server_span(msg: &Message, who: &Request<'_>) -> Span {
-    let method = msg.method();
-    let span = tracing::debug_span!(
-        target: SPANS,
-        "mcp.server",
-        otel.name = method,
-        otel.kind = "server",
-        otel.status_description = Empty,
-        mcp.method.name = method,
-        mcp.protocol.version = who.protocol_version,
-        mcp.session.id = who.session,
-        jsonrpc.request.id = msg.id.as_ref().map(id_text).as_deref(),
-        user.id = who.user,
-        toolgate.tenant = who.tenant,
-        client.address = who.client.map(tracing::field::display),
-        gen_ai.operation.name = Empty,
-        gen_ai.tool.name = Empty,
-        gen_ai.prompt.name = Empty,
-        mcp.resource.uri = Empty,
-        toolgate.server = Empty,
-        toolgate.decision = Empty,
-        toolgate.outcome = Empty,
-        "error.type" = Empty,
-        rpc.response.status_code = Empty,
-    );
-    if !exporting() || span.is_disabled() {
-        return span;
+pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
+    let Some(tracer) = tracer() else {
+        return Traced::none();
+    };
+    let method = msg.method().to_owned();
+    let mut attrs = Vec::with_capacity(10);
+    attrs.push(KeyValue::new("mcp.method.name", method.clone()));
+    attrs.push(KeyValue::new(
+        "mcp.protocol.version",
+        who.protocol_version.to_owned(),
+    ));
+    if let Some(s) = who.session {
+        attrs.push(KeyValue::new("mcp.session.id", s.to_owned()));
+    }
+    if let Some(id) = msg.id.as_ref() {
+        attrs.push(KeyValue::new(
+            "jsonrpc.request.id",
+            id_text(id).into_owned(),
+        ));
+    }
+    attrs.push(KeyValue::new("user.id", who.user.to_owned()));
+    if let Some(t) = who.tenant {
+        attrs.push(KeyValue::new("toolgate.tenant", t.to_owned()));
+    }
+    if let Some(ip) = who.client {
+        attrs.push(KeyValue::new("client.address", ip.to_string()));
     }
     let from_meta = TraceHeaders::from_meta(msg.params.as_ref()).and_then(|t| t.remote());
     let from_http = msg.trace.as_deref().and_then(TraceHeaders::remote);
+    let mut links = Vec::new();
     let parent = match (from_meta, from_http) {
         (Some(meta), http) => {
             if let Some(http) = http {
                 let link = http.span().span_context().clone();
                 if link != *meta.span().span_context() {
-                    span.add_link(link);
+                    links.push(Link::with_context(link));
                 }
             }
-            Some(meta)
+            meta
         }
-        (None, http) => http,
+        (None, Some(http)) => http,
+        (None, None) => Context::new(),
     };
-    if let Some(parent) = parent {
-        let _ = span.set_parent(parent);
-    }
-    span
+    let span = tracer
+        .span_builder(method)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attrs)
+        .with_links(links)
+        .start_with_context(tracer, &parent);
+    Traced(Some(parent.with_span(span)))
 }
 
 fn id_text(id: &Id) -> Cow<'_, str> {
@@ -347,60 +365,59 @@ fn id_text(id: &Id) -> Cow<'_, str> {
 /// Record on the current (server) span what the request's audit event says:
 /// the exposed tool, prompt or resource, the server, the decision and how it
 /// ended. The span is named `{method} {tool or prompt}` only now, once the
-/// name is known to exist: a client cannot mint span names.
+/// name is known to exist: a client cannot mint span names. Called where the
+/// request's own span is current (an upstream call's span is current only
+/// while that call is in flight).
 pub fn finish_request(e: &Event) {
     if !exporting() {
         return;
     }
-    let span = Span::current();
-    if span.is_disabled() || span.metadata().is_none_or(|m| m.name() != "mcp.server") {
+    let cx = Context::current();
+    let span = cx.span();
+    if !span.is_recording() {
         return;
     }
     let method = e.method.as_deref().unwrap_or_default();
     if let Some(target) = e.target.as_deref() {
         match method {
             "tools/call" => {
-                span.record("gen_ai.operation.name", "execute_tool");
-                span.record("gen_ai.tool.name", target);
-                span.context()
-                    .span()
-                    .update_name(format!("{method} {target}"));
+                span.set_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+                span.set_attribute(KeyValue::new("gen_ai.tool.name", target.to_owned()));
+                span.update_name(format!("{method} {target}"));
             }
             "prompts/get" => {
-                span.record("gen_ai.prompt.name", target);
-                span.context()
-                    .span()
-                    .update_name(format!("{method} {target}"));
+                span.set_attribute(KeyValue::new("gen_ai.prompt.name", target.to_owned()));
+                span.update_name(format!("{method} {target}"));
             }
             m if m.starts_with("resources/") => {
-                span.record("mcp.resource.uri", target);
+                span.set_attribute(KeyValue::new("mcp.resource.uri", target.to_owned()));
             }
             _ => {}
         }
     }
     if let Some(server) = e.server.as_deref() {
-        span.record("toolgate.server", server);
+        span.set_attribute(KeyValue::new("toolgate.server", server.to_owned()));
     }
     if let Some(d) = e.decision {
-        span.record("toolgate.decision", d.as_str());
+        span.set_attribute(KeyValue::new("toolgate.decision", d.as_str()));
     }
     if let Some(o) = e.outcome {
-        span.record("toolgate.outcome", o.as_str());
+        span.set_attribute(KeyValue::new("toolgate.outcome", o.as_str()));
     }
     match e.outcome {
         Some(Outcome::Error) => {
             let code = e.error_code.unwrap_or_default().to_string();
-            span.record("error.type", code.as_str());
-            span.record("rpc.response.status_code", code.as_str());
+            span.set_attribute(KeyValue::new("error.type", code.clone()));
+            span.set_attribute(KeyValue::new("rpc.response.status_code", code.clone()));
             let why = match (e.decision, e.reason_code.as_deref()) {
                 (Some(Verdict::Deny), Some(reason)) => format!("denied: {reason}"),
                 _ => format!("JSON-RPC error {code}"),
             };
-            span.record("otel.status_description", why.as_str());
+            span.set_status(Status::error(why));
         }
         Some(Outcome::ToolError) => {
-            span.record("error.type", "tool_error");
-            span.record("otel.status_description", "tool_error");
+            span.set_attribute(KeyValue::new("error.type", "tool_error"));
+            span.set_status(Status::error("tool_error"));
         }
         _ => {}
     }
@@ -408,73 +425,69 @@ pub fn finish_request(e: &Event) {
 
 /// The `CLIENT` span of one request to an upstream server, a child of the
 /// current span. `method` and `params` are as sent (the server's own names).
-pub fn upstream_span(server: &str, method: &str, params: Option<&Value>, stdio: bool) -> Span {
-    let span = tracing::debug_span!(
-        target: SPANS,
-        "mcp.client",
-        otel.name = Empty,
-        otel.kind = "client",
-        otel.status_description = Empty,
-        mcp.method.name = method,
-        gen_ai.operation.name = Empty,
-        gen_ai.tool.name = Empty,
-        gen_ai.prompt.name = Empty,
-        network.transport = if stdio { "pipe" } else { "tcp" },
-        toolgate.server = server,
-        toolgate.upstream.latency_ms = Empty,
-        "error.type" = Empty,
-        rpc.response.status_code = Empty,
-    );
-    if !exporting() || span.is_disabled() {
-        return span;
-    }
+pub fn upstream_span(server: &str, method: &str, params: Option<&Value>, stdio: bool) -> Traced {
+    let Some(tracer) = tracer() else {
+        return Traced::none();
+    };
+    let mut attrs = Vec::with_capacity(6);
+    attrs.push(KeyValue::new("mcp.method.name", method.to_owned()));
+    attrs.push(KeyValue::new(
+        "network.transport",
+        if stdio { "pipe" } else { "tcp" },
+    ));
+    attrs.push(KeyValue::new("toolgate.server", server.to_owned()));
     let name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
-    match (method, name) {
+    let span_name = match (method, name) {
         ("tools/call", Some(tool)) => {
-            span.record("gen_ai.operation.name", "execute_tool");
-            span.record("gen_ai.tool.name", tool);
-            span.record("otel.name", format!("{method} {tool}").as_str());
+            attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+            attrs.push(KeyValue::new("gen_ai.tool.name", tool.to_owned()));
+            format!("{method} {tool}")
         }
         ("prompts/get", Some(prompt)) => {
-            span.record("gen_ai.prompt.name", prompt);
-            span.record("otel.name", format!("{method} {prompt}").as_str());
+            attrs.push(KeyValue::new("gen_ai.prompt.name", prompt.to_owned()));
+            format!("{method} {prompt}")
         }
-        _ => {
-            span.record("otel.name", method);
-        }
-    }
-    span
+        _ => method.to_owned(),
+    };
+    let parent = Context::current();
+    let span = tracer
+        .span_builder(span_name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attrs)
+        .start_with_context(tracer, &parent);
+    Traced(Some(parent.with_span(span)))
 }
 
 /// Record how an upstream request went: how long the server took and, if it
 /// failed, the JSON-RPC error code (`error` is only asked while exporting).
-pub fn upstream_done(span: &Span, waited: Duration, error: impl FnOnce() -> Option<i64>) {
-    if !exporting() || span.is_disabled() {
+pub fn upstream_done(traced: &Traced, waited: Duration, error: impl FnOnce() -> Option<i64>) {
+    let Some(cx) = &traced.0 else {
+        return;
+    };
+    let span = cx.span();
+    if !span.is_recording() {
         return;
     }
-    span.record(
+    span.set_attribute(KeyValue::new(
         "toolgate.upstream.latency_ms",
         waited.as_secs_f64() * 1000.0,
-    );
+    ));
     if let Some(code) = error() {
         let code = code.to_string();
-        span.record("error.type", code.as_str());
-        span.record("rpc.response.status_code", code.as_str());
-        span.record(
-            "otel.status_description",
-            format!("JSON-RPC error {code}").as_str(),
-        );
+        span.set_attribute(KeyValue::new("error.type", code.clone()));
+        span.set_attribute(KeyValue::new("rpc.response.status_code", code.clone()));
+        span.set_status(Status::error(format!("JSON-RPC error {code}")));
     }
 }
 
-/// Put `span`'s trace context in a request's `params._meta` for the server:
+/// Put `traced`'s trace context in a request's `params._meta` for the server:
 /// always for a 2026-07-28 server (whose spec reserves these keys), and in
 /// place of a client's own for any server, so the server's parent is the
 /// gateway's span rather than one it never saw.
-pub fn inject_meta(span: &Span, params: &mut Option<Value>, modern: bool) {
-    if !exporting() || span.is_disabled() {
+pub fn inject_meta(traced: &Traced, params: &mut Option<Value>, modern: bool) {
+    let Some(cx) = &traced.0 else {
         return;
-    }
+    };
     let client_sent = params
         .as_ref()
         .and_then(|p| p.get("_meta"))
@@ -482,7 +495,7 @@ pub fn inject_meta(span: &Span, params: &mut Option<Value>, modern: bool) {
     if !modern && !client_sent {
         return;
     }
-    let Some(ours) = TraceHeaders::of(span) else {
+    let Some(ours) = TraceHeaders::of(cx) else {
         return;
     };
     let params = params.get_or_insert_with(|| Value::Object(Map::new()));
@@ -508,11 +521,7 @@ pub fn outgoing() -> Option<Box<TraceHeaders>> {
     if !exporting() {
         return None;
     }
-    let span = Span::current();
-    if span.is_disabled() {
-        return None;
-    }
-    TraceHeaders::of(&span).map(Box::new)
+    TraceHeaders::of(&Context::current()).map(Box::new)
 }
 
 /// The W3C trace id (32 hex digits) of the current span, when tracing exports
@@ -522,7 +531,7 @@ pub fn current_trace_id() -> Option<String> {
     if !exporting() {
         return None;
     }
-    let cx = Span::current().context();
+    let cx = Context::current();
     let sc = cx.span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
@@ -558,7 +567,7 @@ mod tests {
     fn nothing_is_done_without_an_exporter() {
         assert!(!exporting());
         let mut params = Some(serde_json::json!({ "name": "x" }));
-        inject_meta(&Span::none(), &mut params, true);
+        inject_meta(&Traced::none(), &mut params, true);
         assert_eq!(params, Some(serde_json::json!({ "name": "x" })));
         assert!(outgoing().is_none());
         assert!(current_trace_id().is_none());

@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tracing::Instrument as _;
 
 type Outcome = Result<Box<RawValue>, ErrorObject>;
 
@@ -49,7 +48,7 @@ impl Gateway {
                 client: session.source.get().copied(),
             },
         );
-        async move {
+        let work = async move {
             // Nothing happens that cannot be audited: a full trail refuses the call.
             let audited = match self.audit_begin(&msg).await {
                 Ok(a) => a,
@@ -73,9 +72,8 @@ impl Gateway {
                 Ok(result) => Message::response(id, result),
                 Err(e) => Message::error_response(Some(id), e),
             })
-        }
-        .instrument(span)
-        .await
+        };
+        span.wrap(work).await
     }
 
     /// A notification or a response from a client.

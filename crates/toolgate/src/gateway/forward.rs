@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tracing::Instrument as _;
 
 type Outcome = Result<Box<RawValue>, ErrorObject>;
 
@@ -211,9 +210,7 @@ impl Gateway {
             }
             let asked_at = std::time::Instant::now();
             // Inside the span, the request picks up its trace context for HTTP headers.
-            let call = conn
-                .request(method, sent, Some(sink))
-                .instrument(span.clone());
+            let call = span.wrap(conn.request(method, sent, Some(sink)));
             tokio::pin!(call);
             // Dropping `call` on a timeout cancels it upstream.
             let quiet = tokio::time::sleep(limits.idle);

@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 /// Marks a `requestState` sealed by toolgate (others belong to modern servers).
 const SEAL_PREFIX: &str = "tg1.";
@@ -452,16 +451,16 @@ impl Gateway {
                     client: source,
                 },
             );
-            let listed = async {
-                let audited = self.audit_begin(&msg).await?;
-                let listed = audited
-                    .scope(async { self.modern_list(kind, &params, &origin) })
-                    .await;
-                self.audit_end(audited, who, &method, Some(&listed)).await?;
-                listed
-            }
-            .instrument(span)
-            .await;
+            let listed = span
+                .wrap(async {
+                    let audited = self.audit_begin(&msg).await?;
+                    let listed = audited
+                        .scope(async { self.modern_list(kind, &params, &origin) })
+                        .await;
+                    self.audit_end(audited, who, &method, Some(&listed)).await?;
+                    listed
+                })
+                .await;
             return Some(answer(listed));
         }
         match method.as_str() {
