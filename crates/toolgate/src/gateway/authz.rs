@@ -350,17 +350,7 @@ impl Authz {
         let could = |action: Action, ts: &[Target], kind: ListKind| -> Vec<bool> {
             let verdicts = match &policies {
                 None => vec![false; ts.len()],
-                Some(p) => ts
-                    .iter()
-                    .map(|target| {
-                        p.could_allow(&Request {
-                            principal: origin.principal,
-                            action,
-                            target,
-                            context: ctx,
-                        })
-                    })
-                    .collect(),
+                Some(p) => p.could_allow_each(origin.principal, action, ts, ctx),
             };
             and(verdicts, mask.map(|m| m.of(kind)))
         };

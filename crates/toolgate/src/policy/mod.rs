@@ -571,6 +571,40 @@ impl Policies {
         }
     }
 
+    /// [`Policies::could_allow`] for each of `targets`, by one principal with
+    /// one context: what depends only on those (the principal's entity, the
+    /// context) is built once, not once per target — a caller's first list
+    /// decides every item of the catalog.
+    pub fn could_allow_each<'t>(
+        &self,
+        principal: &Principal,
+        action: Action,
+        targets: impl IntoIterator<Item = &'t Target>,
+        context: CallContext<'_>,
+    ) -> Vec<bool> {
+        let mut prepared = None;
+        targets
+            .into_iter()
+            .map(|target| {
+                let req = Request {
+                    principal,
+                    action,
+                    target,
+                    context,
+                };
+                if self.slices_for(&req).iter().all(Option::is_none) {
+                    return false;
+                }
+                let p = prepared
+                    .get_or_insert_with(|| self.prepare_partly(&req, partial::ArgsKnown::Nothing));
+                match self.decide_prepared(&req, p) {
+                    partial::Settled::Decided(d) => d.allowed,
+                    partial::Settled::Depends { .. } => true,
+                }
+            })
+            .collect()
+    }
+
     /// Evaluate a request's slices partially: permits and forbids that depend
     /// on unknowns are residuals.
     fn evaluate_partly(

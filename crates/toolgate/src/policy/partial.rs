@@ -38,6 +38,21 @@ pub enum Settled {
     Depends { policies: Vec<String> },
 }
 
+/// What [`Policies::prepare_partly`] builds once for a principal and a
+/// context, for any number of targets.
+pub(super) struct Prepared {
+    unknown: Unknown,
+    /// The principal and context of the partial evaluation.
+    principal: cedar_policy::Entity,
+    context: cedar_policy::Context,
+    known: ArgsKnown,
+    /// The principal's attributes and the arguments as policies get them.
+    fixed: super::Conformed,
+    /// The principal and context for deciding again with the context made
+    /// whole ([`Policies::whole`]).
+    whole: std::cell::OnceCell<(cedar_policy::Entity, cedar_policy::Context)>,
+}
+
 /// Which part of `context.args` is unknown.
 enum Unknown {
     All,
@@ -56,6 +71,14 @@ impl Policies {
         if self.slices_for(req).iter().all(Option::is_none) {
             return Settled::Decided(verdict(Found::default()));
         }
+        let prepared = self.prepare_partly(req, known);
+        self.decide_prepared(req, &prepared)
+    }
+
+    /// What a partial decision builds from the principal and the context
+    /// alone: the same for every target of one request's principal and
+    /// context, so a list builds it once for all its items.
+    pub(super) fn prepare_partly(&self, req: &Request<'_>, known: ArgsKnown) -> Prepared {
         let unknown = match (known, req.context.args) {
             (ArgsKnown::Nothing, _) => Unknown::All,
             (ArgsKnown::ExceptMasked(mask), Some(Value::Object(map))) => Unknown::Members(
@@ -83,7 +106,47 @@ impl Policies {
         };
         let principal_entity = entities::principal_entity(principal, &mut mapper);
         let context = entities::context(&ctx, mode, &|_| true, &mut mapper);
-        let Some(mut found) = self.evaluate_partly(req, principal_entity, context) else {
+        Prepared {
+            unknown,
+            principal: principal_entity,
+            context,
+            known,
+            fixed,
+            whole: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The principal and context for deciding again what Cedar left open:
+    /// the arguments as recorded (or none: they are not read). Built the
+    /// first time a target needs them.
+    fn whole<'p>(
+        &self,
+        req: &Request<'_>,
+        prepared: &'p Prepared,
+    ) -> &'p (cedar_policy::Entity, cedar_policy::Context) {
+        prepared.whole.get_or_init(|| {
+            let mut ctx = req.context;
+            ctx.args = match prepared.known {
+                ArgsKnown::Nothing => None,
+                ArgsKnown::ExceptMasked(_) => prepared.fixed.args.as_ref().or(ctx.args),
+            };
+            let principal = prepared.fixed.principal.as_ref().unwrap_or(req.principal);
+            let mut mapper = Mapper::default();
+            let entity = entities::principal_entity(principal, &mut mapper);
+            let context = entities::context(&ctx, ArgsMode::Given, &|_| true, &mut mapper);
+            (entity, context)
+        })
+    }
+
+    /// [`Policies::decide_partly`] for one target, with what
+    /// [`Policies::prepare_partly`] built for its principal and context.
+    pub(super) fn decide_prepared(&self, req: &Request<'_>, prepared: &Prepared) -> Settled {
+        if self.slices_for(req).iter().all(Option::is_none) {
+            return Settled::Decided(verdict(Found::default()));
+        }
+        let Some(mut found) =
+            self.evaluate_partly(req, prepared.principal.clone(), prepared.context.clone())
+        else {
             return Settled::Decided(super::internal_error());
         };
         // Decide again, with the arguments as recorded (or none: they are not
@@ -96,7 +159,7 @@ impl Policies {
             .collect();
         let whole: Vec<&String> = residuals
             .iter()
-            .filter(|id| !self.reads_unknown(id, &unknown))
+            .filter(|id| !self.reads_unknown(id, &prepared.unknown))
             .collect();
         if !whole.is_empty() {
             found.residual_permits.retain(|id| !whole.contains(&id));
@@ -106,17 +169,11 @@ impl Policies {
                     .iter()
                     .filter_map(|id| self.all.policy(&PolicyId::new(id.as_str())).cloned()),
             );
-            if matches!(known, ArgsKnown::Nothing) {
-                ctx.args = None;
-            }
-            let mut mapper = Mapper::default();
-            let principal_entity = entities::principal_entity(principal, &mut mapper);
-            let context = entities::context(&ctx, ArgsMode::Given, &|_| true, &mut mapper);
-            let (Ok(set), Some(entities)) = (set, super::request_entities(req, &principal_entity))
-            else {
+            let (principal, context) = self.whole(req, prepared);
+            let (Ok(set), Some(entities)) = (set, super::request_entities(req, principal)) else {
                 return Settled::Decided(super::internal_error());
             };
-            let Some(request) = super::cedar_request(req, principal_entity.uid(), context) else {
+            let Some(request) = super::cedar_request(req, principal.uid(), context.clone()) else {
                 return Settled::Decided(super::internal_error());
             };
             let r = self.authorizer.is_authorized(&request, &set, &entities);

@@ -757,3 +757,57 @@ fn the_example_policies_load_and_decide() {
     let bypass = json!({"amount": "5000", "currency": "EUR"});
     assert!(!decide(&p, &alice, Action::CallTool, &refund, Some(&bypass)).allowed);
 }
+
+#[test]
+fn a_list_decides_each_item_as_one_call_would() {
+    // Arguments unknown (some rules read them), other context known (one
+    // rule reads the era): deciding a whole list with what the principal and
+    // context build shared must equal deciding each item alone.
+    let text = r#"
+        @id("any") permit (principal in Toolgate::Group::"all", action, resource);
+        @id("in-server") permit (principal in Toolgate::Group::"s", action, resource in Toolgate::Server::"a");
+        @id("no-x") forbid (principal in Toolgate::Group::"f", action, resource == Toolgate::Tool::"b/x");
+        @id("args") forbid (principal in Toolgate::Group::"e", action, resource is Toolgate::Tool) when { context.args has amount && context.args.amount > 3 };
+        @id("era") forbid (principal in Toolgate::Group::"m", action, resource is Toolgate::Tool in Toolgate::Server::"b") when { context["era"] == "modern" };
+        @id("legacy") permit (principal in Toolgate::Group::"l", action, resource is Toolgate::Tool) when { context["era"] == "legacy" };
+    "#;
+    let p = policies(text);
+    let l = Labels::default();
+    let mut targets = Vec::new();
+    for s in ["a", "b", "c"] {
+        let r = ServerRef {
+            name: s,
+            labels: &l,
+        };
+        for t in ["x", "y"] {
+            targets.push(Target::tool(r, t, t, None, None));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for groups in [
+        &["all"][..],
+        &["s"],
+        &["all", "f"],
+        &["all", "e"],
+        &["all", "m"],
+        &["l"],
+        &["none"],
+    ] {
+        let who = user("u", groups);
+        let each = p.could_allow_each(&who, Action::CallTool, &targets, ctx(None));
+        let alone: Vec<bool> = targets
+            .iter()
+            .map(|t| {
+                p.could_allow(&Request {
+                    principal: &who,
+                    action: Action::CallTool,
+                    target: t,
+                    context: ctx(None),
+                })
+            })
+            .collect();
+        assert_eq!(each, alone, "{groups:?}");
+        seen.extend(each);
+    }
+    assert_eq!(seen.len(), 2, "the lists hold both verdicts");
+}
