@@ -33,7 +33,6 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -42,16 +41,13 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 
-/// Set once spans are exported: every helper here checks it first, so a
-/// gateway without `telemetry` pays one relaxed load.
-static EXPORTING: AtomicBool = AtomicBool::new(false);
-
-/// What makes the spans, once `telemetry` is configured.
+/// What makes the spans, set once `telemetry` is configured: every helper
+/// here checks it first, so a gateway without `telemetry` pays one load.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Whether spans are exported.
 pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+    TRACER.get().is_some()
 }
 
 /// Log to stderr only (commands other than `serve` and `stdio`).
@@ -84,7 +80,6 @@ impl Telemetry {
             .transpose()?;
         install(filter, json);
         let _ = TRACER.set(traces.tracer("toolgate"));
-        EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!(
             endpoint = %t.otlp_endpoint,
             sample_ratio = t.sample_ratio,
@@ -279,7 +274,7 @@ pub struct Request<'a> {
 
 /// A span being recorded: the OpenTelemetry context that holds it, or
 /// nothing when spans are not exported.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Traced(Option<Context>);
 
 impl Traced {
@@ -296,15 +291,11 @@ impl Traced {
     }
 }
 
-fn tracer() -> Option<&'static SdkTracer> {
-    TRACER.get()
-}
-
 /// The `SERVER` span of one client request. Its parent is the trace context
 /// in `params._meta`, else the one of the HTTP request that carried it.
 /// Attributes learned later are recorded by [`finish_request`].
 pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
-    let Some(tracer) = tracer() else {
+    let Some(tracer) = TRACER.get() else {
         return Traced::none();
     };
     let method = msg.method().to_owned();
@@ -426,7 +417,7 @@ pub fn finish_request(e: &Event) {
 /// The `CLIENT` span of one request to an upstream server, a child of the
 /// current span. `method` and `params` are as sent (the server's own names).
 pub fn upstream_span(server: &str, method: &str, params: Option<&Value>, stdio: bool) -> Traced {
-    let Some(tracer) = tracer() else {
+    let Some(tracer) = TRACER.get() else {
         return Traced::none();
     };
     let mut attrs = Vec::with_capacity(6);

@@ -163,26 +163,47 @@ async fn a_broken_response_stream_resumes_with_last_event_id() {
     assert_eq!(unknown.status().as_u16(), 400);
 }
 
+/// A message POSTed in session `sid`.
+fn in_session(
+    http: &reqwest::Client,
+    url: &str,
+    sid: &str,
+    message: &Value,
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header("accept", ACCEPT)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", sid)
+        .body(message.to_string())
+}
+
+/// The JSON body a request is answered with.
+async fn json_answer(req: reqwest::RequestBuilder) -> Value {
+    let text = req
+        .send()
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .expect("a body");
+    serde_json::from_str(&text).expect("a JSON answer")
+}
+
 #[tokio::test]
 async fn a_client_that_hangs_up_before_the_answer_does_not_cancel_the_call() {
     let gw = Gateway::serve(json!({ "servers": { "fx": stdio_server(&[]) } })).await;
     let http = reqwest::Client::new();
     let url = gw.mcp_url();
     let sid = open_session(&http, &url).await;
-    let post = |id: u64, tool: &str, arguments: Value| {
-        http.post(&url)
-            .header("accept", ACCEPT)
-            .header("content-type", "application/json")
-            .header("mcp-session-id", &sid)
-            .body(
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                    "params": {"name": tool, "arguments": arguments}})
-                .to_string(),
-            )
+    let call = |id: u64, tool: &str, arguments: Value| {
+        let message = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}});
+        in_session(&http, &url, &sid, &message)
     };
+    let cancellations = |id: u64| json_answer(call(id, "fx__sleep_cancellations", json!({})));
     // No progress token: nothing is sent before the answer, and the client
     // gives up while the tool still sleeps.
-    let hung_up = post(1, "fx__sleep", json!({"ms": 800}))
+    let hung_up = call(1, "fx__sleep", json!({"ms": 800}))
         .timeout(Duration::from_millis(300))
         .send()
         .await;
@@ -190,57 +211,33 @@ async fn a_client_that_hangs_up_before_the_answer_does_not_cancel_the_call() {
         hung_up.as_ref().is_err_and(reqwest::Error::is_timeout),
         "{hung_up:?}"
     );
-    // A dropped connection is not a cancellation: the server never hears one.
+    // A dropped connection is not a cancellation: the server never hears one,
+    // not even once the call is over.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let count: Value = post(2, "fx__sleep_cancellations", json!({}))
-        .send()
-        .await
-        .expect("answered")
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).expect("a JSON answer"))
-        .expect("a body");
+    let count = cancellations(2).await;
     assert_eq!(count["result"]["content"][0]["text"], "0", "{count}");
     // The same call, cancelled by the client, is cancelled upstream.
-    let (http, url, sid) = (&http, &url, &sid);
-    let cancel_after = |ms| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        http.post(url)
-            .header("accept", ACCEPT)
-            .header("content-type", "application/json")
-            .header("mcp-session-id", sid)
-            .body(
-                json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                    "params": {"requestId": 3}})
-                .to_string(),
-            )
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 3}});
+    let cancel_later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        in_session(&http, &url, &sid, &cancel)
             .send()
             .await
             .expect("the cancellation is accepted")
     };
     let (_, cancelled) = tokio::join!(
-        post(3, "fx__sleep", json!({"ms": 20_000}))
+        call(3, "fx__sleep", json!({"ms": 20_000}))
             .timeout(Duration::from_millis(800))
             .send(),
-        cancel_after(300)
+        cancel_later
     );
     assert_eq!(cancelled.status().as_u16(), 202);
     within(
         Duration::from_secs(10),
         "the upstream cancellation",
         async {
-            loop {
-                let count: Value = post(4, "fx__sleep_cancellations", json!({}))
-                    .send()
-                    .await
-                    .expect("answered")
-                    .text()
-                    .await
-                    .map(|t| serde_json::from_str(&t).expect("a JSON answer"))
-                    .expect("a body");
-                if count["result"]["content"][0]["text"] == "1" {
-                    return;
-                }
+            while cancellations(4).await["result"]["content"][0]["text"] != "1" {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         },

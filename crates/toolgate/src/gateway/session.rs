@@ -414,8 +414,7 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_forgotten_stream_is_no_longer_kept_and_the_others_are() {
+    fn session() -> Arc<Session> {
         let (session, _asks) = Session::modern(
             Arc::new(crate::auth::Principal::anonymous("local")),
             "/mcp".into(),
@@ -424,6 +423,12 @@ mod tests {
             Value::Null,
             None,
         );
+        session
+    }
+
+    #[test]
+    fn a_forgotten_stream_is_no_longer_kept_and_the_others_are() {
+        let session = session();
         let (a, b) = (session.open_stream(), session.open_stream());
         session.forget_stream(a.id);
         assert!(session.stream(a.id).is_none());
@@ -435,14 +440,7 @@ mod tests {
 
     #[test]
     fn kept_request_streams_are_bounded_in_bytes_and_open_ones_are_kept() {
-        let (session, _asks) = Session::modern(
-            Arc::new(crate::auth::Principal::anonymous("local")),
-            "/mcp".into(),
-            "2025-11-25".into(),
-            Value::Null,
-            Value::Null,
-            None,
-        );
+        let session = session();
         let big: Arc<str> = "x".repeat(KEEP_BYTES / 4).into();
         let open = session.open_stream();
         open.push_serialized(big.clone());

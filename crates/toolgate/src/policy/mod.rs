@@ -691,7 +691,6 @@ struct Conformed {
     args: Option<serde_json::Value>,
 }
 
-/// The target's prebuilt entities with the principal and the action added.
 /// The Cedar request of `req` by `principal` (no schema check: the policies
 /// were validated against it at load).
 fn cedar_request(
@@ -709,6 +708,7 @@ fn cedar_request(
     .ok()
 }
 
+/// The target's prebuilt entities with the principal and the action added.
 fn request_entities(
     req: &Request<'_>,
     principal: &cedar_policy::Entity,

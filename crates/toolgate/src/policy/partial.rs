@@ -140,10 +140,8 @@ impl Policies {
 
     /// [`Policies::decide_partly`] for one target, with what
     /// [`Policies::prepare_partly`] built for its principal and context.
+    /// Callers first check that some slice applies to `req`.
     pub(super) fn decide_prepared(&self, req: &Request<'_>, prepared: &Prepared) -> Settled {
-        if self.slices_for(req).iter().all(Option::is_none) {
-            return Settled::Decided(verdict(Found::default()));
-        }
         let Some(mut found) =
             self.evaluate_partly(req, prepared.principal.clone(), prepared.context.clone())
         else {
