@@ -78,6 +78,7 @@ fn bench(c: &mut Criterion) {
         scopes: vec!["mcp".into()],
         attrs: serde_json::Map::new(),
         method: AuthMethod::Jwt,
+        recorded: Default::default(),
     };
     let labels = Labels {
         environment: Some("production".into()),

@@ -173,7 +173,8 @@ async fn every_request_is_recorded_with_who_what_decision_and_outcome() {
         assert_eq!(ok.user.as_deref(), Some("alice"));
         assert_eq!(ok.tenant.as_deref(), Some("acme"));
         assert_eq!(ok.agent.as_deref(), Some("copilot"));
-        assert_eq!(ok.principal.as_ref().unwrap()["method"], "api_key");
+        let principal: Value = serde_json::from_str(ok.principal.as_ref().unwrap().get()).unwrap();
+        assert_eq!(principal["method"], "api_key");
         assert_eq!(ok.server.as_deref(), Some("fx"));
         assert_eq!(ok.target.as_deref(), Some("fx__echo"));
         assert_eq!(ok.arguments, Some(json!({ "text": "hello" })));

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,6 +101,24 @@ impl Outcome {
     }
 }
 
+/// A principal as an event records it: its JSON text, made once per principal
+/// and shared by all of its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PrincipalJson(pub Arc<RawValue>);
+
+impl PrincipalJson {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for PrincipalJson {
+    fn eq(&self, other: &PrincipalJson) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// One audit event. Fields that do not apply are absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -116,7 +136,7 @@ pub struct Event {
     /// The whole principal as policies saw it (groups, scopes, attributes, how
     /// it authenticated), so decisions can be replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal: Option<Value>,
+    pub principal: Option<PrincipalJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     /// The client's IP address.
@@ -231,7 +251,7 @@ impl Event {
         self.user = Some(p.user.clone());
         self.agent = p.agent.clone();
         self.tenant = p.tenant.clone();
-        self.principal = serde_json::to_value(p).ok();
+        self.principal = Some(PrincipalJson(p.json()));
         self
     }
 

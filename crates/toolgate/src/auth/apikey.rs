@@ -249,6 +249,7 @@ impl ApiKeys {
             scopes: Vec::new(),
             attrs,
             method: AuthMethod::ApiKey,
+            recorded: Default::default(),
         })
     }
 

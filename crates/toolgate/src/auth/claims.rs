@@ -91,6 +91,7 @@ pub(super) fn principal(
         scopes,
         attrs,
         method: AuthMethod::Jwt,
+        recorded: Default::default(),
     })
 }
 

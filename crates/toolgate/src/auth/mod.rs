@@ -69,6 +69,34 @@ pub struct Principal {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub attrs: Map<String, Value>,
     pub method: AuthMethod,
+    /// This principal as JSON, made the first time an audit event needs it.
+    #[serde(skip)]
+    pub recorded: Recorded,
+}
+
+/// A principal's JSON, made once: every audit event carries the whole principal,
+/// and a caller's principal is the same `Arc` on each of its calls. A clone
+/// starts empty, since a clone may be changed before it is used.
+#[derive(Default)]
+pub struct Recorded(std::sync::OnceLock<Arc<serde_json::value::RawValue>>);
+
+impl Clone for Recorded {
+    fn clone(&self) -> Recorded {
+        Recorded::default()
+    }
+}
+
+/// Not part of who the principal is.
+impl PartialEq for Recorded {
+    fn eq(&self, _: &Recorded) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Recorded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Recorded")
+    }
 }
 
 impl Principal {
@@ -82,7 +110,23 @@ impl Principal {
             scopes: Vec::new(),
             attrs: Map::new(),
             method: AuthMethod::Anonymous,
+            recorded: Recorded::default(),
         }
+    }
+
+    /// This principal as JSON, as audit events record it. Made on first use: a
+    /// principal is not changed once it is in use.
+    pub fn json(&self) -> Arc<serde_json::value::RawValue> {
+        self.recorded
+            .0
+            .get_or_init(|| {
+                let text = serde_json::to_string(self).unwrap_or_else(|_| "null".to_owned());
+                Arc::from(
+                    serde_json::value::RawValue::from_string(text)
+                        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+                )
+            })
+            .clone()
     }
 
     /// The anonymous user `auth.anonymous` describes.
@@ -520,6 +564,28 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_principal_is_recorded_as_it_serialises_and_a_changed_clone_as_itself() {
+        let mut alice = Principal::anonymous("alice");
+        alice.groups = vec!["support".into()];
+        let recorded: Value = serde_json::from_str(alice.json().get()).unwrap();
+        assert_eq!(recorded, serde_json::to_value(&alice).unwrap());
+        assert!(Arc::ptr_eq(&alice.json(), &alice.json()), "made once");
+        let mut bob = alice.clone();
+        bob.user = "bob".into();
+        let recorded: Value = serde_json::from_str(bob.json().get()).unwrap();
+        assert_eq!(recorded["user"], "bob");
+        assert_eq!(
+            bob,
+            Principal {
+                user: "bob".into(),
+                ..alice.clone()
+            }
+        );
+        let back: Principal = serde_json::from_str(bob.json().get()).unwrap();
+        assert_eq!(back, bob);
+    }
 
     #[test]
     fn challenges_follow_rfc_6750_and_9728() {

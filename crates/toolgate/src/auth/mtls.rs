@@ -122,6 +122,7 @@ impl CertMapper {
             scopes: Vec::new(),
             attrs: Map::new(),
             method: AuthMethod::Mtls,
+            recorded: Default::default(),
         })
     }
 }

@@ -469,6 +469,7 @@ pub fn parse_principal(text: &str) -> Result<Principal, String> {
             .cloned()
             .unwrap_or_default(),
         method,
+        recorded: Default::default(),
     })
 }
 

@@ -295,7 +295,7 @@ impl<'a> Call<'a> {
         let method = e.method.as_deref()?;
         let exposed = e.target.as_deref()?;
         let (action, kind) = action_of(method, exposed)?;
-        let principal: Principal = serde_json::from_value(e.principal.clone()?).ok()?;
+        let principal: Principal = serde_json::from_str(e.principal.as_ref()?.get()).ok()?;
         // The name policies know an item by is the server's own; the exposed
         // one cannot be turned back into it (prefixes, renames, clashes).
         let original = e.original.as_deref()?;
@@ -449,6 +449,7 @@ mod tests {
         Principal {
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             method: AuthMethod::ApiKey,
+            recorded: Default::default(),
             ..Principal::anonymous(user)
         }
     }
