@@ -193,6 +193,38 @@ async fn hidden_and_unknown_tools_get_the_same_error() {
 }
 
 #[tokio::test]
+async fn a_post_is_json_by_its_content_type_in_any_case() {
+    within(TEST_TIMEOUT, "test", async {
+        let gw = gateway_with_fx(&[], json!({}), json!({})).await;
+        let client = http_client(&gw).await;
+        let session = client.session_id().expect("a legacy session");
+        let post = |content_type: &'static str| {
+            reqwest::Client::new()
+                .post(format!("{}/mcp", gw.base))
+                .header("content-type", content_type)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-session-id", session.clone())
+                .body(r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#)
+                .send()
+        };
+        for content_type in ["Application/JSON; charset=utf-8", "  application/json"] {
+            let resp = post(content_type).await.unwrap();
+            assert_eq!(resp.status(), 200, "{content_type}");
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            assert_eq!(body["id"], 5, "{content_type}: {body}");
+            assert_eq!(body["result"], json!({}), "{content_type}: {body}");
+        }
+        for content_type in ["text/plain", "application/jso", "json"] {
+            let resp = post(content_type).await.unwrap();
+            assert_eq!(resp.status(), 415, "{content_type}");
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], -32600, "{content_type}: {body}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_body_over_max_message_bytes_is_413() {
     within(TEST_TIMEOUT, "test", async {
         // The limit also applies to what upstreams send (the fixture's tools/list is several KiB),

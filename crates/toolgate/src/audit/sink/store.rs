@@ -21,7 +21,6 @@ use crate::config::Config;
 use crate::store::Store;
 use futures::future::BoxFuture;
 use sqlx::{AnyConnection, Connection as _};
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -157,19 +156,19 @@ async fn insert_rows(conn: &mut AnyConnection, rows: &[Line], sqlite: bool) -> a
     for line in rows {
         let c = line.columns()?;
         q = q
-            .bind(c.id.into_owned())
+            .bind(c.id.as_ref())
             .bind(c.time_us)
             .bind(c.kind.as_str())
-            .bind(c.user.map(Cow::into_owned))
-            .bind(c.tenant.map(Cow::into_owned))
-            .bind(c.agent.map(Cow::into_owned))
-            .bind(c.session.map(Cow::into_owned))
-            .bind(c.method.map(Cow::into_owned))
-            .bind(c.server.map(Cow::into_owned))
-            .bind(c.target.map(Cow::into_owned))
+            .bind(c.user.as_deref())
+            .bind(c.tenant.as_deref())
+            .bind(c.agent.as_deref())
+            .bind(c.session.as_deref())
+            .bind(c.method.as_deref())
+            .bind(c.server.as_deref())
+            .bind(c.target.as_deref())
             .bind(c.decision.map(|d| d.as_str()))
             .bind(c.outcome.map(|o| o.as_str()))
-            .bind(line.as_str().to_owned());
+            .bind(line.as_str());
     }
     q.execute(conn).await?;
     Ok(())

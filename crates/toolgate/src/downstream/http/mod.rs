@@ -22,7 +22,7 @@ use crate::sse::format_event;
 use crate::telemetry::TraceHeaders;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -492,14 +492,22 @@ fn json_response(status: StatusCode, text: Arc<str>) -> Response {
         .into_response()
 }
 
-async fn mcp_post(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Arc<Principal>>,
-    Extension(ep): Extension<Arc<Endpoint>>,
-    peer: Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn mcp_post(State(state): State<AppState>, mut req: Request) -> Response {
+    // Taken, not extracted: the `HeaderMap` extractor copies the map.
+    let headers = std::mem::take(req.headers_mut());
+    let extensions = req.extensions();
+    let (Some(principal), Some(ep)) = (
+        extensions.get::<Arc<Principal>>().cloned(),
+        extensions.get::<Arc<Endpoint>>().cloned(),
+    ) else {
+        // `authenticate` and `admit` put them there before any MCP route runs.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let peer: Peer = extensions.get().cloned().map(Extension);
+    let body = match Bytes::from_request(req, &state).await {
+        Ok(b) => b,
+        Err(rejection) => return rejection.into_response(),
+    };
     if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -511,10 +519,11 @@ async fn mcp_post(
         );
     }
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    let json = "application/json";
     if !content_type
         .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("application/json")
+        .get(..json.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(json))
     {
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
