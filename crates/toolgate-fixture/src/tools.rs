@@ -444,7 +444,8 @@ fn echo(args: &JsonObject) -> CallToolResult {
 }
 
 /// What a test needs to see whether a client propagated its trace: the
-/// headers of the HTTP request and the keys of `_meta`, each absent when absent.
+/// headers of the HTTP request (the trace's and the 2026-07-28 ones that mirror
+/// the body) and the keys of `_meta`, each absent when absent.
 fn trace_context(cx: &RequestContext<RoleServer>) -> CallToolResult {
     let header = |name: &str| {
         cx.extensions
@@ -458,6 +459,9 @@ fn trace_context(cx: &RequestContext<RoleServer>) -> CallToolResult {
             "header": {
                 "traceparent": header("traceparent"),
                 "tracestate": header("tracestate"),
+                "mcp-method": header("mcp-method"),
+                "mcp-name": header("mcp-name"),
+                "mcp-protocol-version": header("mcp-protocol-version"),
             },
             "meta": {
                 "traceparent": cx.meta.get_traceparent(),

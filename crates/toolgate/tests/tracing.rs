@@ -396,4 +396,11 @@ async fn a_modern_requests_meta_trace_wins_and_reaches_an_http_upstream() {
     assert_eq!(seen["header"]["traceparent"], ours, "{seen}");
     assert_eq!(seen["meta"]["traceparent"], ours, "{seen}");
     assert_eq!(seen["meta"]["tracestate"], "caller=2", "{seen}");
+    // The headers that mirror the body went with it, the name as the upstream knows it.
+    assert_eq!(seen["header"]["mcp-method"], "tools/call", "{seen}");
+    assert_eq!(seen["header"]["mcp-name"], "trace_context", "{seen}");
+    assert_eq!(
+        seen["header"]["mcp-protocol-version"], "2026-07-28",
+        "{seen}"
+    );
 }

@@ -14,8 +14,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION_NAME: &str = "mcp-protocol-version";
+const VERSION_HEADER: HeaderName = HeaderName::from_static(VERSION_NAME);
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const JSON_OR_SSE: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 const MAX_RESUMES: u32 = 5;
 
 /// One HTTP client for every upstream: connection pools are shared.
@@ -52,8 +55,9 @@ struct Http {
     /// Parsed once: every POST would otherwise parse it again.
     url: url::Url,
     headers: HeaderMap,
-    session: Mutex<Option<String>>,
-    version: Mutex<Option<String>>,
+    /// Header values, made once: each request clones them without copying.
+    session: Mutex<Option<HeaderValue>>,
+    version: Mutex<Option<HeaderValue>>,
     inbound: mpsc::Sender<TransportEvent>,
     max_message: usize,
     shutdown: CancellationToken,
@@ -151,10 +155,10 @@ impl Http {
         if !self.headers.is_empty() {
             req = req.headers(self.headers.clone());
         }
-        if let Some(s) = lock(&self.session).as_deref() {
+        if let Some(s) = lock(&self.session).clone() {
             req = req.header(SESSION_HEADER, s);
         }
-        if let Some(v) = lock(&self.version).as_deref() {
+        if let Some(v) = lock(&self.version).clone() {
             req = req.header(VERSION_HEADER, v);
         }
         req
@@ -189,18 +193,25 @@ impl Http {
         }
         // `Bytes`: the stale-connection retry below shares the body, not a copy.
         let body = bytes::Bytes::from(msg.to_json());
-        let mut headers = self.modern_headers(&msg);
-        if let Some(t) = &msg.trace {
-            headers.extend(t.pairs().map(|(k, v)| (k.to_owned(), v.to_owned())));
-        }
-        let mut sent = self.send_post(&body, &headers).await;
+        let headers = || {
+            let mut headers = self.modern_headers(&msg);
+            if let Some(t) = &msg.trace {
+                for (k, v) in t.pairs() {
+                    if let Ok(v) = HeaderValue::from_str(v) {
+                        headers.append(HeaderName::from_static(k), v);
+                    }
+                }
+            }
+            headers
+        };
+        let mut sent = self.send_post(&body, headers()).await;
         if let Err(e) = &sent
             && stale_connection(e)
         {
             // A pooled connection the server had already closed (it restarted, or
             // dropped an idle connection): nothing reached a live server, so one
             // retry on a fresh connection is safe — the rule Go's net/http applies.
-            sent = self.send_post(&body, &headers).await;
+            sent = self.send_post(&body, headers()).await;
         }
         let resp = match sent {
             Ok(r) => r,
@@ -241,8 +252,10 @@ impl Http {
                 .headers()
                 .get(SESSION_HEADER)
                 .and_then(|v| v.to_str().ok())
+                .and_then(|v| HeaderValue::from_str(v).ok())
         {
-            *lock(&self.session) = Some(sid.to_owned());
+            // A copy: the response's own value would keep its whole read buffer.
+            *lock(&self.session) = Some(sid);
         }
         if status.as_u16() == 202 || request_id.is_none() {
             return;
@@ -272,36 +285,50 @@ impl Http {
     async fn send_post(
         &self,
         body: &bytes::Bytes,
-        extra: &[(String, String)],
+        extra: HeaderMap,
     ) -> reqwest::Result<reqwest::Response> {
         let mut req = self
             .request(reqwest::Method::POST)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream");
-        for (k, v) in extra {
-            req = req.header(k.as_str(), v.as_str());
+            .header(CONTENT_TYPE, JSON)
+            .header(ACCEPT, JSON_OR_SSE);
+        if !extra.is_empty() {
+            req = req.headers(extra);
         }
         req.body(body.clone()).send().await
     }
 
     /// A 2026-07-28 request mirrors its body into headers (version, method, name,
     /// the tool's `x-mcp-header` parameters); a legacy one gets none.
-    fn modern_headers(&self, msg: &Message) -> Vec<(String, String)> {
+    fn modern_headers(&self, msg: &Message) -> HeaderMap {
+        let mut out = HeaderMap::new();
         let Some(version) = msg
             .param("_meta")
             .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
             .and_then(serde_json::Value::as_str)
         else {
-            return Vec::new();
+            return out;
         };
         let tools = self.tool_headers.read().unwrap_or_else(|p| p.into_inner());
         let tool = (msg.method() == "tools/call")
             .then(|| msg.param("name").and_then(serde_json::Value::as_str))
             .flatten()
             .and_then(|n| tools.get(n));
-        let mut headers = crate::headers::mirror(msg.method(), msg.params.as_ref(), tool);
-        headers.push((VERSION_HEADER.to_owned(), version.to_owned()));
-        headers
+        let mirrored = crate::headers::mirror(msg.method(), msg.params.as_ref(), tool);
+        let pairs = mirrored
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(VERSION_NAME, version)]);
+        for (name, value) in pairs {
+            match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                (Ok(name), Ok(value)) => {
+                    out.append(name, value);
+                }
+                _ => {
+                    tracing::warn!(server = %self.name, header = name, "not a valid HTTP header; not sent")
+                }
+            }
+        }
+        out
     }
 
     /// A JSON response body: one message, or (2025-03-26) an array of them.
@@ -341,7 +368,7 @@ impl Http {
                 .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
                 .and_then(|r| r.get("protocolVersion")?.as_str().map(str::to_owned))
         {
-            *lock(&self.version) = Some(v);
+            *lock(&self.version) = HeaderValue::from_str(&v).ok();
         }
         self.emit(TransportEvent::Message { msg, origin }).await;
     }
