@@ -7,7 +7,7 @@ use super::http::auth_error;
 use crate::auth::{AuthError, AuthMethod, Authenticator, Principal};
 use crate::config::{EndpointConfig, EndpointMethod};
 use crate::gateway::Gateway;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -46,14 +46,16 @@ impl Endpoint {
 /// The endpoint's own access rules, between authentication and everything else:
 /// a caller who does not meet them never reaches a session, the catalog or an
 /// upstream.
-pub(super) async fn admit(
-    State((auth, ep, gw)): State<(Arc<Authenticator>, Arc<Endpoint>, Arc<Gateway>)>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+/// Refused, the response says why; admitted, the request carries its endpoint.
+pub(super) fn admit(
+    auth: &Authenticator,
+    ep: &Arc<Endpoint>,
+    gw: &Gateway,
+    req: &mut Request,
+) -> Result<(), Box<Response>> {
     if let Some(rules) = &ep.rules {
         let Some(principal) = req.extensions().get::<Arc<Principal>>() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return Err(Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response()));
         };
         if let Err(refusal) = check_rules(rules, principal) {
             tracing::info!(
@@ -76,10 +78,10 @@ pub(super) async fn admit(
                 },
                 reason: &refusal.to_string(),
             });
-            return match refusal {
+            return Err(Box::new(match refusal {
                 Refusal::Scope(e) => {
                     let url = ep.metadata_url.as_deref().unwrap_or(&auth.metadata_url);
-                    let mut resp = auth_error(&auth, &e);
+                    let mut resp = auth_error(auth, &e);
                     if let Ok(v) = HeaderValue::from_str(&auth.challenge_at(&e, url)) {
                         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                     }
@@ -97,11 +99,11 @@ pub(super) async fn admit(
                     )
                         .into_response()
                 }
-            };
+            }));
         }
     }
-    req.extensions_mut().insert(ep);
-    next.run(req).await
+    req.extensions_mut().insert(ep.clone());
+    Ok(())
 }
 
 /// Why an endpoint refuses an authenticated caller.

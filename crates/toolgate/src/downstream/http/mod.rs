@@ -25,7 +25,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{get, post};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -72,22 +72,22 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
         legacy: Arc::default(),
         gw: gw.clone(),
     };
-    // Every MCP route needs a principal; the metadata and health routes do not.
-    let default = Endpoint::default_mcp();
-    let mut mcp = Router::new().route("/mcp", streamable(&state, default));
-    for rules in gw.config().endpoints.values() {
-        let ep = Endpoint::configured(rules, &state.auth.resource);
-        mcp = mcp.route(&rules.path, streamable(&state, ep));
+    let config = gw.config();
+    let endpoints = std::iter::once(Endpoint::default_mcp()).chain(
+        config
+            .endpoints
+            .values()
+            .map(|rules| Endpoint::configured(rules, &state.auth.resource)),
+    );
+    let mut routes = Router::new();
+    let mut by_path = HashMap::new();
+    for ep in endpoints {
+        routes = routes.route(&ep.path, post(mcp_post).get(mcp_get).delete(mcp_delete));
+        by_path.insert(ep.path.to_string(), Arc::new(ep));
     }
-    let mcp = mcp
+    let routes = routes
         .route("/sse", get(legacy::sse))
         .route("/message", post(legacy::message))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ));
-    Router::new()
-        .merge(mcp)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -98,24 +98,53 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
             "/.well-known/oauth-protected-resource/{*path}",
             get(resource_metadata),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard_origin,
-        ))
-        .layer(DefaultBodyLimit::max(gw.config().max_message_bytes))
-        .with_state(state)
+        .with_state(state.clone());
+    // One layer in front of every route, not one per route and per method: a
+    // request passes a single middleware, and nothing is cloned per layer.
+    let gate = Arc::new(Gate {
+        state,
+        endpoints: by_path,
+    });
+    let front = tower::ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(config.max_message_bytes))
+        .layer(axum::middleware::from_fn_with_state(gate, front_door))
+        .service(routes);
+    Router::new().fallback_service(front)
 }
 
-/// Streamable HTTP on one endpoint: the same handlers everywhere, told which
-/// endpoint they serve by `admit`, which runs after `authenticate`.
-fn streamable(state: &AppState, ep: Endpoint) -> MethodRouter<AppState> {
-    post(mcp_post)
-        .get(mcp_get)
-        .delete(mcp_delete)
-        .layer(axum::middleware::from_fn_with_state(
-            (state.auth.clone(), Arc::new(ep), state.gw.clone()),
-            admit,
-        ))
+/// What [`front_door`] needs: the Streamable HTTP endpoints by path.
+struct Gate {
+    state: AppState,
+    endpoints: HashMap<String, Arc<Endpoint>>,
+}
+
+/// Every request, before its route: the `Origin` and `Host` checks; then, on the
+/// MCP paths, the credential (no principal, no session, catalog or upstream);
+/// then, on a Streamable HTTP endpoint, that endpoint's access rules, after
+/// which the request carries its endpoint. The metadata and health routes need
+/// no principal.
+async fn front_door(
+    State(gate): State<Arc<Gate>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let state = &gate.state;
+    if let Some(refused) = refuse_origin(state, &req) {
+        return refused;
+    }
+    let path = req.uri().path();
+    let endpoint = gate.endpoints.get(path).cloned();
+    if endpoint.is_some() || path == "/sse" || path == "/message" {
+        if let Err(refused) = authenticate(state, &mut req).await {
+            return *refused;
+        }
+        if let Some(ep) = endpoint
+            && let Err(refused) = admit(&state.auth, &ep, &state.gw, &mut req)
+        {
+            return *refused;
+        }
+    }
+    next.run(req).await
 }
 
 /// Serve until `stop` is cancelled: HTTPS only when `tls` is given (see
@@ -144,11 +173,7 @@ pub async fn serve(
 
 /// Who is calling, before anything else happens: a request without a valid
 /// credential never reaches a session, the catalog or an upstream.
-async fn authenticate(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn authenticate(state: &AppState, req: &mut Request) -> Result<(), Reject> {
     // Present only on HTTPS connections whose client sent a certificate that
     // chains to `tls.client_ca`.
     let cert = req.extensions().get::<ClientCert>().cloned();
@@ -159,19 +184,19 @@ async fn authenticate(
     {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
-            next.run(req).await
+            Ok(())
         }
         Err(e) => {
             tracing::info!(code = e.code(), reason = %e, path = %req.uri().path(), "request not authenticated");
             state.gw.audit_refusal(Refusal {
                 principal: None,
-                source: peer_ip(&req),
+                source: peer_ip(req),
                 path: req.uri().path(),
                 status: e.status().as_u16(),
                 code: e.code(),
                 reason: &e.to_string(),
             });
-            auth_error(&state.auth, &e)
+            Err(Box::new(auth_error(&state.auth, &e)))
         }
     }
 }
@@ -354,11 +379,7 @@ fn hostname(authority: &str) -> &str {
 /// DNS-rebinding protection: a browser page on another origin must not reach a
 /// gateway on loopback. A foreign `Origin` is refused; on loopback the `Host` must
 /// be a loopback name too (a rebinding attack arrives with the attacker's host name).
-async fn guard_origin(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+fn refuse_origin(state: &AppState, req: &Request) -> Option<Response> {
     let headers = req.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -371,33 +392,33 @@ async fn guard_origin(
         if !allowed {
             state.gw.audit_refusal(Refusal {
                 principal: None,
-                source: peer_ip(&req),
+                source: peer_ip(req),
                 path: req.uri().path(),
                 status: 403,
                 code: "origin_not_allowed",
                 reason: &format!("Origin {origin} is not allowed"),
             });
-            return rpc_error(
+            return Some(rpc_error(
                 StatusCode::FORBIDDEN,
                 None,
                 ErrorObject::new(
                     code::INVALID_REQUEST,
                     format!("Origin {origin} is not allowed"),
                 ),
-            );
+            ));
         }
     }
     if state.loopback
         && let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok())
         && !is_loopback_host(hostname(host))
     {
-        return rpc_error(
+        return Some(rpc_error(
             StatusCode::FORBIDDEN,
             None,
             ErrorObject::new(code::INVALID_REQUEST, format!("Host {host} is not allowed")),
-        );
+        ));
     }
-    next.run(req).await
+    None
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
