@@ -32,7 +32,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -298,12 +298,12 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
     let Some(tracer) = TRACER.get() else {
         return Traced::none();
     };
-    let method = msg.method().to_owned();
+    let method = known(msg.method(), KNOWN_METHODS);
     let mut attrs = Vec::with_capacity(10);
     attrs.push(KeyValue::new("mcp.method.name", method.clone()));
     attrs.push(KeyValue::new(
         "mcp.protocol.version",
-        who.protocol_version.to_owned(),
+        known(who.protocol_version, KNOWN_VERSIONS),
     ));
     if let Some(s) = who.session {
         attrs.push(KeyValue::new("mcp.session.id", s.to_owned()));
@@ -344,6 +344,36 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
         .with_links(links)
         .start_with_context(tracer, &parent);
     Traced(Some(parent.with_span(span)))
+}
+
+/// Methods and versions most requests carry: their attribute values and span
+/// names need no copy.
+const KNOWN_METHODS: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "prompts/get",
+    "prompts/list",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "completion/complete",
+    "initialize",
+    "ping",
+];
+const KNOWN_VERSIONS: &[&str] = &[
+    "2026-07-28",
+    "2025-11-25",
+    "2025-06-18",
+    "2025-03-26",
+    "2024-11-05",
+];
+
+/// `text` as a `'static` string where it is one of `known`, a copy otherwise.
+fn known(text: &str, known: &[&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(text.to_owned()),
+    }
 }
 
 fn id_text(id: &Id) -> Cow<'_, str> {
@@ -416,29 +446,37 @@ pub fn finish_request(e: &Event) {
 
 /// The `CLIENT` span of one request to an upstream server, a child of the
 /// current span. `method` and `params` are as sent (the server's own names).
-pub fn upstream_span(server: &str, method: &str, params: Option<&Value>, stdio: bool) -> Traced {
+pub fn upstream_span(
+    server: &Arc<str>,
+    method: &str,
+    params: Option<&Value>,
+    stdio: bool,
+) -> Traced {
     let Some(tracer) = TRACER.get() else {
         return Traced::none();
     };
     let mut attrs = Vec::with_capacity(6);
-    attrs.push(KeyValue::new("mcp.method.name", method.to_owned()));
+    attrs.push(KeyValue::new(
+        "mcp.method.name",
+        known(method, KNOWN_METHODS),
+    ));
     attrs.push(KeyValue::new(
         "network.transport",
         if stdio { "pipe" } else { "tcp" },
     ));
-    attrs.push(KeyValue::new("toolgate.server", server.to_owned()));
+    attrs.push(KeyValue::new("toolgate.server", server.clone()));
     let name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
     let span_name = match (method, name) {
         ("tools/call", Some(tool)) => {
             attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
             attrs.push(KeyValue::new("gen_ai.tool.name", tool.to_owned()));
-            format!("{method} {tool}")
+            Cow::Owned(format!("{method} {tool}"))
         }
         ("prompts/get", Some(prompt)) => {
             attrs.push(KeyValue::new("gen_ai.prompt.name", prompt.to_owned()));
-            format!("{method} {prompt}")
+            Cow::Owned(format!("{method} {prompt}"))
         }
-        _ => method.to_owned(),
+        _ => known(method, KNOWN_METHODS),
     };
     let parent = Context::current();
     let span = tracer
