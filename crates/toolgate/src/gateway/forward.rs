@@ -162,10 +162,11 @@ impl Gateway {
         session: &Arc<Session>,
         up: &Arc<Upstream>,
         method: &str,
-        params: Option<Value>,
+        mut params: Option<Value>,
         out: &Arc<EventStream>,
         client_token: Option<&Value>,
     ) -> Result<(Box<RawValue>, bool), ErrorObject> {
+        let stdio = up.cfg().transport() == crate::config::TransportKind::Stdio;
         for attempt in 0..2 {
             let pass = up.circuit.admit().map_err(|wait| circuit_open(up, wait))?;
             let conn = match self.connection(session, up).await {
@@ -176,16 +177,23 @@ impl Gateway {
                 }
             };
             let (sink, mut events) = mpsc::channel(64);
-            let span = crate::telemetry::upstream_span(
-                &up.name,
+            let span = crate::telemetry::upstream_span(&up.name, method, params.as_ref(), stdio);
+            let limits = up.cfg().call_timeouts(
                 method,
-                params.as_ref(),
-                up.cfg().transport() == crate::config::TransportKind::Stdio,
+                params
+                    .as_ref()
+                    .and_then(|p| p.get("name"))
+                    .and_then(Value::as_str),
             );
+            // Only a legacy HTTP server keeps a session that can expire under a
+            // call, which is then sent again on a new session: the arguments are
+            // copied for that, and only there.
+            let retry = attempt == 0 && !stdio && !conn.is_modern();
+            let params_now = if retry { params.clone() } else { params.take() };
             let mut sent = if conn.is_modern() {
                 // A modern server learns who is asking from every request.
                 Some(crate::upstream::with_request_meta(
-                    params.clone(),
+                    params_now,
                     &session.client_capabilities,
                     &session.client_info,
                     // A legacy client that never set a level gets every log message
@@ -195,16 +203,9 @@ impl Gateway {
                         .or((session.era == Era::Legacy).then_some("debug")),
                 ))
             } else {
-                params.clone()
+                params_now
             };
             crate::telemetry::inject_meta(&span, &mut sent, conn.is_modern());
-            let limits = up.cfg().call_timeouts(
-                method,
-                params
-                    .as_ref()
-                    .and_then(|p| p.get("name"))
-                    .and_then(Value::as_str),
-            );
             if limits.extended_by_progress() {
                 ask_for_progress(&mut sent);
             }
@@ -256,7 +257,7 @@ impl Gateway {
                     };
                     return Err(e.to_error());
                 }
-                Ok(Err(UpstreamError::SessionExpired { .. })) if attempt == 0 => {
+                Ok(Err(UpstreamError::SessionExpired { .. })) if retry => {
                     // The server forgot our session (restart, expiry): start a new one
                     // and try once more, invisibly to the client.
                     tracing::info!(server = %up.name, "upstream session expired; re-initialising");
