@@ -256,6 +256,19 @@ async fn an_endpoints_access_rules_refuse_before_anything_runs() {
         let (status, _, _) = post(&url, Some(&other), Some(&sid), &[], &call).await;
         assert_eq!(status, 403, "not even with someone else's session id");
 
+        // No credential: 401 on an endpoint's path, whatever the method, before its rules.
+        let (status, _, reply) = post(&url, None, None, &[], &initialize()).await;
+        assert_eq!(status, 401, "{reply}");
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let resp = reqwest::Client::new()
+                .request(method.clone(), &url)
+                .header("mcp-session-id", ann.session_id().expect("a session id"))
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(resp.status(), 401, "{method}");
+        }
+
         // Groups and methods.
         let finance = format!("{}/mcp/finance", gw.base);
         let (status, _, _) = post(&finance, Some(&acme), None, &[], &initialize()).await;

@@ -132,6 +132,9 @@ async fn front_door(
     if let Some(refused) = refuse_origin(state, &req) {
         return refused;
     }
+    // Endpoint paths are literal (the config allows no patterns), so this
+    // lookup matches exactly the routes the router will match; and every MCP
+    // handler refuses a request that carries no principal.
     let path = req.uri().path();
     let endpoint = gate.endpoints.get(path).cloned();
     if endpoint.is_some() || path == "/sse" || path == "/message" {
