@@ -303,7 +303,7 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
     attrs.push(KeyValue::new("mcp.method.name", method.clone()));
     attrs.push(KeyValue::new(
         "mcp.protocol.version",
-        known(who.protocol_version, KNOWN_VERSIONS),
+        known_version(who.protocol_version),
     ));
     if let Some(s) = who.session {
         attrs.push(KeyValue::new("mcp.session.id", s.to_owned()));
@@ -346,8 +346,8 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
     Traced(Some(parent.with_span(span)))
 }
 
-/// Methods and versions most requests carry: their attribute values and span
-/// names need no copy.
+/// Methods most requests carry: their attribute values and span names need
+/// no copy.
 const KNOWN_METHODS: &[&str] = &[
     "tools/call",
     "tools/list",
@@ -360,19 +360,24 @@ const KNOWN_METHODS: &[&str] = &[
     "initialize",
     "ping",
 ];
-const KNOWN_VERSIONS: &[&str] = &[
-    "2026-07-28",
-    "2025-11-25",
-    "2025-06-18",
-    "2025-03-26",
-    "2024-11-05",
-];
 
 /// `text` as a `'static` string where it is one of `known`, a copy otherwise.
 fn known(text: &str, known: &[&'static str]) -> Cow<'static, str> {
     match known.iter().find(|k| **k == text) {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(text.to_owned()),
+    }
+}
+
+/// A protocol version, without a copy when it is one the gateway speaks.
+fn known_version(version: &str) -> Cow<'static, str> {
+    match crate::gateway::modern::MODERN_VERSIONS
+        .iter()
+        .chain(crate::jsonrpc::LEGACY_VERSIONS)
+        .find(|v| **v == version)
+    {
+        Some(v) => Cow::Borrowed(v),
+        None => Cow::Owned(version.to_owned()),
     }
 }
 
