@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -350,7 +351,10 @@ fn next_id(time_us: i64) -> String {
     static COUNTER: std::sync::LazyLock<AtomicU32> =
         std::sync::LazyLock::new(|| AtomicU32::new(rand::random()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}{n:08x}", id_at(time_us))
+    // Written into its final size at once: one allocation per event.
+    let mut id = String::with_capacity(24);
+    let _ = write!(id, "{:016x}{n:08x}", time_us.max(0));
+    id
 }
 
 /// The least id of an event at `time_us` or later: `id >= id_at(t)` is
