@@ -22,6 +22,8 @@ fast the machine is, so two builds can be compared on any day.
 import collections
 import sys
 
+OTHER = "other (runtime, libraries outside a call)"
+
 # The call's one allocation in `jsonrpc::Message::request`, as the innermost toolgate frame.
 CALL_MARKER = "jsonrpc::Message::request"
 
@@ -61,7 +63,7 @@ def main(path):
             calls += count
         stage = next(
             (name for name, marks in STAGES if any(m in stack for m in marks)),
-            "other (runtime, libraries outside a call)",
+            OTHER,
         )
         by_stage[stage] += count
     if calls == 0:
@@ -70,7 +72,7 @@ def main(path):
     print("| stage | allocations per call |")
     print("|---|---:|")
     total = 0
-    for name in [n for n, _ in STAGES[1:]] + ["other (runtime, libraries outside a call)"]:
+    for name in [n for n, _ in STAGES[1:]] + [OTHER]:
         total += by_stage[name]
         print(f"| {name} | {by_stage[name] / calls:.1f} |")
     print(f"| **total** | **{total / calls:.1f}** |")

@@ -303,7 +303,12 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
     attrs.push(KeyValue::new("mcp.method.name", method.clone()));
     attrs.push(KeyValue::new(
         "mcp.protocol.version",
-        known_version(who.protocol_version),
+        known(
+            who.protocol_version,
+            crate::gateway::modern::MODERN_VERSIONS
+                .iter()
+                .chain(crate::jsonrpc::LEGACY_VERSIONS),
+        ),
     ));
     if let Some(s) = who.session {
         attrs.push(KeyValue::new("mcp.session.id", s.to_owned()));
@@ -347,7 +352,7 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
 }
 
 /// Methods most requests carry: their attribute values and span names need
-/// no copy.
+/// no copy (nor do the protocol versions the gateway speaks).
 const KNOWN_METHODS: &[&str] = &[
     "tools/call",
     "tools/list",
@@ -362,22 +367,10 @@ const KNOWN_METHODS: &[&str] = &[
 ];
 
 /// `text` as a `'static` string where it is one of `known`, a copy otherwise.
-fn known(text: &str, known: &[&'static str]) -> Cow<'static, str> {
-    match known.iter().find(|k| **k == text) {
+fn known(text: &str, known: impl IntoIterator<Item = &'static &'static str>) -> Cow<'static, str> {
+    match known.into_iter().find(|k| **k == text) {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(text.to_owned()),
-    }
-}
-
-/// A protocol version, without a copy when it is one the gateway speaks.
-fn known_version(version: &str) -> Cow<'static, str> {
-    match crate::gateway::modern::MODERN_VERSIONS
-        .iter()
-        .chain(crate::jsonrpc::LEGACY_VERSIONS)
-        .find(|v| **v == version)
-    {
-        Some(v) => Cow::Borrowed(v),
-        None => Cow::Owned(version.to_owned()),
     }
 }
 

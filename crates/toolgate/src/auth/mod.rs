@@ -120,9 +120,8 @@ impl Principal {
         self.recorded
             .0
             .get_or_init(|| {
-                let text = serde_json::to_string(self).unwrap_or_else(|_| "null".to_owned());
                 Arc::from(
-                    serde_json::value::RawValue::from_string(text)
+                    serde_json::value::to_raw_value(self)
                         .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
                 )
             })

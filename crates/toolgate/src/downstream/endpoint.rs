@@ -49,7 +49,7 @@ impl Endpoint {
 /// Refused, the response says why; admitted, the request carries its endpoint.
 pub(super) fn admit(
     auth: &Authenticator,
-    ep: &Arc<Endpoint>,
+    ep: Arc<Endpoint>,
     gw: &Gateway,
     req: &mut Request,
 ) -> Result<(), Box<Response>> {
@@ -102,7 +102,7 @@ pub(super) fn admit(
             }));
         }
     }
-    req.extensions_mut().insert(ep.clone());
+    req.extensions_mut().insert(ep);
     Ok(())
 }
 

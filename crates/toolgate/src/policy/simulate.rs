@@ -449,7 +449,6 @@ mod tests {
         Principal {
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             method: AuthMethod::ApiKey,
-            recorded: Default::default(),
             ..Principal::anonymous(user)
         }
     }

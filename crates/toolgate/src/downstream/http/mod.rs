@@ -142,7 +142,7 @@ async fn front_door(
             return *refused;
         }
         if let Some(ep) = endpoint
-            && let Err(refused) = admit(&state.auth, &ep, &state.gw, &mut req)
+            && let Err(refused) = admit(&state.auth, ep, &state.gw, &mut req)
         {
             return *refused;
         }
