@@ -265,9 +265,10 @@ impl Event {
 /// An event as its JSON text (one line of JSON Lines, without the newline):
 /// what waits for the sinks and what they are given. Serialised once, when the
 /// event is recorded, it takes a few hundred bytes where the event's fields
-/// take kilobytes of the heap, and every sink uses the same text.
+/// take kilobytes of the heap, and every sink uses the same text (shared: the
+/// SQLite store binds it without a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line(Box<str>);
+pub struct Line(Arc<str>);
 
 impl Line {
     /// `event` serialised.
@@ -289,7 +290,7 @@ impl Line {
     /// A line from JSON text [`Line::write`] produced.
     pub fn from_json(buf: Vec<u8>) -> Line {
         match String::from_utf8(buf) {
-            Ok(text) => Line(text.into_boxed_str()),
+            Ok(text) => Line(text.into()),
             Err(e) => Line(String::from_utf8_lossy(e.as_bytes()).into()),
         }
     }
@@ -303,6 +304,11 @@ impl Line {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The text, shared.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 
     /// The whole event.

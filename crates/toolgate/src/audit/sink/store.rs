@@ -20,7 +20,13 @@ use super::{Line, Sink};
 use crate::config::Config;
 use crate::store::Store;
 use futures::future::BoxFuture;
-use sqlx::{AnyConnection, Connection as _};
+use sqlx::postgres::{PgConnection, Postgres};
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions as _, Connection, Database, Executor, IntoArguments};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -33,7 +39,7 @@ const ROWS_PER_INSERT: usize = 128;
 const PAUSE: Duration = Duration::from_millis(2);
 
 pub struct StoreSink {
-    conn: AnyConnection,
+    conn: Conn,
     store: Store,
     max_age: Duration,
     max_events: u64,
@@ -42,6 +48,14 @@ pub struct StoreSink {
     /// written in paced statements, and checkpoints on this connection.
     background: bool,
     last_checkpoint: Instant,
+}
+
+/// The sink's own connection, on the database's own driver: sqlx's `Any`
+/// driver (the rest of the store's) copies every text argument twice on its way
+/// to SQLite, and the writer binds thirteen per event.
+enum Conn {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
 }
 
 impl StoreSink {
@@ -83,39 +97,10 @@ impl StoreSink {
     }
 
     async fn insert(&mut self, events: &[Line]) -> anyhow::Result<()> {
-        // One statement is atomic on its own: no BEGIN and COMMIT, which are
-        // two more round trips to the database (for SQLite, to its worker
-        // thread) — most of a lone event's cost. Several statements share one
-        // transaction, so they commit (and write the log) once.
-        if statement_rows(events.len()) == events.len() {
-            return insert_rows(&mut self.conn, events, self.store.is_sqlite()).await;
+        match &mut self.conn {
+            Conn::Sqlite(c) => insert(c, events, self.background, bind_sqlite).await,
+            Conn::Postgres(c) => insert(c, events, false, bind_postgres).await,
         }
-        let sqlite = self.store.is_sqlite();
-        if self.background {
-            // No answer waits: statements of their own, with a pause between
-            // them, so that a second's batch never holds the CPU for long.
-            let mut rest = events;
-            while !rest.is_empty() {
-                let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
-                rest = tail;
-                insert_rows(&mut self.conn, chunk, sqlite).await?;
-                if !rest.is_empty() {
-                    tokio::time::sleep(PAUSE).await;
-                }
-            }
-            return Ok(());
-        }
-        let mut tx = self.conn.begin().await?;
-        // Statements come in a few sizes only, so each is prepared once and
-        // then reused from the connection's statement cache.
-        let mut rest = events;
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
-            rest = tail;
-            insert_rows(&mut tx, chunk, sqlite).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn prune(&mut self) -> anyhow::Result<()> {
@@ -124,10 +109,11 @@ impl StoreSink {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let cutoff = now.saturating_sub(self.max_age).as_micros() as i64;
+        // Once a minute: on the store's pool, not worth a statement per driver.
         // Ids begin with the time (`id_at`): the primary key finds them.
         let old = sqlx::query("DELETE FROM toolgate_audit WHERE id < $1")
             .bind(super::super::event::id_at(cutoff))
-            .execute(&mut self.conn)
+            .execute(&self.store.pool)
             .await?
             .rows_affected();
         let excess = sqlx::query(
@@ -136,7 +122,7 @@ impl StoreSink {
         )
         // Ids are unique and ordered by time: exactly the newest `max_events` stay.
         .bind(i64::try_from(self.max_events.max(1) - 1).unwrap_or(i64::MAX))
-        .execute(&mut self.conn)
+        .execute(&self.store.pool)
         .await?
         .rows_affected();
         if old + excess > 0 {
@@ -150,28 +136,155 @@ impl StoreSink {
     }
 }
 
+/// Write `events` on `conn`, binding each column with `bind`.
+async fn insert<D>(
+    conn: &mut D::Connection,
+    events: &[Line],
+    background: bool,
+    bind: Binder<D>,
+) -> anyhow::Result<()>
+where
+    D: Database + Statements,
+    D::Arguments: IntoArguments<D>,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    // One statement is atomic on its own: no BEGIN and COMMIT, which are
+    // two more round trips to the database (for SQLite, to its worker
+    // thread) — most of a lone event's cost. Several statements share one
+    // transaction, so they commit (and write the log) once.
+    if statement_rows(events.len()) == events.len() {
+        return insert_rows(&mut *conn, events, bind).await;
+    }
+    if background {
+        // No answer waits: statements of their own, with a pause between
+        // them, so that a second's batch never holds the CPU for long.
+        let mut rest = events;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
+            rest = tail;
+            insert_rows(&mut *conn, chunk, bind).await?;
+            if !rest.is_empty() {
+                tokio::time::sleep(PAUSE).await;
+            }
+        }
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    // Statements come in a few sizes only, so each is prepared once and
+    // then reused from the connection's statement cache.
+    let mut rest = events;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
+        rest = tail;
+        insert_rows(&mut *tx, chunk, bind).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A column's value, for any driver.
+enum Value<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+    /// The whole event.
+    Event(&'a Line),
+}
+
+type Binder<D> = for<'q> fn(
+    Query<'q, D, <D as Database>::Arguments>,
+    Value<'_>,
+) -> Query<'q, D, <D as Database>::Arguments>;
+
+/// SQLite keeps every argument as a shared string: one made from a `&str` is a
+/// copy into a `String` and an `Arc` of it, one made from an `Arc<str>` is
+/// that `Arc` (the event's text is bound without a copy).
+fn bind_sqlite<'q>(
+    q: Query<'q, Sqlite, <Sqlite as Database>::Arguments>,
+    value: Value<'_>,
+) -> Query<'q, Sqlite, <Sqlite as Database>::Arguments> {
+    match value {
+        Value::Text(t) => q.bind(t.map(Arc::<str>::from)),
+        Value::Int(i) => q.bind(i),
+        Value::Event(line) => q.bind(line.shared()),
+    }
+}
+
+/// PostgreSQL writes every argument into its buffer as it is bound.
+fn bind_postgres<'q>(
+    q: Query<'q, Postgres, <Postgres as Database>::Arguments>,
+    value: Value<'_>,
+) -> Query<'q, Postgres, <Postgres as Database>::Arguments> {
+    match value {
+        Value::Text(t) => q.bind(t),
+        Value::Int(i) => q.bind(i),
+        Value::Event(line) => q.bind(line.as_str()),
+    }
+}
+
 /// One INSERT of `rows` (a count [`statement_rows`] gives).
-async fn insert_rows(conn: &mut AnyConnection, rows: &[Line], sqlite: bool) -> anyhow::Result<()> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows.len(), sqlite)));
+async fn insert_rows<D>(
+    conn: &mut D::Connection,
+    rows: &[Line],
+    bind: Binder<D>,
+) -> anyhow::Result<()>
+where
+    D: Database + Statements,
+    D::Arguments: IntoArguments<D>,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    let mut q = sqlx::query::<D>(D::insert(rows.len()));
     for line in rows {
         let c = line.columns()?;
-        q = q
-            .bind(c.id.as_ref())
-            .bind(c.time_us)
-            .bind(c.kind.as_str())
-            .bind(c.user.as_deref())
-            .bind(c.tenant.as_deref())
-            .bind(c.agent.as_deref())
-            .bind(c.session.as_deref())
-            .bind(c.method.as_deref())
-            .bind(c.server.as_deref())
-            .bind(c.target.as_deref())
-            .bind(c.decision.map(|d| d.as_str()))
-            .bind(c.outcome.map(|o| o.as_str()))
-            .bind(line.as_str());
+        for value in [
+            Value::Text(Some(&c.id)),
+            Value::Int(c.time_us),
+            Value::Text(Some(c.kind.as_str())),
+            Value::Text(c.user.as_deref()),
+            Value::Text(c.tenant.as_deref()),
+            Value::Text(c.agent.as_deref()),
+            Value::Text(c.session.as_deref()),
+            Value::Text(c.method.as_deref()),
+            Value::Text(c.server.as_deref()),
+            Value::Text(c.target.as_deref()),
+            Value::Text(c.decision.map(|d| d.as_str())),
+            Value::Text(c.outcome.map(|o| o.as_str())),
+            Value::Event(line),
+        ] {
+            q = bind(q, value);
+        }
     }
     q.execute(conn).await?;
     Ok(())
+}
+
+/// The INSERT statements of each database, made once.
+trait Statements {
+    /// The INSERT of `rows` events (a count [`statement_rows`] gives).
+    fn insert(rows: usize) -> &'static str;
+}
+
+/// Statements for 1, 2, 4 … [`ROWS_PER_INSERT`] rows.
+const SIZES: usize = ROWS_PER_INSERT.trailing_zeros() as usize + 1;
+
+fn statement(all: &'static [String; SIZES], rows: usize) -> &'static str {
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_INSERT);
+    &all[rows.trailing_zeros() as usize]
+}
+
+impl Statements for Sqlite {
+    fn insert(rows: usize) -> &'static str {
+        static ALL: LazyLock<[String; SIZES]> =
+            LazyLock::new(|| std::array::from_fn(|i| insert_sql(1 << i, true)));
+        statement(&ALL, rows)
+    }
+}
+
+impl Statements for Postgres {
+    fn insert(rows: usize) -> &'static str {
+        static ALL: LazyLock<[String; SIZES]> =
+            LazyLock::new(|| std::array::from_fn(|i| insert_sql(1 << i, false)));
+        statement(&ALL, rows)
+    }
 }
 
 /// Rows in the next statement for `pending` rows: the largest power of two
@@ -209,22 +322,21 @@ fn insert_sql(rows: usize, sqlite: bool) -> String {
 }
 
 /// A connection of the sink's own, tuned for appending.
-async fn connect(store: &Store) -> anyhow::Result<AnyConnection> {
-    let mut conn = AnyConnection::connect(&store.url).await?;
-    if store.is_sqlite() {
-        for pragma in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
-            "PRAGMA busy_timeout = 5000",
-            // A checkpoint syncs the database file: done by the committing
-            // connection it would hold every waiting call for the length of an
-            // fsync. `checkpoints` does it beside the writes instead.
-            "PRAGMA wal_autocheckpoint = 0",
-        ] {
-            sqlx::query(pragma).execute(&mut conn).await?;
-        }
+async fn connect(store: &Store) -> anyhow::Result<Conn> {
+    if !store.is_sqlite() {
+        return Ok(Conn::Postgres(PgConnection::connect(&store.url).await?));
     }
-    Ok(conn)
+    let options = store
+        .url
+        .parse::<SqliteConnectOptions>()?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        // A checkpoint syncs the database file: done by the committing
+        // connection it would hold every waiting call for the length of an
+        // fsync. `checkpoints` does it beside the writes instead.
+        .pragma("wal_autocheckpoint", "0");
+    Ok(Conn::Sqlite(options.connect().await?))
 }
 
 /// Fold the SQLite write-ahead log into the database every few seconds, on a
@@ -259,9 +371,10 @@ impl Sink for StoreSink {
             }
             if self.background && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 self.last_checkpoint = Instant::now();
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&mut self.conn)
-                    .await
+                if let Conn::Sqlite(c) = &mut self.conn
+                    && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .execute(c)
+                        .await
                 {
                     tracing::debug!(error = %e, "audit WAL checkpoint failed; retried later");
                 }
@@ -299,6 +412,13 @@ mod tests {
         assert_eq!(sizes.len(), 8, "{sizes:?}");
         assert_eq!(insert_sql(2, true).matches('?').count(), 2 * COLUMNS);
         assert!(insert_sql(2, false).contains("$26)"));
+        for rows in sizes {
+            assert_eq!(<Sqlite as Statements>::insert(rows), insert_sql(rows, true));
+            assert_eq!(
+                <Postgres as Statements>::insert(rows),
+                insert_sql(rows, false)
+            );
+        }
     }
     use crate::audit::query::{Filter, events};
     use crate::audit::{Event, EventKind, Outcome, Verdict};
@@ -407,7 +527,13 @@ mod tests {
         let store = Store::open("sqlite://audit.db", Some(dir.path()))
             .await
             .unwrap();
-        writes_and_reads_back(store).await;
+        writes_and_reads_back(store.clone()).await;
+        // The writer's connection put the file in WAL mode (a setting of the file).
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 
     /// The same statements against the machine's PostgreSQL.
