@@ -7,7 +7,13 @@ use super::{Transport, TransportEvent, UpstreamError};
 use crate::config::ServerConfig;
 use crate::jsonrpc::{self, Id, Kind, Message};
 use crate::sse;
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use http_body_util::{BodyDataStream, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
+use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -32,6 +38,34 @@ pub(crate) fn http_client() -> &'static reqwest::Client {
     })
 }
 
+/// The client for POSTs to a plain-HTTP upstream that no proxy stands in front
+/// of: hyper's own, pooled the same way. reqwest turns a request's URL into a
+/// `Uri` and back into a `Url` for its redirect policy, two parses per call; a
+/// POST here is sent to a `Uri` parsed once, when the upstream is opened.
+/// HTTPS upstreams and proxied ones stay on [`http_client`], with its TLS and
+/// proxy settings.
+fn direct_client() -> &'static HyperClient<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<HyperClient<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.set_nodelay(true);
+        HyperClient::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+    })
+}
+
+/// Where a POST to `url` can go on [`direct_client`]: a plain-HTTP URL without
+/// credentials in it (reqwest would turn those into an `Authorization` header)
+/// that none of the proxies in `proxies` takes (the environment's
+/// `HTTP_PROXY`/`NO_PROXY`, which reqwest honours too).
+fn direct_uri(url: &url::Url, proxies: &Matcher) -> Option<http::Uri> {
+    if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() {
+        return None;
+    }
+    let uri = http::Uri::try_from(url.as_str()).ok()?;
+    proxies.intercept(&uri).is_none().then_some(uri)
+}
+
 pub(crate) fn configured_headers(
     name: &Arc<str>,
     cfg: &ServerConfig,
@@ -54,6 +88,8 @@ struct Http {
     name: Arc<str>,
     /// Parsed once: every POST would otherwise parse it again.
     url: url::Url,
+    /// `url` for [`direct_client`], where POSTs can go there.
+    direct: Option<http::Uri>,
     headers: HeaderMap,
     /// Header values, made once: each request clones them without copying.
     session: Mutex<Option<HeaderValue>>,
@@ -82,9 +118,11 @@ pub fn open(
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
     let (in_tx, in_rx) = mpsc::channel(256);
     let shutdown = CancellationToken::new();
+    let direct = direct_uri(&url, &Matcher::from_env());
     let http = Arc::new(Http {
         name: name.clone(),
         url,
+        direct,
         headers,
         session: Mutex::new(None),
         version: Mutex::new(None),
@@ -151,17 +189,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Http {
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
-        let mut req = http_client().request(method, self.url.clone());
-        if !self.headers.is_empty() {
-            req = req.headers(self.headers.clone());
-        }
+        http_client()
+            .request(method, self.url.clone())
+            .headers(self.headers())
+    }
+
+    /// What every request carries: the configured headers, the session and the
+    /// protocol version.
+    fn headers(&self) -> HeaderMap {
+        let mut headers = self.headers.clone();
         if let Some(s) = lock(&self.session).clone() {
-            req = req.header(SESSION_HEADER, s);
+            headers.insert(SESSION_HEADER, s);
         }
         if let Some(v) = lock(&self.version).clone() {
-            req = req.header(VERSION_HEADER, v);
+            headers.insert(VERSION_HEADER, v);
         }
-        req
+        headers
     }
 
     async fn emit(&self, ev: TransportEvent) {
@@ -206,7 +249,7 @@ impl Http {
         };
         let mut sent = self.send_post(&body, headers()).await;
         if let Err(e) = &sent
-            && stale_connection(e)
+            && e.stale
         {
             // A pooled connection the server had already closed (it restarted, or
             // dropped an idle connection): nothing reached a live server, so one
@@ -218,7 +261,7 @@ impl Http {
             Err(e) => {
                 let error = UpstreamError::Unavailable {
                     server: self.name.clone(),
-                    reason: describe(e),
+                    reason: e.reason,
                 };
                 return self.fail(request_id, error).await;
             }
@@ -231,7 +274,8 @@ impl Http {
             return self.fail(request_id, error).await;
         }
         if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
+            let body = collect_limited(resp.chunks(), self.max_message).await;
+            let body = String::from_utf8_lossy(body.as_deref().unwrap_or_default());
             // A 2026-07-28 server answers some errors (-32020…-32022, -32601) with
             // a 4xx status and a JSON-RPC error: that error is the answer.
             if let (Some(id), Ok(answer)) = (request_id, jsonrpc::parse(body.as_bytes()))
@@ -269,7 +313,7 @@ impl Http {
         if content_type.starts_with("text/event-stream") {
             self.read_stream(resp, request_id, is_init).await;
         } else {
-            match read_limited(resp, self.max_message).await {
+            match collect_limited(resp.chunks(), self.max_message).await {
                 Ok(body) => self.deliver_body(&body, request_id, is_init).await,
                 Err(reason) => {
                     let error = UpstreamError::Protocol {
@@ -282,19 +326,41 @@ impl Http {
         }
     }
 
-    async fn send_post(
-        &self,
-        body: &bytes::Bytes,
-        extra: HeaderMap,
-    ) -> reqwest::Result<reqwest::Response> {
-        let mut req = self
-            .request(reqwest::Method::POST)
-            .header(CONTENT_TYPE, JSON)
-            .header(ACCEPT, JSON_OR_SSE);
-        if !extra.is_empty() {
-            req = req.headers(extra);
-        }
-        req.body(body.clone()).send().await
+    async fn send_post(&self, body: &Bytes, extra: HeaderMap) -> Result<Answer, PostError> {
+        let mut headers = self.headers();
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(ACCEPT, JSON_OR_SSE);
+        // Replaces what it names (a configured header included), as reqwest's
+        // `headers` does.
+        headers.extend(extra);
+        let Some(uri) = &self.direct else {
+            return http_client()
+                .post(self.url.clone())
+                .headers(headers)
+                .body(body.clone())
+                .send()
+                .await
+                .map(Answer::Reqwest)
+                .map_err(|e| PostError {
+                    stale: stale_connection(&e),
+                    reason: describe(e),
+                });
+        };
+        let mut req = http::Request::new(Full::new(body.clone()));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers;
+        direct_client()
+            .request(req)
+            .await
+            .map(Answer::Direct)
+            .map_err(|e| PostError {
+                // Connecting failed, or a pooled connection the server had
+                // closed took the request (hyper's own retry covers the
+                // cases it can tell apart).
+                stale: e.is_connect() || error_chain(&e).contains(CLOSED_EARLY),
+                reason: error_chain(&e),
+            })
     }
 
     /// A 2026-07-28 request mirrors its body into headers (version, method, name,
@@ -375,12 +441,12 @@ impl Http {
 
     /// Read a response stream until the response to `origin` arrives, resuming with
     /// `Last-Event-ID` if the server closes it early.
-    async fn read_stream(&self, resp: reqwest::Response, origin: Option<i64>, is_init: bool) {
+    async fn read_stream(&self, resp: Answer, origin: Option<i64>, is_init: bool) {
         let mut resp = resp;
         let mut last_id: Option<String> = None;
         let mut retry = Duration::from_millis(200);
         for attempt in 0..=MAX_RESUMES {
-            let mut events = Box::pin(sse::events(resp.bytes_stream(), self.max_message));
+            let mut events = Box::pin(sse::events(resp.chunks(), self.max_message));
             loop {
                 let ev = tokio::select! {
                     ev = events.next() => ev,
@@ -424,7 +490,7 @@ impl Http {
                 .send()
                 .await;
             match get {
-                Ok(r) if r.status().is_success() => resp = r,
+                Ok(r) if r.status().is_success() => resp = Answer::Reqwest(r),
                 _ => break,
             }
         }
@@ -506,14 +572,62 @@ fn is_modern(msg: &Message) -> bool {
         .is_some()
 }
 
+/// hyper's error for a connection that closed before its answer began.
+const CLOSED_EARLY: &str = "connection closed before message completed";
+
 /// Did the request fail on a connection that was already dead before it was used?
 fn stale_connection(e: &reqwest::Error) -> bool {
-    e.is_connect() || error_chain(e).contains("connection closed before message completed")
+    e.is_connect() || error_chain(e).contains(CLOSED_EARLY)
 }
 
-pub(crate) async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+/// A POST that got no answer.
+struct PostError {
+    /// Nothing reached a live server: one retry is safe.
+    stale: bool,
+    /// For messages and logs (no URL in it).
+    reason: String,
+}
+
+/// A POST's answer, from whichever client sent it.
+enum Answer {
+    Direct(http::Response<hyper::body::Incoming>),
+    Reqwest(reqwest::Response),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Direct(r) => r.status(),
+            Answer::Reqwest(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Answer::Direct(r) => r.headers(),
+            Answer::Reqwest(r) => r.headers(),
+        }
+    }
+
+    /// The body as it arrives.
+    fn chunks(self) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        match self {
+            Answer::Direct(r) => futures::future::Either::Left(
+                BodyDataStream::new(r.into_body()).map_err(|e| error_chain(&e)),
+            ),
+            Answer::Reqwest(r) => {
+                futures::future::Either::Right(r.bytes_stream().map_err(describe))
+            }
+        }
+    }
+}
+
+/// A body of at most `max` bytes.
+async fn collect_limited(
+    mut stream: impl Stream<Item = Result<Bytes, String>> + Unpin,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| format!("reading the response failed: {e}"))?;
         if body.len() + chunk.len() > max {
@@ -549,4 +663,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> url::Url {
+        url::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_plain_http_without_a_proxy_or_credentials_goes_direct() {
+        let none = Matcher::builder().build();
+        let uri = direct_uri(&url("http://127.0.0.1:8080/mcp?x=1"), &none).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:8080/mcp?x=1");
+        assert_eq!(direct_uri(&url("https://example.com/mcp"), &none), None);
+        assert_eq!(direct_uri(&url("http://u:p@example.com/mcp"), &none), None);
+        assert_eq!(direct_uri(&url("http://u@example.com/mcp"), &none), None);
+
+        let proxied = Matcher::builder()
+            .http("http://proxy.internal:3128")
+            .no("localhost,10.0.0.0/8")
+            .build();
+        assert_eq!(direct_uri(&url("http://example.com/mcp"), &proxied), None);
+        assert!(direct_uri(&url("http://localhost:9/mcp"), &proxied).is_some());
+        assert!(direct_uri(&url("http://10.1.2.3/mcp"), &proxied).is_some());
+    }
 }
