@@ -32,8 +32,16 @@ STAGES = [
     ("audit store writer (sqlx, SQLite)", ["insert_rows", "sqlx_sqlite", "sqlite3"]),
     ("OTLP export (its own thread)", ["BatchSpanProcessor", "opentelemetry_otlp"]),
     (
-        "upstream POST (reqwest, hyper client)",
-        ["Http::send_post", "Http::request", "Http::post", "reqwest::", "hyper_util::client"],
+        "upstream POST (its client and connection)",
+        [
+            "Http::send_post",
+            "Http::request",
+            "Http::post",
+            "reqwest::",
+            "hyper_util::client",
+            "hyper::client::",
+            "dispatch::Client",
+        ],
     ),
     ("Cedar decision", ["Policies::decide", "policy::verdict", "cedar_request", "note_decision"]),
     ("spans (made and ended)", ["telemetry::"]),
