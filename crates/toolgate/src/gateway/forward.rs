@@ -100,19 +100,18 @@ impl Gateway {
         let mut params = (!params.is_null()).then_some(params);
         let mut rounds = 0;
         loop {
+            // The arguments are kept for the retry a legacy client's call may
+            // need (below), and copied only where it may: a server known to be
+            // legacy never asks for input (a result of one that merely names
+            // `input_required` passes as it is).
+            let mrtr = session.era == Era::Legacy && !up.is_legacy();
+            let sent = if mrtr { params.clone() } else { params.take() };
             let (result, modern) = self
-                .call_upstream(
-                    session,
-                    &up,
-                    method,
-                    params.clone(),
-                    out,
-                    client_token.as_ref(),
-                )
+                .call_upstream(session, &up, method, sent, out, client_token.as_ref())
                 .await?;
             // A modern server asking for input, and a legacy client that cannot
             // read MRTR: ask the client for real, then retry with its answers.
-            if session.era == Era::Legacy && result.get().contains("\"input_required\"") {
+            if mrtr && result.get().contains("\"input_required\"") {
                 let retry =
                     answer_input_required(session, out, &up, &result, params.as_ref()).await?;
                 if let Some(retry) = retry {

@@ -315,6 +315,12 @@ impl Upstream {
         *lock(&self.era) == Some(true)
     }
 
+    /// Is the server known to speak a legacy era (so it never asks for input
+    /// inside a call's result)?
+    pub fn is_legacy(&self) -> bool {
+        *lock(&self.era) == Some(false)
+    }
+
     /// Open a new connection to this server in its era for a session or a
     /// principal: a modern server needs only `server/discover`; a legacy one the
     /// `initialize` handshake. A stdio child for it counts against `max_children`.
