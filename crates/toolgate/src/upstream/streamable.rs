@@ -50,7 +50,11 @@ fn direct_client() -> &'static HyperClient<HttpConnector, Full<Bytes>> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         connector.set_nodelay(true);
-        HyperClient::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+        HyperClient::builder(hyper_util::rt::TokioExecutor::new())
+            // Idle connections closed after 90 s, as reqwest's are.
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector)
     })
 }
 
