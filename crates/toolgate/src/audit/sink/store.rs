@@ -98,8 +98,8 @@ impl StoreSink {
 
     async fn insert(&mut self, events: &[Line]) -> anyhow::Result<()> {
         match &mut self.conn {
-            Conn::Sqlite(c) => insert(c, events, self.background, bind_sqlite).await,
-            Conn::Postgres(c) => insert(c, events, false, bind_postgres).await,
+            Conn::Sqlite(c) => insert::<Sqlite>(c, events, self.background).await,
+            Conn::Postgres(c) => insert::<Postgres>(c, events, false).await,
         }
     }
 
@@ -136,15 +136,14 @@ impl StoreSink {
     }
 }
 
-/// Write `events` on `conn`, binding each column with `bind`.
+/// Write `events` on `conn`.
 async fn insert<D>(
     conn: &mut D::Connection,
     events: &[Line],
     background: bool,
-    bind: Binder<D>,
 ) -> anyhow::Result<()>
 where
-    D: Database + Statements,
+    D: Driver,
     D::Arguments: IntoArguments<D>,
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
 {
@@ -153,7 +152,8 @@ where
     // thread) — most of a lone event's cost. Several statements share one
     // transaction, so they commit (and write the log) once.
     if statement_rows(events.len()) == events.len() {
-        return insert_rows(&mut *conn, events, bind).await;
+        rows_query::<D>(events)?.execute(&mut *conn).await?;
+        return Ok(());
     }
     if background {
         // No answer waits: statements of their own, with a pause between
@@ -162,7 +162,7 @@ where
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
             rest = tail;
-            insert_rows(&mut *conn, chunk, bind).await?;
+            rows_query::<D>(chunk)?.execute(&mut *conn).await?;
             if !rest.is_empty() {
                 tokio::time::sleep(PAUSE).await;
             }
@@ -176,62 +176,14 @@ where
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
         rest = tail;
-        insert_rows(&mut *tx, chunk, bind).await?;
+        rows_query::<D>(chunk)?.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// A column's value, for any driver.
-enum Value<'a> {
-    Text(Option<&'a str>),
-    Int(i64),
-    /// The whole event.
-    Event(&'a Line),
-}
-
-type Binder<D> = for<'q> fn(
-    Query<'q, D, <D as Database>::Arguments>,
-    Value<'_>,
-) -> Query<'q, D, <D as Database>::Arguments>;
-
-/// SQLite keeps every argument as a shared string: one made from a `&str` is a
-/// copy into a `String` and an `Arc` of it, one made from an `Arc<str>` is
-/// that `Arc` (the event's text is bound without a copy).
-fn bind_sqlite<'q>(
-    q: Query<'q, Sqlite, <Sqlite as Database>::Arguments>,
-    value: Value<'_>,
-) -> Query<'q, Sqlite, <Sqlite as Database>::Arguments> {
-    match value {
-        Value::Text(t) => q.bind(t.map(Arc::<str>::from)),
-        Value::Int(i) => q.bind(i),
-        Value::Event(line) => q.bind(line.shared()),
-    }
-}
-
-/// PostgreSQL writes every argument into its buffer as it is bound.
-fn bind_postgres<'q>(
-    q: Query<'q, Postgres, <Postgres as Database>::Arguments>,
-    value: Value<'_>,
-) -> Query<'q, Postgres, <Postgres as Database>::Arguments> {
-    match value {
-        Value::Text(t) => q.bind(t),
-        Value::Int(i) => q.bind(i),
-        Value::Event(line) => q.bind(line.as_str()),
-    }
-}
-
-/// One INSERT of `rows` (a count [`statement_rows`] gives).
-async fn insert_rows<D>(
-    conn: &mut D::Connection,
-    rows: &[Line],
-    bind: Binder<D>,
-) -> anyhow::Result<()>
-where
-    D: Database + Statements,
-    D::Arguments: IntoArguments<D>,
-    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
-{
+/// The INSERT of `rows` (a count [`statement_rows`] gives), bound.
+fn rows_query<D: Driver>(rows: &[Line]) -> anyhow::Result<Query<'static, D, D::Arguments>> {
     let mut q = sqlx::query::<D>(D::insert(rows.len()));
     for line in rows {
         let c = line.columns()?;
@@ -250,17 +202,30 @@ where
             Value::Text(c.outcome.map(|o| o.as_str())),
             Value::Event(line),
         ] {
-            q = bind(q, value);
+            q = D::bind(q, value);
         }
     }
-    q.execute(conn).await?;
-    Ok(())
+    Ok(q)
 }
 
-/// The INSERT statements of each database, made once.
-trait Statements {
+/// A column's value, for any driver.
+enum Value<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+    /// The whole event.
+    Event(&'a Line),
+}
+
+/// What the writer needs of a database: its INSERTs, made once, and how a
+/// column is bound with the fewest copies.
+trait Driver: Database {
     /// The INSERT of `rows` events (a count [`statement_rows`] gives).
     fn insert(rows: usize) -> &'static str;
+
+    fn bind<'q>(
+        q: Query<'q, Self, Self::Arguments>,
+        value: Value<'_>,
+    ) -> Query<'q, Self, Self::Arguments>;
 }
 
 /// Statements for 1, 2, 4 … [`ROWS_PER_INSERT`] rows.
@@ -271,19 +236,45 @@ fn statement(all: &'static [String; SIZES], rows: usize) -> &'static str {
     &all[rows.trailing_zeros() as usize]
 }
 
-impl Statements for Sqlite {
+impl Driver for Sqlite {
     fn insert(rows: usize) -> &'static str {
         static ALL: LazyLock<[String; SIZES]> =
             LazyLock::new(|| std::array::from_fn(|i| insert_sql(1 << i, true)));
         statement(&ALL, rows)
     }
+
+    /// SQLite keeps every argument as a shared string: one made from a `&str`
+    /// is a copy into a `String` and an `Arc` of it, one made from an
+    /// `Arc<str>` is that `Arc` (the event's text is bound without a copy).
+    fn bind<'q>(
+        q: Query<'q, Self, Self::Arguments>,
+        value: Value<'_>,
+    ) -> Query<'q, Self, Self::Arguments> {
+        match value {
+            Value::Text(t) => q.bind(t.map(Arc::<str>::from)),
+            Value::Int(i) => q.bind(i),
+            Value::Event(line) => q.bind(line.shared()),
+        }
+    }
 }
 
-impl Statements for Postgres {
+impl Driver for Postgres {
     fn insert(rows: usize) -> &'static str {
         static ALL: LazyLock<[String; SIZES]> =
             LazyLock::new(|| std::array::from_fn(|i| insert_sql(1 << i, false)));
         statement(&ALL, rows)
+    }
+
+    /// PostgreSQL writes every argument into its buffer as it is bound.
+    fn bind<'q>(
+        q: Query<'q, Self, Self::Arguments>,
+        value: Value<'_>,
+    ) -> Query<'q, Self, Self::Arguments> {
+        match value {
+            Value::Text(t) => q.bind(t),
+            Value::Int(i) => q.bind(i),
+            Value::Event(line) => q.bind(line.as_str()),
+        }
     }
 }
 
@@ -413,11 +404,8 @@ mod tests {
         assert_eq!(insert_sql(2, true).matches('?').count(), 2 * COLUMNS);
         assert!(insert_sql(2, false).contains("$26)"));
         for rows in sizes {
-            assert_eq!(<Sqlite as Statements>::insert(rows), insert_sql(rows, true));
-            assert_eq!(
-                <Postgres as Statements>::insert(rows),
-                insert_sql(rows, false)
-            );
+            assert_eq!(<Sqlite as Driver>::insert(rows), insert_sql(rows, true));
+            assert_eq!(<Postgres as Driver>::insert(rows), insert_sql(rows, false));
         }
     }
     use crate::audit::query::{Filter, events};
