@@ -246,6 +246,15 @@ async fn a_body_over_max_message_bytes_is_413() {
         )
         .await;
         assert_eq!(status, 413, "{body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["code"], -32600, "{body}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&limit.to_string()),
+            "{body}"
+        );
         // Under the limit still works, on the same session.
         let result = client
             .call_tool("fx__echo", json!({ "text": "y".repeat(limit / 2) }))

@@ -228,7 +228,8 @@ async fn authentication_without_policy_denies_everything() {
     assert!(gw.stderr().contains("no policy"), "the operator is warned");
 }
 
-/// The caller's address reaches the policies (`context.source`), in both eras.
+/// The caller's address reaches the policies (`context.source`), in both eras and
+/// over the 2024-11-05 HTTP+SSE transport.
 #[tokio::test]
 async fn policies_see_the_callers_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,13 +277,28 @@ when { context has source && context.source.isInRange(ip("127.0.0.0/8")) && cont
     let modern = Client::http(
         &gw.base,
         Options {
-            bearer: Some(k),
+            bearer: Some(k.clone()),
             protocol_version: "2026-07-28".into(),
             ..Options::default()
         },
     )
     .await;
     let e = modern
+        .error(
+            "tools/call",
+            json!({"name": "fx__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(e["data"]["policies"], json!(["no-local-x"]), "{e}");
+    let legacy = Client::sse(
+        &gw.base,
+        Options {
+            bearer: Some(k.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let e = legacy
         .error(
             "tools/call",
             json!({"name": "fx__echo", "arguments": {"text": "x"}}),

@@ -7,7 +7,6 @@ use super::http::auth_error;
 use crate::auth::{AuthError, AuthMethod, Authenticator, Principal};
 use crate::config::{EndpointConfig, EndpointMethod};
 use crate::gateway::Gateway;
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -46,64 +45,60 @@ impl Endpoint {
 /// The endpoint's own access rules, between authentication and everything else:
 /// a caller who does not meet them never reaches a session, the catalog or an
 /// upstream.
-/// Refused, the response says why; admitted, the request carries its endpoint.
+/// Refused, the response says why; `source` is the caller's address, for the
+/// audit trail.
 pub(super) fn admit(
     auth: &Authenticator,
-    ep: Arc<Endpoint>,
+    ep: &Endpoint,
+    principal: &Principal,
     gw: &Gateway,
-    req: &mut Request,
+    source: Option<std::net::IpAddr>,
 ) -> Result<(), Box<Response>> {
-    if let Some(rules) = &ep.rules {
-        let Some(principal) = req.extensions().get::<Arc<Principal>>() else {
-            return Err(Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response()));
-        };
-        if let Err(refusal) = check_rules(rules, principal) {
-            tracing::info!(
-                principal = %principal.key(),
-                endpoint = %ep.path,
-                reason = %refusal,
-                "refused by the endpoint's access rules"
-            );
-            gw.audit_refusal(crate::gateway::audit::Refusal {
-                principal: Some(principal),
-                source: req
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0.ip()),
-                path: &ep.path,
-                status: 403,
-                code: match refusal {
-                    Refusal::Scope(_) => "insufficient_scope",
-                    _ => "access_denied",
-                },
-                reason: &refusal.to_string(),
-            });
-            return Err(Box::new(match refusal {
-                Refusal::Scope(e) => {
-                    let url = ep.metadata_url.as_deref().unwrap_or(&auth.metadata_url);
-                    let mut resp = auth_error(auth, &e);
-                    if let Ok(v) = HeaderValue::from_str(&auth.challenge_at(&e, url)) {
-                        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                    }
-                    resp
-                }
-                denied => {
-                    let body = serde_json::json!({
-                        "error": "access_denied",
-                        "error_description": denied.to_string(),
-                    });
-                    (
-                        StatusCode::FORBIDDEN,
-                        [(header::CONTENT_TYPE, "application/json")],
-                        body.to_string(),
-                    )
-                        .into_response()
-                }
-            }));
+    let Some(rules) = &ep.rules else {
+        return Ok(());
+    };
+    let Err(refusal) = check_rules(rules, principal) else {
+        return Ok(());
+    };
+    tracing::info!(
+        principal = %principal.key(),
+        endpoint = %ep.path,
+        reason = %refusal,
+        "refused by the endpoint's access rules"
+    );
+    gw.audit_refusal(crate::gateway::audit::Refusal {
+        principal: Some(principal),
+        source,
+        path: &ep.path,
+        status: 403,
+        code: match refusal {
+            Refusal::Scope(_) => "insufficient_scope",
+            _ => "access_denied",
+        },
+        reason: &refusal.to_string(),
+    });
+    Err(Box::new(match refusal {
+        Refusal::Scope(e) => {
+            let url = ep.metadata_url.as_deref().unwrap_or(&auth.metadata_url);
+            let mut resp = auth_error(auth, &e);
+            if let Ok(v) = HeaderValue::from_str(&auth.challenge_at(&e, url)) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            resp
         }
-    }
-    req.extensions_mut().insert(ep);
-    Ok(())
+        denied => {
+            let body = serde_json::json!({
+                "error": "access_denied",
+                "error_description": denied.to_string(),
+            });
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }))
 }
 
 /// Why an endpoint refuses an authenticated caller.

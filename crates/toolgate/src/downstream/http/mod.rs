@@ -22,29 +22,28 @@ use crate::sse::format_event;
 use crate::telemetry::TraceHeaders;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use http_body_util::BodyExt as _;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
+use tower::ServiceExt as _;
 
-/// The client's socket address, when the listener recorded it.
-type Peer = Option<Extension<axum::extract::ConnectInfo<SocketAddr>>>;
+/// The client's socket address, where a route needs it (the legacy transport's
+/// `/message`); the front door passes it on as a `ConnectInfo` extension.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
-fn source(peer: &Peer) -> Option<std::net::IpAddr> {
+fn source(peer: &Peer) -> Option<IpAddr> {
     peer.as_ref().map(|Extension(c)| c.0.ip())
-}
-
-fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -59,15 +58,36 @@ struct AppState {
     auth: Arc<Authenticator>,
     loopback: bool,
     keep_alive: Duration,
+    /// `max_message_bytes`: the largest request body read.
+    max_body: usize,
     allowed_origins: Arc<Vec<String>>,
     legacy: Arc<Mutex<HashMap<String, Arc<legacy::LegacyConn>>>>,
 }
 
-pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) -> Router {
+/// The MCP listener's service, one per connection: it knows the connection's
+/// peer and verified client certificate, so neither is put in a request's
+/// extensions unless a routed handler reads them.
+#[derive(Clone)]
+pub struct Front {
+    gate: Arc<Gate>,
+    peer: Option<SocketAddr>,
+    cert: Option<ClientCert>,
+}
+
+/// What every connection's [`Front`] shares: the Streamable HTTP endpoints by
+/// path and the router for everything that is not a POST to one of them.
+struct Gate {
+    state: AppState,
+    endpoints: HashMap<String, Arc<Endpoint>>,
+    router: Router,
+}
+
+pub fn front(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) -> Front {
     let state = AppState {
         auth,
         loopback: listen.ip().is_loopback(),
         keep_alive: gw.config().sse_keep_alive.0,
+        max_body: gw.config().max_message_bytes,
         allowed_origins: Arc::new(gw.config().allowed_origins.clone()),
         legacy: Arc::default(),
         gw: gw.clone(),
@@ -82,10 +102,13 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
     let mut routes = Router::new();
     let mut by_path = HashMap::new();
     for ep in endpoints {
-        routes = routes.route(&ep.path, post(mcp_post).get(mcp_get).delete(mcp_delete));
+        routes = routes.route(
+            &ep.path,
+            post(mcp_post_routed).get(mcp_get).delete(mcp_delete),
+        );
         by_path.insert(ep.path.to_string(), Arc::new(ep));
     }
-    let routes = routes
+    let router = routes
         .route("/sse", get(legacy::sse))
         .route("/message", post(legacy::message))
         .route("/healthz", get(|| async { "ok" }))
@@ -98,56 +121,108 @@ pub fn router(gw: Arc<Gateway>, listen: SocketAddr, auth: Arc<Authenticator>) ->
             "/.well-known/oauth-protected-resource/{*path}",
             get(resource_metadata),
         )
+        .layer(DefaultBodyLimit::max(state.max_body))
         .with_state(state.clone());
-    // One layer in front of every route, not one per route and per method: a
-    // request passes a single middleware, and nothing is cloned per layer.
-    let gate = Arc::new(Gate {
-        state,
-        endpoints: by_path,
-    });
-    let front = tower::ServiceBuilder::new()
-        .layer(DefaultBodyLimit::max(config.max_message_bytes))
-        .layer(axum::middleware::from_fn_with_state(gate, front_door))
-        .service(routes);
-    Router::new().fallback_service(front)
+    Front {
+        gate: Arc::new(Gate {
+            state,
+            endpoints: by_path,
+            router,
+        }),
+        peer: None,
+        cert: None,
+    }
 }
 
-/// What [`front_door`] needs: the Streamable HTTP endpoints by path.
-struct Gate {
-    state: AppState,
-    endpoints: HashMap<String, Arc<Endpoint>>,
+impl Front {
+    /// The service for one connection from `peer`, with the client certificate
+    /// its TLS handshake verified, if any.
+    pub(super) fn connection(&self, peer: SocketAddr, cert: Option<ClientCert>) -> Front {
+        Front {
+            gate: self.gate.clone(),
+            peer: Some(peer),
+            cert,
+        }
+    }
 }
 
-/// Every request, before its route: the `Origin` and `Host` checks; then, on the
-/// MCP paths, the credential (no principal, no session, catalog or upstream);
-/// then, on a Streamable HTTP endpoint, that endpoint's access rules, after
-/// which the request carries its endpoint. The metadata and health routes need
-/// no principal.
-async fn front_door(
-    State(gate): State<Arc<Gate>>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let state = &gate.state;
-    if let Some(refused) = refuse_origin(state, &req) {
-        return refused;
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    // Endpoint paths are literal (the config allows no patterns), so this
-    // lookup matches exactly the routes the router will match; and every MCP
-    // handler refuses a request that carries no principal.
-    let path = req.uri().path();
-    let endpoint = gate.endpoints.get(path).cloned();
-    if endpoint.is_some() || path == "/sse" || path == "/message" {
-        if let Err(refused) = authenticate(state, &mut req).await {
-            return *refused;
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let front = self.clone();
+        Box::pin(async move { Ok(front.door(req).await) })
+    }
+}
+
+/// `axum::serve`'s per-connection factory: a [`Front`] that knows its peer.
+struct PerConnection(Front);
+
+impl tower::Service<IncomingStream<'_, tokio::net::TcpListener>> for PerConnection {
+    type Response = Front;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, conn: IncomingStream<'_, tokio::net::TcpListener>) -> Self::Future {
+        std::future::ready(Ok(self.0.connection(*conn.remote_addr(), None)))
+    }
+}
+
+impl Front {
+    /// Every request, before anything else: the `Origin` and `Host` checks;
+    /// then, on the MCP paths, the credential (no principal, no session,
+    /// catalog or upstream); then, on a Streamable HTTP endpoint, that
+    /// endpoint's access rules. A POST to an endpoint — every MCP message — is
+    /// served from here; the rest goes through the router, its principal,
+    /// endpoint and peer in the request's extensions. The metadata and health
+    /// routes need no principal.
+    async fn door(self, mut req: Request) -> Response {
+        let state = &self.gate.state;
+        let source = self.peer.map(|p| p.ip());
+        if let Some(refused) = refuse_origin(state, &req, source) {
+            return refused;
         }
-        if let Some(ep) = endpoint
-            && let Err(refused) = admit(&state.auth, ep, &state.gw, &mut req)
-        {
-            return *refused;
+        // Endpoint paths are literal (the config allows no patterns), so this
+        // lookup matches exactly the routes the router would match.
+        let path = req.uri().path();
+        let endpoint = self.gate.endpoints.get(path).cloned();
+        if endpoint.is_some() || path == "/sse" || path == "/message" {
+            let principal =
+                match authenticate(state, req.headers(), req.uri(), self.cert.as_ref(), source)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(refused) => return *refused,
+                };
+            if let Some(ep) = endpoint {
+                if let Err(refused) = admit(&state.auth, &ep, &principal, &state.gw, source) {
+                    return *refused;
+                }
+                if req.method() == Method::POST {
+                    return mcp_post(state, req, principal, ep, source).await;
+                }
+                req.extensions_mut().insert(ep);
+            }
+            req.extensions_mut().insert(principal);
+        }
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        match self.gate.router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
         }
     }
-    next.run(req).await
 }
 
 /// Serve until `stop` is cancelled: HTTPS only when `tls` is given (see
@@ -160,41 +235,36 @@ pub async fn serve(
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let app = router(gw, addr, auth);
+    let front = front(gw, addr, auth);
     match tls {
-        Some(tls) => super::tls::serve(app, listener, tls, stop).await,
+        Some(tls) => super::tls::serve(front, listener, tls, stop).await,
         None => {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+            axum::serve(listener, PerConnection(front))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         }
     }
 }
 
 /// Who is calling, before anything else happens: a request without a valid
 /// credential never reaches a session, the catalog or an upstream.
-async fn authenticate(state: &AppState, req: &mut Request) -> Result<(), Reject> {
-    // Present only on HTTPS connections whose client sent a certificate that
-    // chains to `tls.client_ca`.
-    let cert = req.extensions().get::<ClientCert>().cloned();
-    match state
-        .auth
-        .authenticate(req.headers(), req.uri().query(), cert.as_ref())
-        .await
-    {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            Ok(())
-        }
+/// `cert` is present only on HTTPS connections whose client sent a certificate
+/// that chains to `tls.client_ca`.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    cert: Option<&ClientCert>,
+    source: Option<IpAddr>,
+) -> Result<Arc<Principal>, Reject> {
+    match state.auth.authenticate(headers, uri.query(), cert).await {
+        Ok(principal) => Ok(principal),
         Err(e) => {
-            tracing::info!(code = e.code(), reason = %e, path = %req.uri().path(), "request not authenticated");
+            tracing::info!(code = e.code(), reason = %e, path = %uri.path(), "request not authenticated");
             state.gw.audit_refusal(Refusal {
                 principal: None,
-                source: peer_ip(req),
-                path: req.uri().path(),
+                source,
+                path: uri.path(),
                 status: e.status().as_u16(),
                 code: e.code(),
                 reason: &e.to_string(),
@@ -382,7 +452,7 @@ fn hostname(authority: &str) -> &str {
 /// DNS-rebinding protection: a browser page on another origin must not reach a
 /// gateway on loopback. A foreign `Origin` is refused; on loopback the `Host` must
 /// be a loopback name too (a rebinding attack arrives with the attacker's host name).
-fn refuse_origin(state: &AppState, req: &Request) -> Option<Response> {
+fn refuse_origin(state: &AppState, req: &Request, source: Option<IpAddr>) -> Option<Response> {
     let headers = req.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -395,7 +465,7 @@ fn refuse_origin(state: &AppState, req: &Request) -> Option<Response> {
         if !allowed {
             state.gw.audit_refusal(Refusal {
                 principal: None,
-                source: peer_ip(req),
+                source,
                 path: req.uri().path(),
                 status: 403,
                 code: "origin_not_allowed",
@@ -516,21 +586,49 @@ fn json_response(status: StatusCode, text: Arc<str>) -> Response {
         .into_response()
 }
 
-async fn mcp_post(State(state): State<AppState>, mut req: Request) -> Response {
-    // Taken, not extracted: the `HeaderMap` extractor copies the map.
+/// A POST to an endpoint that reached the router instead of the front door
+/// (the front door serves them all; this keeps the route whole).
+async fn mcp_post_routed(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    Extension(ep): Extension<Arc<Endpoint>>,
+    peer: Peer,
+    req: Request,
+) -> Response {
+    mcp_post(&state, req, principal, ep, source(&peer)).await
+}
+
+/// A request body of at most `max_message_bytes`: 413 over it, 400 when the
+/// body cannot be read (the client went away mid-body, a broken chunk).
+async fn read_body(body: Body, max: usize) -> Result<Bytes, Reject> {
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            ErrorObject::new(
+                code::INVALID_REQUEST,
+                format!("the request body is over the gateway's limit of {max} bytes"),
+            ),
+        ))),
+        Err(e) => Err(Box::new(bad_request(&format!(
+            "Bad Request: the request body could not be read: {e}"
+        )))),
+    }
+}
+
+async fn mcp_post(
+    state: &AppState,
+    mut req: Request,
+    principal: Arc<Principal>,
+    ep: Arc<Endpoint>,
+    source: Option<IpAddr>,
+) -> Response {
+    // Taken, not cloned: the handler owns the request.
     let headers = std::mem::take(req.headers_mut());
-    let extensions = req.extensions();
-    let (Some(principal), Some(ep)) = (
-        extensions.get::<Arc<Principal>>().cloned(),
-        extensions.get::<Arc<Endpoint>>().cloned(),
-    ) else {
-        // `authenticate` and `admit` put them there before any MCP route runs.
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let peer: Peer = extensions.get().cloned().map(Extension);
-    let body = match Bytes::from_request(req, &state).await {
+    let body = match read_body(req.into_body(), state.max_body).await {
         Ok(b) => b,
-        Err(rejection) => return rejection.into_response(),
+        Err(r) => return *r,
     };
     if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
         return rpc_error(
@@ -558,7 +656,7 @@ async fn mcp_post(State(state): State<AppState>, mut req: Request) -> Response {
             ),
         );
     }
-    let msg = match incoming(&state, &body, &headers) {
+    let msg = match incoming(state, &body, &headers) {
         Ok(m) => m,
         Err(r) => return *r,
     };
@@ -573,17 +671,16 @@ async fn mcp_post(State(state): State<AppState>, mut req: Request) -> Response {
             && modern_header
             && header_str(&headers, SESSION_HEADER).is_none())
     {
-        return modern_post(&state, &headers, msg, principal, &ep, source(&peer)).await;
+        return modern_post(state, &headers, msg, principal, &ep, source).await;
     }
     if msg.method() == "initialize" && msg.kind() == Kind::Request {
         if header_str(&headers, SESSION_HEADER).is_some() {
             return bad_request("Bad Request: initialize must not carry an Mcp-Session-Id");
         }
         let params = msg.params.clone().unwrap_or(Value::Null);
-        let (session, result) =
-            state
-                .gw
-                .initialize(&params, principal, &ep.path, None, source(&peer));
+        let (session, result) = state
+            .gw
+            .initialize(&params, principal, &ep.path, None, source);
         let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
         let body = Message::response_value(id, &result).to_json();
         let mut resp = (
@@ -597,7 +694,7 @@ async fn mcp_post(State(state): State<AppState>, mut req: Request) -> Response {
         }
         return resp;
     }
-    let session = match find_session(&state, &headers, &principal, &ep) {
+    let session = match find_session(state, &headers, &principal, &ep) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -626,7 +723,7 @@ async fn mcp_post(State(state): State<AppState>, mut req: Request) -> Response {
             session.forget_stream(stream.id);
             json_response(StatusCode::OK, text)
         }
-        Next::Event(..) => request_sse(&state, &session, stream, 0, true, ()),
+        Next::Event(..) => request_sse(state, &session, stream, 0, true, ()),
         Next::End => {
             session.forget_stream(stream.id);
             StatusCode::ACCEPTED.into_response()

@@ -1,11 +1,11 @@
 //! The HTTPS accept loop: TCP → TLS handshake → HTTP/1.1 or HTTP/2 (with
-//! upgrades) → the axum router, with the connection's verified client
-//! certificate in every request's extensions. Each connection lives in its own
-//! task, so a failed or stalled handshake only ever costs that connection.
+//! upgrades) → the front door, which knows the connection's peer and verified
+//! client certificate. Each connection lives in its own task, so a failed or
+//! stalled handshake only ever costs that connection.
 
 use super::Tls;
 use crate::auth::ClientCert;
-use axum::Router;
+use crate::downstream::http::Front;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -21,11 +21,11 @@ use tower_service::Service as _;
 /// connection and sends nothing must not hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serve `app` over TLS on `listener` until `stop` is cancelled, then wait for
+/// Serve `front` over TLS on `listener` until `stop` is cancelled, then wait for
 /// open connections to finish (the caller bounds that wait). The certificate
 /// files are watched for changes meanwhile.
 pub async fn serve(
-    app: Router,
+    front: Front,
     listener: TcpListener,
     tls: Arc<Tls>,
     stop: CancellationToken,
@@ -50,7 +50,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tls.acceptor();
-        let (app, http, watcher) = (app.clone(), http.clone(), graceful.watcher());
+        let (front, http, watcher) = (front.clone(), http.clone(), graceful.watcher());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -71,13 +71,9 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|c| ClientCert::new(c.clone().into_owned()));
-            let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-                if let Some(c) = &cert {
-                    req.extensions_mut().insert(c.clone());
-                }
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                app.clone().call(req.map(Body::new))
+            let front = front.connection(peer, cert);
+            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                front.clone().call(req.map(Body::new))
             });
             let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
