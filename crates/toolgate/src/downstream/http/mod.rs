@@ -392,9 +392,19 @@ async fn resource_metadata(State(state): State<AppState>, req: Request) -> Respo
         .into_response()
 }
 
+/// A JSON answer; its `Content-Type` is a static header value, not a copy.
+fn json(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn rpc_error(status: StatusCode, id: Option<jsonrpc::Id>, error: ErrorObject) -> Response {
-    let body = Message::error_response(id, error).to_json();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    json(status, Message::error_response(id, error).to_json())
 }
 
 /// Once a shutdown has begun, a new request is refused (503, retry
@@ -578,12 +588,7 @@ fn json_response(status: StatusCode, text: Arc<str>) -> Response {
             self.0.as_bytes()
         }
     }
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        Bytes::from_owner(Shared(text)),
-    )
-        .into_response()
+    json(status, Bytes::from_owner(Shared(text)))
 }
 
 /// A POST to an endpoint that reached the router instead of the front door
@@ -641,11 +646,11 @@ async fn mcp_post(
         );
     }
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
-    let json = "application/json";
+    const JSON: &str = "application/json";
     if !content_type
         .trim_start()
-        .get(..json.len())
-        .is_some_and(|t| t.eq_ignore_ascii_case(json))
+        .get(..JSON.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(JSON))
     {
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -683,12 +688,7 @@ async fn mcp_post(
             .initialize(&params, principal, &ep.path, None, source);
         let id = msg.id.clone().unwrap_or(jsonrpc::Id::Num(0));
         let body = Message::response_value(id, &result).to_json();
-        let mut resp = (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
+        let mut resp = json(StatusCode::OK, body);
         if let Ok(v) = HeaderValue::from_str(&session.id) {
             resp.headers_mut().insert(SESSION_HEADER, v);
         }
