@@ -29,7 +29,7 @@ CALL_MARKER = "jsonrpc::Message::request"
 
 STAGES = [
     ("start-up", ["toolgate::main"]),
-    ("audit store writer (sqlx, SQLite)", ["insert_rows", "sqlx_sqlite", "sqlite3"]),
+    ("audit store writer (sqlx, SQLite)", ["audit::sink::store", "sqlx_sqlite", "sqlite3"]),
     ("OTLP export (its own thread)", ["BatchSpanProcessor", "opentelemetry_otlp"]),
     (
         "upstream POST (its client and connection)",
