@@ -20,10 +20,10 @@ use crate::audit::{Event, Outcome, Verdict};
 use crate::config::{Config, TelemetryConfig};
 use crate::jsonrpc::{Id, Message};
 use anyhow::Context as _;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    FutureExt as _, Link, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
-    WithContext,
+    FutureExt as _, Link, SpanKind, Status, TraceContextExt as _, TraceFlags, Tracer as _,
+    TracerProvider as _, WithContext,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
@@ -209,13 +209,27 @@ impl TraceHeaders {
         })
     }
 
-    /// The trace context of `cx`, to send on (`None` when it has none).
+    /// The trace context of `cx`, to send on (`None` when it has none): what
+    /// the W3C propagator writes, each header written once at its final size.
     fn of(cx: &Context) -> Option<TraceHeaders> {
-        let mut out = Carrier::default();
-        TraceContextPropagator::new().inject_context(cx, &mut out);
+        use std::fmt::Write as _;
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return None;
+        }
+        let mut traceparent = String::with_capacity(55);
+        let _ = write!(
+            traceparent,
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags() & TraceFlags::SAMPLED
+        );
+        let tracestate = sc.trace_state().header();
         Some(TraceHeaders {
-            traceparent: out.traceparent?,
-            tracestate: out.tracestate.filter(|s| !s.is_empty()),
+            traceparent,
+            tracestate: (!tracestate.is_empty()).then_some(tracestate),
         })
     }
 
@@ -243,22 +257,6 @@ impl Extractor for TraceHeaders {
 
     fn keys(&self) -> Vec<&str> {
         vec![TRACEPARENT, TRACESTATE]
-    }
-}
-
-#[derive(Default)]
-struct Carrier {
-    traceparent: Option<String>,
-    tracestate: Option<String>,
-}
-
-impl Injector for Carrier {
-    fn set(&mut self, key: &str, value: String) {
-        match key {
-            TRACEPARENT => self.traceparent = Some(value),
-            TRACESTATE => self.tracestate = Some(value),
-            _ => {}
-        }
     }
 }
 
@@ -324,7 +322,11 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
         attrs.push(KeyValue::new("toolgate.tenant", t.to_owned()));
     }
     if let Some(ip) = who.client {
-        attrs.push(KeyValue::new("client.address", ip.to_string()));
+        use std::fmt::Write as _;
+        // Room for the longest IPv6 address: one allocation.
+        let mut address = String::with_capacity(39);
+        let _ = write!(address, "{ip}");
+        attrs.push(KeyValue::new("client.address", address));
     }
     let from_meta = TraceHeaders::from_meta(msg.params.as_ref()).and_then(|t| t.remote());
     let from_http = msg.trace.as_deref().and_then(TraceHeaders::remote);
@@ -402,11 +404,11 @@ pub fn finish_request(e: &Event) {
             "tools/call" => {
                 span.set_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"));
                 span.set_attribute(KeyValue::new("gen_ai.tool.name", target.to_owned()));
-                span.update_name(format!("{method} {target}"));
+                span.update_name(spaced(method, target));
             }
             "prompts/get" => {
                 span.set_attribute(KeyValue::new("gen_ai.prompt.name", target.to_owned()));
-                span.update_name(format!("{method} {target}"));
+                span.update_name(spaced(method, target));
             }
             m if m.starts_with("resources/") => {
                 span.set_attribute(KeyValue::new("mcp.resource.uri", target.to_owned()));
@@ -468,11 +470,11 @@ pub fn upstream_span(
         ("tools/call", Some(tool)) => {
             attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
             attrs.push(KeyValue::new("gen_ai.tool.name", tool.to_owned()));
-            Cow::Owned(format!("{method} {tool}"))
+            Cow::Owned(spaced(method, tool))
         }
         ("prompts/get", Some(prompt)) => {
             attrs.push(KeyValue::new("gen_ai.prompt.name", prompt.to_owned()));
-            Cow::Owned(format!("{method} {prompt}"))
+            Cow::Owned(spaced(method, prompt))
         }
         _ => known(method, KNOWN_METHODS),
     };
@@ -560,12 +562,54 @@ pub fn current_trace_id() -> Option<String> {
     }
     let cx = Context::current();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    sc.is_valid().then(|| {
+        use std::fmt::Write as _;
+        let mut id = String::with_capacity(32);
+        let _ = write!(id, "{}", sc.trace_id());
+        id
+    })
+}
+
+/// `a b`, made at its final size (`format!` grows its string as it goes).
+fn spaced(a: &str, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + 1 + b.len());
+    s.push_str(a);
+    s.push(' ');
+    s.push_str(b);
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What goes upstream is exactly what the W3C propagator would write.
+    #[test]
+    fn trace_headers_of_a_context_are_the_propagators() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceId, TraceState};
+        let state = TraceState::from_key_value([("a", "1"), ("b", "2")]).unwrap();
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::NONE),
+            (TraceFlags::default(), state.clone()),
+            (TraceFlags::new(0xff), state),
+        ] {
+            let sc = SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                flags,
+                true,
+                state,
+            );
+            let cx = Context::new().with_remote_span_context(sc);
+            let mut expected = std::collections::HashMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut expected);
+            let ours = TraceHeaders::of(&cx).unwrap();
+            assert_eq!(Some(&ours.traceparent), expected.get(TRACEPARENT));
+            let tracestate = expected.get(TRACESTATE).filter(|s| !s.is_empty());
+            assert_eq!(ours.tracestate.as_ref(), tracestate);
+        }
+        assert!(TraceHeaders::of(&Context::new()).is_none());
+    }
 
     #[test]
     fn trace_headers_come_from_meta_and_go_out_as_pairs() {
