@@ -322,11 +322,7 @@ pub fn server_span(msg: &Message, who: &Request<'_>) -> Traced {
         attrs.push(KeyValue::new("toolgate.tenant", t.to_owned()));
     }
     if let Some(ip) = who.client {
-        use std::fmt::Write as _;
-        // Room for the longest IPv6 address: one allocation.
-        let mut address = String::with_capacity(39);
-        let _ = write!(address, "{ip}");
-        attrs.push(KeyValue::new("client.address", address));
+        attrs.push(KeyValue::new("client.address", crate::audit::address(ip)));
     }
     let from_meta = TraceHeaders::from_meta(msg.params.as_ref()).and_then(|t| t.remote());
     let from_http = msg.trace.as_deref().and_then(TraceHeaders::remote);

@@ -360,6 +360,16 @@ fn borrowed<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
 }
 
+/// An IP address as text, in one allocation (`to_string` grows its string as
+/// it writes).
+pub fn address(ip: std::net::IpAddr) -> String {
+    use std::fmt::Write as _;
+    // Room for the longest IPv6 address.
+    let mut text = String::with_capacity(39);
+    let _ = write!(text, "{ip}");
+    text
+}
+
 /// Time-ordered ids: the microsecond, then a per-process counter, so events of
 /// one gateway sort as they happened and two replicas rarely collide (a random
 /// start for the counter).

@@ -29,7 +29,7 @@ mod record;
 pub mod redact;
 pub mod sink;
 
-pub use event::{Columns, Event, EventKind, Line, Outcome, Verdict};
+pub use event::{Columns, Event, EventKind, Line, Outcome, Verdict, address};
 pub use record::{Facts, Record, note, recording};
 
 use crate::config::{AuditConfig, Overflow};

@@ -205,7 +205,11 @@ fn normal(name: &str) -> String {
 pub fn digest(value: &Value) -> String {
     let mut h = Sha256::new();
     let _ = serde_json::to_writer(HashWriter(&mut h), value);
-    format!("sha256:{}", crate::seal::hex(&h.finalize()))
+    let digest = h.finalize();
+    let mut out = String::with_capacity(7 + 2 * digest.len());
+    out.push_str("sha256:");
+    crate::seal::hex_into(&mut out, &digest);
+    out
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

@@ -103,7 +103,7 @@ impl super::Gateway {
     fn request_event(&self, who: Caller<'_>, method: &str, f: Facts) -> Event {
         let mut e = Event::new(EventKind::Request).by(who.principal);
         e.session = who.session.map(str::to_owned);
-        e.source = who.source.map(|ip| ip.to_string());
+        e.source = who.source.map(crate::audit::address);
         e.endpoint = Some(who.endpoint.to_owned());
         e.era = Some(who.era.into());
         e.method = Some(method.to_owned());
@@ -130,7 +130,7 @@ impl super::Gateway {
     pub(crate) fn audit_session(&self, session: &Session, what: &str) {
         let mut e = Event::new(EventKind::Session).by(&session.identity);
         e.session = Some(session.id.clone());
-        e.source = session.source.get().map(ToString::to_string);
+        e.source = session.source.get().copied().map(crate::audit::address);
         e.endpoint = Some(session.endpoint.to_string());
         e.era = Some(era(session).into());
         e.method = Some(what.to_owned());
@@ -149,7 +149,7 @@ impl super::Gateway {
             Some(p) => Event::new(EventKind::Auth).by(p),
             None => Event::new(EventKind::Auth),
         };
-        e.source = r.source.map(|ip| ip.to_string());
+        e.source = r.source.map(crate::audit::address);
         e.endpoint = Some(r.path.to_owned());
         e.decision = Some(Verdict::Deny);
         e.reason_code = Some(r.code.to_owned());
