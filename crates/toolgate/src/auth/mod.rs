@@ -535,7 +535,9 @@ impl Authenticator {
                     if let Some(p) = self.verified.get(token) {
                         return Ok(p);
                     }
-                    let p = Arc::new(v.verify(token).await?);
+                    // Boxed: a verification may fetch the issuer's keys, a large
+                    // future that every request would otherwise carry.
+                    let p = Arc::new(Box::pin(v.verify(token)).await?);
                     self.verified.put(token, &p);
                     Ok(p)
                 }

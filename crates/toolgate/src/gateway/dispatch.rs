@@ -56,9 +56,15 @@ impl Gateway {
             };
             let method = msg.method().to_owned();
             let cancel = session.begin_request(&id);
-            let outcome = tokio::select! {
-                r = audited.scope(self.dispatch(session, msg, out)) => Some(r),
-                _ = cancel.cancelled() => None,
+            let outcome = {
+                // Pinned in place before the select: a future handed to
+                // `select!` by value is kept twice in this state.
+                let dispatch = audited.scope(self.dispatch(session, msg, out));
+                tokio::pin!(dispatch);
+                tokio::select! {
+                    r = &mut dispatch => Some(r),
+                    _ = cancel.cancelled() => None,
+                }
             };
             session.end_request(&id);
             let written = self
@@ -384,24 +390,27 @@ impl Gateway {
                     Era::Modern => client_capabilities_for_upstream(&session.client_capabilities),
                     Era::Legacy => super::upstreams::relay_capabilities(),
                 };
-                let connect = up.connect(
-                    crate::jsonrpc::LATEST_LEGACY,
-                    caps,
-                    super::upstreams::gateway_client_info(),
-                    None,
-                );
+                let connect = || {
+                    up.connect(
+                        crate::jsonrpc::LATEST_LEGACY,
+                        caps,
+                        super::upstreams::gateway_client_info(),
+                        None,
+                    )
+                };
                 up.principals
                     .get_or_connect(&principal_key(session), connect)
                     .await
             }
             Isolation::PerSession => {
-                let caps = client_capabilities_for_upstream(&session.client_capabilities);
-                let connect = up.connect(
-                    &session.protocol_version,
-                    caps,
-                    session.client_info.clone(),
-                    Some(session.sink.clone()),
-                );
+                let connect = || {
+                    up.connect(
+                        &session.protocol_version,
+                        client_capabilities_for_upstream(&session.client_capabilities),
+                        session.client_info.clone(),
+                        Some(session.sink.clone()),
+                    )
+                };
                 session.upstreams.get_or_connect(&up.idx, connect).await
             }
         }

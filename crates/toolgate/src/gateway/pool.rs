@@ -35,7 +35,7 @@ impl<K: Eq + Hash + Clone> ConnectionPool<K> {
     pub async fn get_or_connect<F>(
         &self,
         key: &K,
-        connect: F,
+        connect: impl FnOnce() -> F,
     ) -> Result<Arc<Connection>, UpstreamError>
     where
         F: Future<Output = Result<Arc<Connection>, UpstreamError>>,
@@ -47,7 +47,9 @@ impl<K: Eq + Hash + Clone> ConnectionPool<K> {
         {
             return Ok(c.clone());
         }
-        let conn = connect.await?;
+        // Made only when needed, and boxed: connecting is a large future that a
+        // call on a live connection would otherwise carry.
+        let conn = Box::pin(connect()).await?;
         *current = Some(conn.clone());
         Ok(conn)
     }

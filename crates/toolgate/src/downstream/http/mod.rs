@@ -218,7 +218,9 @@ impl Front {
         if let Some(peer) = self.peer {
             req.extensions_mut().insert(ConnectInfo(peer));
         }
-        match self.gate.router.clone().oneshot(req).await {
+        // Boxed: the router's future is large, and every MCP POST would
+        // otherwise carry (and copy) room for it.
+        match Box::pin(self.gate.router.clone().oneshot(req)).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
