@@ -47,9 +47,13 @@ impl Record {
         Arc::new(Record::default())
     }
 
-    /// Run `fut` with this record as the current one.
-    pub async fn scope<F: std::future::Future>(self: &Arc<Self>, fut: F) -> F::Output {
-        CURRENT.scope(self.clone(), fut).await
+    /// Run `fut` with this record as the current one. Not an `async fn`: one
+    /// would hold `fut` twice (as its argument and inside the scope).
+    pub fn scope<F: std::future::Future>(
+        self: &Arc<Self>,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        CURRENT.scope(self.clone(), fut)
     }
 
     pub fn take(&self) -> Facts {

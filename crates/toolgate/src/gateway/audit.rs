@@ -264,7 +264,10 @@ pub(super) fn json_len(v: &Value) -> i64 {
 
 impl Audited {
     /// Run the request's dispatch with its record current.
-    pub(crate) async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
-        self.record.scope(fut).await
+    pub(crate) fn scope<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        self.record.scope(fut)
     }
 }
