@@ -342,6 +342,11 @@ async fn versions_and_required_meta_are_checked() {
             .expect("answered");
         assert_eq!(r.status().as_u16(), 405, "{method}");
     }
+    // A method the endpoint does not take at all: 405, and `Allow` names POST.
+    let r = http.put(gw.mcp_url()).send().await.expect("answered");
+    assert_eq!(r.status().as_u16(), 405);
+    let allow = r.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.split(',').any(|m| m.trim() == "POST"), "{allow}");
 }
 
 /// Round 1 ends with input_required; the retry answers and gets the result.

@@ -386,11 +386,13 @@ impl Gateway {
                 // legacy server learns them once, at `initialize`: keep one upstream
                 // session per principal and capability set, so the server asks only
                 // for what the caller can give.
-                let caps = match session.era {
-                    Era::Modern => client_capabilities_for_upstream(&session.client_capabilities),
-                    Era::Legacy => super::upstreams::relay_capabilities(),
-                };
                 let connect = || {
+                    let caps = match session.era {
+                        Era::Modern => {
+                            client_capabilities_for_upstream(&session.client_capabilities)
+                        }
+                        Era::Legacy => super::upstreams::relay_capabilities(),
+                    };
                     up.connect(
                         crate::jsonrpc::LATEST_LEGACY,
                         caps,

@@ -593,8 +593,9 @@ fn json_response(status: StatusCode, text: Arc<str>) -> Response {
     json(status, Bytes::from_owner(Shared(text)))
 }
 
-/// A POST to an endpoint that reached the router instead of the front door
-/// (the front door serves them all; this keeps the route whole).
+/// The router's POST on an endpoint's path. The front door serves every such
+/// POST itself; the route is here so that the router's 405 for another method
+/// names POST in `Allow`, and serves a POST the same way should one arrive.
 async fn mcp_post_routed(
     State(state): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
