@@ -358,12 +358,15 @@ impl Http {
             .request(req)
             .await
             .map(Answer::Direct)
-            .map_err(|e| PostError {
-                // Connecting failed, or a pooled connection the server had
-                // closed took the request (hyper's own retry covers the
-                // cases it can tell apart).
-                stale: e.is_connect() || error_chain(&e).contains(CLOSED_EARLY),
-                reason: error_chain(&e),
+            .map_err(|e| {
+                let reason = error_chain(&e);
+                PostError {
+                    // Connecting failed, or a pooled connection the server had
+                    // closed took the request (hyper's own retry covers the
+                    // cases it can tell apart).
+                    stale: e.is_connect() || reason.contains(CLOSED_EARLY),
+                    reason,
+                }
             })
     }
 

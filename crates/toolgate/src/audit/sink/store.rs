@@ -99,7 +99,7 @@ impl StoreSink {
     async fn insert(&mut self, events: &[Line]) -> anyhow::Result<()> {
         match &mut self.conn {
             Conn::Sqlite(c) => insert::<Sqlite>(c, events, self.background).await,
-            Conn::Postgres(c) => insert::<Postgres>(c, events, false).await,
+            Conn::Postgres(c) => insert::<Postgres>(c, events, self.background).await,
         }
     }
 
