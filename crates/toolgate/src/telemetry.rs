@@ -29,7 +29,10 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, Sampler, SdkTracer,
+    SdkTracerProvider,
+};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -127,6 +130,14 @@ fn headers(t: &TelemetryConfig) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// Spans exported at a time, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says
+/// otherwise. The SDK's 512 makes each export a run of about 2 ms on the
+/// exporter's thread, and a request thread woken meanwhile on the same CPU
+/// waits for it: at a moderate rate those waits were most of the gateway's
+/// added p99 (docs/performance.md). A smaller batch is a shorter run; more
+/// POSTs cost about the same CPU per span at saturation.
+const EXPORT_BATCH: usize = 64;
+
 /// Spans go through the SDK's batch processor, which exports on a thread of
 /// its own with a blocking HTTP client: nothing here needs (or may block) the
 /// async runtime.
@@ -139,8 +150,17 @@ fn tracer_provider(t: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
         .build()
         .context("cannot set up the OTLP span exporter")?;
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(t.sample_ratio)));
+    // The builder's defaults read the `OTEL_BSP_*` variables; a value set
+    // here would override the variable.
+    let mut batch = BatchConfigBuilder::default();
+    if std::env::var_os(OTEL_BSP_MAX_EXPORT_BATCH_SIZE).is_none() {
+        batch = batch.with_max_export_batch_size(EXPORT_BATCH);
+    }
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch.build())
+        .build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .with_sampler(sampler)
         .with_resource(resource(t))
         .build())
