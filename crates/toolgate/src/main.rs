@@ -9,6 +9,10 @@ use std::sync::Arc;
 use toolgate::config::{self, Config};
 use toolgate::gateway::{Gateway, Status};
 
+#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "toolgate",

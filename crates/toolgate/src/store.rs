@@ -22,6 +22,9 @@ impl Store {
     }
 }
 
+/// How long an unused pooled connection stays open.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS toolgate_api_keys (
         id TEXT PRIMARY KEY,
@@ -73,15 +76,27 @@ impl Store {
         let url = resolve(url, base)?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            // A SQLite connection is a thread and a page cache; reopening one
+            // takes a millisecond. Idle ones go after a minute, not ten.
+            .idle_timeout(IDLE_TIMEOUT)
             .connect(&url)
+            .await
+            .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+        // On one connection: statements run one by one on the pool each open a
+        // connection of their own while the last one is still being returned.
+        let mut conn = pool
+            .acquire()
             .await
             .with_context(|| format!("cannot open the store {}", redact(&url)))?;
         for statement in SCHEMA {
             sqlx::query(sqlx::AssertSqlSafe(*statement))
-                .execute(&pool)
+                .execute(&mut *conn)
                 .await
                 .with_context(|| format!("cannot create the schema in {}", redact(&url)))?;
         }
+        // Not kept: most stores are used now and then (retention, reads), and
+        // an idle SQLite connection is a thread and a page cache.
+        let _ = conn.close().await;
         Ok(Store { pool, url })
     }
 }

@@ -82,10 +82,21 @@ pub struct Gateway {
 
 /// Give memory the allocator holds but nothing uses back to the system: the
 /// start-up (policies compiled, lists read, the catalog built) frees far more
-/// than it keeps, and glibc keeps freed pages until asked. Cheap enough to run
-/// every housekeeping round; elsewhere it does nothing.
+/// than it keeps, and neither glibc nor jemalloc returns freed pages at once.
+/// Cheap enough to run every housekeeping round; elsewhere it does nothing.
 fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", feature = "jemalloc"))]
+    // SAFETY: both controls take and return nothing (null pointers, zero
+    // length); they only touch the allocator's own state, from any thread.
+    unsafe {
+        use std::ptr::null_mut;
+        // This thread's cache of freed blocks, then every arena's free pages
+        // (4096 is jemalloc's "all arenas").
+        for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
+            tikv_jemalloc_sys::mallctl(name.as_ptr(), null_mut(), null_mut(), null_mut(), 0);
+        }
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes
     // no pointer and is safe to call from any thread at any time.
     unsafe {
