@@ -79,8 +79,7 @@ impl Store {
             // A SQLite connection is a thread and a page cache; reopening one
             // takes a millisecond. Idle ones go after a minute, not ten.
             .idle_timeout(IDLE_TIMEOUT)
-            .connect(&url)
-            .await
+            .connect_lazy(&url)
             .with_context(|| format!("cannot open the store {}", redact(&url)))?;
         // On one connection: statements run one by one on the pool each open a
         // connection of their own while the last one is still being returned.
@@ -176,6 +175,35 @@ mod tests {
         );
         assert!(resolve("mysql://x", None).is_err());
         assert!(resolve("sqlite://", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_opened_sqlite_store_holds_no_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            // Made, then opened again over the schema it has.
+            let store = Store::open("sqlite://s.db", Some(dir.path()))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.pool.size(),
+                0,
+                "connections left open after the schema"
+            );
+            let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM toolgate_audit")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(events, 0);
+        }
+        let missing = dir.path().join("no-such-dir").join("s.db");
+        let Err(err) = Store::open(&format!("sqlite://{}", missing.display()), None).await else {
+            panic!("a store in a missing directory opened");
+        };
+        assert!(
+            format!("{err:#}").starts_with("cannot open the store"),
+            "{err:#}"
+        );
     }
 
     #[test]
