@@ -144,15 +144,97 @@ const EXPORT_BATCH: usize = 64;
 /// (1,024 spans are 25 ms of the benchmark's saturation rate).
 const EXPORT_QUEUE: usize = 1024;
 
+/// The exporters' HTTP client. The SDK's batch processors export from threads
+/// of their own, blocking on each export. reqwest's blocking client would hand
+/// every POST to a runtime on yet another thread and sleep until it answers:
+/// two threads woken per export, about a sixth of the exporting CPU at
+/// saturation (docs/performance.md). This one drives reqwest's async client on
+/// a single-threaded runtime owned by the exporter, on the exporting thread
+/// itself; the gateway's runtime is never involved.
+#[derive(Debug)]
+struct InThread {
+    client: reqwest::Client,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl InThread {
+    /// A client whose requests time out as the OTLP exporters' would: the
+    /// signal's `OTEL_EXPORTER_OTLP_*_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 10 s.
+    fn new(signal_timeout: &str) -> anyhow::Result<InThread> {
+        let millis = |var: &str| std::env::var(var).ok()?.parse().ok();
+        let timeout = millis(signal_timeout)
+            .or_else(|| millis(opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT))
+            .map_or(
+                opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT_DEFAULT,
+                Duration::from_millis,
+            );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the OTLP exporter's runtime")?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .context("cannot set up the OTLP exporter's HTTP client")?;
+        Ok(InThread {
+            client,
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl opentelemetry_http::HttpClient for InThread {
+    fn send_bytes<'s, 'f>(
+        &'s self,
+        request: http::Request<bytes::Bytes>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<Output = Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError>>
+                + Send
+                + 'f,
+        >,
+    >
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            let send = self.client.send_bytes(request);
+            match &self.runtime {
+                // The SDK's export threads: no runtime is entered there.
+                Some(runtime) if tokio::runtime::Handle::try_current().is_err() => {
+                    runtime.block_on(send)
+                }
+                // Polled by some runtime after all: it drives the request.
+                _ => send.await,
+            }
+        })
+    }
+}
+
+impl Drop for InThread {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which a runtime's thread must not do.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Spans go through the SDK's batch processor, which exports on a thread of
-/// its own with a blocking HTTP client: nothing here needs (or may block) the
-/// async runtime.
+/// its own ([`InThread`]): nothing here needs (or may block) the async
+/// runtime.
 fn tracer_provider(t: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(t.traces_url())
         .with_headers(headers(t))
+        .with_http_client(InThread::new(
+            opentelemetry_otlp::OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+        )?)
         .build()
         .context("cannot set up the OTLP span exporter")?;
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(t.sample_ratio)));
@@ -181,6 +263,9 @@ fn logger_provider(t: &TelemetryConfig) -> anyhow::Result<SdkLoggerProvider> {
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(t.logs_url())
         .with_headers(headers(t))
+        .with_http_client(InThread::new(
+            opentelemetry_otlp::OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
+        )?)
         .build()
         .context("cannot set up the OTLP log exporter")?;
     Ok(SdkLoggerProvider::builder()
