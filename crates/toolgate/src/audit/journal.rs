@@ -1,40 +1,165 @@
 //! The journal: where an event is first made to last. A call's answer waits
-//! for one `write` of its event to an append-only file of this process (which,
+//! for its event to be copied into a memory-mapped file of this process (which,
 //! like SQLite's log under `synchronous = NORMAL`, survives a crash of the
-//! process); the sinks are filled from memory in large batches afterwards, and
-//! a file whose events every sink took is deleted. A gateway that starts finds
-//! the files of processes that ended without that and hands their events to
-//! the sinks first (the store keeps each event once: ids are unique).
+//! process: the kernel writes a dead process's pages of a shared file mapping
+//! back like any other); the sinks are filled from memory in large batches
+//! afterwards, and a file whose events every sink took is rewound, to be
+//! written over, or deleted. A gateway that starts finds the files of
+//! processes that ended without that and hands their events to the sinks first
+//! (the store keeps each event once: ids are unique).
 //!
 //! Files are `SSSSSSSSSSSSSSSS-PID-NNNNNN.log` (start time, process, number)
-//! in the journal's directory, one JSON event per line, each locked by the
-//! process writing it for as long as it lives. Several gateways may share a
-//! directory (`toolgate stdio` started per client beside a served one): a
-//! file another process holds locked is its own, never replayed or deleted.
+//! in the journal's directory, each locked by the process writing it for as
+//! long as it lives. Several gateways may share a directory (`toolgate stdio`
+//! started per client beside a served one): a file another process holds
+//! locked is its own, never replayed or deleted.
+//!
+//! A file is a 16-byte header — [`MAGIC`], then the end of its events as a
+//! little-endian `u64` — and one JSON event per line after it, its space
+//! allocated on disk when it is made (a full disk is an error then, not a
+//! fault on a later page; on a copy-on-write filesystem, which allocates
+//! again on every write, it may still be one). An append copies the lines,
+//! then moves the end: a
+//! crash between the two loses a call that was not answered, and what lies
+//! beyond the end is never read. A file without the header (an older
+//! gateway's plain append-only file) is read line by line.
+//!
+//! Appending is a copy into memory, no system call: a `write` per event was
+//! the audit trail's largest cost on a call's path (docs/performance.md).
 
 use super::Line;
 use anyhow::Context as _;
+use memmap2::MmapMut;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, Write as _};
+use std::io::{BufRead as _, Read as _, Seek as _};
 use std::path::{Path, PathBuf};
 
-/// A file is closed and a new one started beyond this size.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// A file's size: the next one is started when an append does not fit (an
+/// event larger than that gets a file of its size). Under load the files
+/// alternate: one taken, the other written over (see [`Journal::spare`]), so
+/// twice this is what the journal keeps in memory.
+const SEGMENT_BYTES: usize = 2 * 1024 * 1024;
+/// What a journal file starts with.
+const MAGIC: &[u8; 8] = b"tgjrnl01";
+/// The magic, then the end of the events.
+const HEADER: usize = 16;
 
 pub struct Journal {
     dir: PathBuf,
     /// Start time and process id: this process's files' prefix.
     prefix: String,
     number: u64,
-    file: File,
-    path: PathBuf,
-    bytes: u64,
-    /// Files complete, with the sequence number of their last event and the
-    /// open file that holds their lock.
-    closed: VecDeque<(PathBuf, u64, File)>,
+    current: Segment,
+    /// Files complete, with the sequence number of their last event.
+    closed: VecDeque<Closed>,
+    /// A file whose events the sinks took, rewound and kept to be the next
+    /// one: written over, its pages are in memory already, where a new file's
+    /// are allocated and zeroed one fault at a time.
+    spare: Option<Segment>,
     /// The sequence number of the last event appended.
     appended: u64,
+}
+
+/// A file complete.
+struct Closed {
+    path: PathBuf,
+    /// The sequence number of its last event.
+    last: u64,
+    /// Kept open: its lock says the file is this process's.
+    file: File,
+    /// This process's own files stay mapped, to be reused.
+    map: Option<MmapMut>,
+}
+
+/// The file being appended to.
+struct Segment {
+    path: PathBuf,
+    /// Kept open: its lock says the file is this process's.
+    file: File,
+    map: MmapMut,
+    /// Where the next line goes (what the header says).
+    end: usize,
+}
+
+impl Segment {
+    /// A new file of this process's, locked, `size` bytes allocated and
+    /// mapped, with its header.
+    fn create(dir: &Path, prefix: &str, number: u64, size: usize) -> anyhow::Result<Segment> {
+        let path = dir.join(name(prefix, number));
+        let made = Segment::create_at(&path, size);
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        made.with_context(|| format!("cannot create {}", path.display()))
+    }
+
+    fn create_at(path: &Path, size: usize) -> anyhow::Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        file.try_lock().context("cannot lock it")?;
+        allocate(&file, size).context("cannot allocate its space")?;
+        // SAFETY: the file is this process's own, locked against every other
+        // gateway, and never shortened while mapped.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.context("cannot map it")?;
+        map[..MAGIC.len()].copy_from_slice(MAGIC);
+        let mut segment = Segment {
+            path: path.to_owned(),
+            file,
+            map,
+            end: HEADER,
+        };
+        segment.set_end(HEADER);
+        Ok(segment)
+    }
+
+    fn set_end(&mut self, end: usize) {
+        // The lines are in place before the end says so.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        self.map[MAGIC.len()..HEADER].copy_from_slice(&(end as u64).to_le_bytes());
+        self.end = end;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.end == HEADER
+    }
+}
+
+/// This process's file number `number`.
+fn name(prefix: &str, number: u64) -> String {
+    format!("{prefix}-{number:06}.log")
+}
+
+fn remove(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot delete a finished audit journal file");
+    }
+}
+
+/// Give `file` `size` bytes of disk space, zeroed.
+fn allocate(file: &File, size: usize) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(file, FallocateFlags::empty(), 0, size as u64) {
+            Ok(()) => return Ok(()),
+            // A filesystem without it: written out below.
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let zeros = vec![0u8; 64 * 1024];
+    let mut file = file;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        std::io::Write::write_all(&mut file, &zeros[..n])?;
+        left -= n;
+    }
+    Ok(())
 }
 
 /// Events another process appended and did not see into its sinks.
@@ -81,36 +206,32 @@ impl Journal {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            for line in std::io::BufReader::new(&file).split(b'\n') {
-                let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-                if line.is_empty() {
-                    continue;
-                }
-                match Line::parse(&line) {
-                    Some(e) => leftover.events.push(e),
-                    None => leftover.unreadable += 1,
-                }
-            }
+            read_events(&file, &mut leftover)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             leftover.files += 1;
             // Kept locked (so no other starting process takes it too) until
             // its events are in the sinks.
-            closed.push_back((path, leftover.events.len() as u64, file));
+            closed.push_back(Closed {
+                path,
+                last: leftover.events.len() as u64,
+                file,
+                map: None,
+            });
         }
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros();
         let prefix = format!("{started:016x}-{}", std::process::id());
-        let (path, file) = create(dir, &prefix, 1)?;
+        let current = Segment::create(dir, &prefix, 1, SEGMENT_BYTES)?;
         Ok((
             Journal {
                 dir: dir.to_owned(),
                 prefix,
                 number: 1,
-                file,
-                path,
-                bytes: 0,
+                current,
                 closed,
+                spare: None,
                 appended: leftover.events.len() as u64,
             },
             leftover,
@@ -118,58 +239,93 @@ impl Journal {
     }
 
     /// Append `n` events serialised by [`Line::write`], each followed by a
-    /// newline, with one `write`; returns the
-    /// sequence number of the last. On an error nothing counts as appended (a
-    /// partial line is skipped at replay).
+    /// newline; returns the sequence number of the last. On an error (no file
+    /// could be made for them) nothing counts as appended.
     pub fn append_lines(&mut self, lines: &[u8], n: u64) -> anyhow::Result<u64> {
-        if self.bytes >= SEGMENT_BYTES {
-            self.rotate()?;
+        let start = self.current.end;
+        if start + lines.len() > self.current.map.len() {
+            self.rotate(lines.len())?;
+            return self.append_lines(lines, n);
         }
-        if let Err(e) = self.file.write_all(lines) {
-            // Whatever part went out ends at a line that does not parse; the
-            // next write starts a file of its own.
-            let _ = self.rotate();
-            return Err(e).with_context(|| format!("cannot write {}", self.path.display()));
-        }
-        self.bytes += lines.len() as u64;
+        let end = start + lines.len();
+        self.current.map[start..end].copy_from_slice(lines);
+        self.current.set_end(end);
         self.appended += n;
         Ok(self.appended)
     }
 
     /// Every event up to `durable` is in the sinks: delete the files that hold
-    /// only such events, and empty the current one once it is all such.
+    /// only such events (keeping one, rewound, as the spare), and rewind the
+    /// current one once it is all such.
     pub fn release(&mut self, durable: u64) {
-        while let Some((path, last, _)) = self.closed.front() {
-            if *last > durable {
+        while self.closed.front().is_some_and(|c| c.last <= durable) {
+            let Some(done) = self.closed.pop_front() else {
                 break;
+            };
+            match done.map {
+                Some(map) if self.spare.is_none() && map.len() == SEGMENT_BYTES => {
+                    let mut spare = Segment {
+                        path: done.path,
+                        file: done.file,
+                        map,
+                        end: HEADER,
+                    };
+                    // Rewound now: a crash must not hand its events over again.
+                    spare.set_end(HEADER);
+                    self.spare = Some(spare);
+                }
+                _ => remove(&done.path),
             }
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot delete a finished audit journal file");
-            }
-            self.closed.pop_front();
         }
-        if durable >= self.appended && self.bytes > 0 && self.closed.is_empty() {
-            // Appends go to the end of the file, wherever that is now.
-            match self.file.set_len(0) {
-                Ok(()) => self.bytes = 0,
-                Err(e) => tracing::warn!(error = %e, "cannot empty the audit journal"),
-            }
+        if durable >= self.appended && !self.current.is_empty() && self.closed.is_empty() {
+            // Its pages are kept, to be written over.
+            self.current.set_end(HEADER);
         }
     }
 
-    /// Start a new file (after an error, or once the current one is full).
-    pub fn rotate(&mut self) -> anyhow::Result<()> {
-        let (path, file) = create(&self.dir, &self.prefix, self.number + 1)?;
-        self.number += 1;
-        let old = std::mem::replace(&mut self.path, path);
-        // Kept open, so that its lock says it is still this process's.
-        let old_file = std::mem::replace(&mut self.file, file);
-        if self.bytes > 0 {
-            self.closed.push_back((old, self.appended, old_file));
+    /// Go on in the next file, with room for `room` bytes of lines at least
+    /// (once the current one is full): the spare, renamed to come after the
+    /// current one, or a new file.
+    fn rotate(&mut self, room: usize) -> anyhow::Result<()> {
+        let number = self.number + 1;
+        let fits = HEADER + room <= SEGMENT_BYTES;
+        let spare = fits
+            .then(|| self.spare.take())
+            .flatten()
+            .and_then(|mut spare| {
+                let path = self.dir.join(name(&self.prefix, number));
+                match std::fs::rename(&spare.path, &path) {
+                    Ok(()) => {
+                        spare.path = path;
+                        Some(spare)
+                    }
+                    Err(_) => {
+                        remove(&spare.path);
+                        None
+                    }
+                }
+            });
+        let next = match spare {
+            Some(spare) => spare,
+            None => Segment::create(
+                &self.dir,
+                &self.prefix,
+                number,
+                SEGMENT_BYTES.max(HEADER + room),
+            )?,
+        };
+        self.number = number;
+        let old = std::mem::replace(&mut self.current, next);
+        if old.is_empty() {
+            remove(&old.path);
         } else {
-            let _ = std::fs::remove_file(&old);
+            self.closed.push_back(Closed {
+                path: old.path,
+                last: self.appended,
+                file: old.file,
+                map: Some(old.map),
+            });
         }
-        self.bytes = 0;
         Ok(())
     }
 
@@ -181,29 +337,47 @@ impl Journal {
     /// Everything is in the sinks (at shutdown): no file is left behind.
     pub fn close(mut self) {
         self.release(self.appended);
-        if self.closed.is_empty() && self.bytes == 0 {
-            let _ = std::fs::remove_file(&self.path);
+        if let Some(spare) = self.spare.take() {
+            remove(&spare.path);
+        }
+        if self.closed.is_empty() && self.current.is_empty() {
+            let _ = std::fs::remove_file(&self.current.path);
         }
     }
 }
 
-/// A new file of this process's, locked.
-fn create(dir: &Path, prefix: &str, number: u64) -> anyhow::Result<(PathBuf, File)> {
-    let path = dir.join(format!("{prefix}-{number:06}.log"));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.try_lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok((path, file))
+/// The events of a journal file another process left.
+fn read_events(mut file: &File, leftover: &mut Leftover) -> anyhow::Result<()> {
+    let mut header = [0u8; HEADER];
+    let n = file.read(&mut header)?;
+    let lines: Box<dyn std::io::BufRead> = if n == HEADER && header.starts_with(MAGIC) {
+        let end = u64::from_le_bytes(header[MAGIC.len()..].try_into().unwrap_or_default());
+        let len = end.saturating_sub(HEADER as u64);
+        Box::new(std::io::BufReader::new(file.take(len)))
+    } else {
+        // A plain append-only file.
+        file.rewind()?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    for line in lines.split(b'\n') {
+        let line = line?;
+        // Space allocated and never written (a crash while a file was made).
+        if line.iter().all(|b| *b == 0) {
+            continue;
+        }
+        match Line::parse(&line) {
+            Some(e) => leftover.events.push(e),
+            None => leftover.unreadable += 1,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit::{Event, EventKind};
+    use std::io::Write as _;
 
     fn events(n: usize) -> Vec<Line> {
         (0..n)
@@ -215,14 +389,18 @@ mod tests {
             .collect()
     }
 
-    /// Append `events` as the gateway does, in one write.
-    fn append(j: &mut Journal, events: &[Line]) -> u64 {
+    fn text(events: &[Line]) -> Vec<u8> {
         let mut buf = Vec::new();
         for e in events {
             buf.extend_from_slice(e.as_str().as_bytes());
             buf.push(b'\n');
         }
-        j.append_lines(&buf, events.len() as u64).unwrap()
+        buf
+    }
+
+    /// Append `events` as the gateway does, at once.
+    fn append(j: &mut Journal, events: &[Line]) -> u64 {
+        j.append_lines(&text(events), events.len() as u64).unwrap()
     }
 
     fn files(dir: &Path) -> usize {
@@ -241,12 +419,14 @@ mod tests {
         let (other, left) = Journal::open(dir.path()).unwrap();
         assert!(left.events.is_empty());
         other.close();
-        // The writer dies (its lock goes with it); a torn line at the end.
-        j.file.write_all(b"{\"id\":\"tor").unwrap();
+        // The writer dies (its lock goes with it) while copying the next
+        // event: the bytes are there, the end does not count them.
+        let end = j.current.end;
+        j.current.map[end..end + 10].copy_from_slice(b"{\"id\":\"tor");
         drop(j);
         let (j, left) = Journal::open(dir.path()).unwrap();
         assert_eq!(left.events, written);
-        assert_eq!(left.unreadable, 1);
+        assert_eq!(left.unreadable, 0, "what lies beyond the end is not read");
         assert_eq!(left.files, 1);
         assert_eq!(j.appended(), 5);
         // Taken over, until released: a third one does not see it.
@@ -263,20 +443,119 @@ mod tests {
         let (mut j, _) = Journal::open(dir.path()).unwrap();
         let all = events(10);
         append(&mut j, &all[..4]);
-        j.rotate().unwrap();
+        j.rotate(0).unwrap();
         append(&mut j, &all[4..]);
         assert_eq!(files(dir.path()), 2);
         j.release(3);
-        assert_eq!(files(dir.path()), 2, "the first file still holds event 4");
+        assert_eq!(j.closed.len(), 1, "the first file still holds event 4");
+        assert!(j.spare.is_none());
         j.release(4);
-        assert_eq!(files(dir.path()), 1);
-        assert!(j.bytes > 0);
+        assert!(j.closed.is_empty());
+        assert!(j.spare.is_some(), "kept, rewound, to be the next file");
+        assert_eq!(files(dir.path()), 2);
+        assert!(!j.current.is_empty());
         j.release(10);
-        assert_eq!(j.bytes, 0, "the current file is emptied");
+        assert!(j.current.is_empty(), "the current file is rewound");
+        // Written over from the start: only what came after counts, and
+        // nothing of the spare's.
         append(&mut j, &all[..1]);
         drop(j);
         let (j, left) = Journal::open(dir.path()).unwrap();
         assert_eq!(left.events, all[..1], "only what was appended after");
+        assert_eq!(left.unreadable, 0);
+        assert_eq!(left.files, 2);
         j.close();
+        assert_eq!(files(dir.path()), 0);
+    }
+
+    #[test]
+    fn under_load_two_files_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let line = text(&events(1));
+        let per_file = (SEGMENT_BYTES - HEADER) / line.len();
+        let mut names = std::collections::BTreeSet::new();
+        let mut inodes = std::collections::BTreeSet::new();
+        // Each file filled, then taken by the sinks while the next fills.
+        for _ in 0..6 {
+            for _ in 0..per_file {
+                j.append_lines(&line, 1).unwrap();
+            }
+            names.insert(j.current.path.clone());
+            #[cfg(unix)]
+            inodes.insert(std::os::unix::fs::MetadataExt::ino(
+                &j.current.file.metadata().unwrap(),
+            ));
+            j.append_lines(&line, 1).unwrap();
+            j.release(j.appended() - 1);
+            assert!(files(dir.path()) <= 2, "a third file was made");
+        }
+        assert_eq!(j.number, 7, "each file took the next number");
+        assert_eq!(names.len(), 6, "{names:?}");
+        #[cfg(unix)]
+        assert_eq!(inodes.len(), 2, "the same two files, renamed");
+        // A crash now hands over the current file's events only: nothing of
+        // the files the sinks took, the spare's included.
+        let current = (j.current.end - HEADER) / line.len();
+        assert!(current < 10 && j.appended() > 6 * per_file as u64);
+        drop(j);
+        let (j, left) = Journal::open(dir.path()).unwrap();
+        assert_eq!(left.events.len(), current);
+        assert_eq!(left.unreadable, 0);
+        j.close();
+        assert_eq!(files(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_full_file_continues_in_the_next_and_a_huge_event_gets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let one = events(1);
+        let line = text(&one);
+        let fit = (SEGMENT_BYTES - HEADER) / line.len();
+        for i in 0..fit {
+            assert_eq!(j.append_lines(&line, 1).unwrap(), i as u64 + 1);
+        }
+        assert_eq!(files(dir.path()), 1);
+        j.append_lines(&line, 1).unwrap();
+        assert_eq!(files(dir.path()), 2, "the next event starts a second file");
+        let mut huge = Event::new(EventKind::Request);
+        huge.arguments = Some(serde_json::json!({ "blob": "x".repeat(SEGMENT_BYTES) }));
+        let huge = vec![Line::of(&huge)];
+        append(&mut j, &huge);
+        assert_eq!(files(dir.path()), 3);
+        let appended = j.appended();
+        drop(j);
+        let (j, left) = Journal::open(dir.path()).unwrap();
+        assert_eq!(left.events.len() as u64, appended);
+        assert_eq!(left.events.last(), huge.last());
+        assert_eq!(left.files, 3);
+        j.close();
+        assert_eq!(files(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_plain_file_of_lines_is_read_too() {
+        // What gateways that wrote a line per `write` left, torn end and all.
+        let dir = tempfile::tempdir().unwrap();
+        let written = events(3);
+        let mut plain = text(&written);
+        plain.extend_from_slice(b"{\"id\":\"tor");
+        std::fs::File::create(dir.path().join("0000000000000001-1-000001.log"))
+            .unwrap()
+            .write_all(&plain)
+            .unwrap();
+        // A file made but never written (its space allocated).
+        std::fs::write(
+            dir.path().join("0000000000000002-2-000001.log"),
+            [0u8; 4096],
+        )
+        .unwrap();
+        let (j, left) = Journal::open(dir.path()).unwrap();
+        assert_eq!(left.events, written);
+        assert_eq!(left.unreadable, 1);
+        assert_eq!(left.files, 2);
+        j.close();
+        assert_eq!(files(dir.path()), 0);
     }
 }
