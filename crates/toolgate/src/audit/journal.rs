@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 /// A file's size: the next one is started when an append does not fit (an
 /// event larger than that gets a file of its size). Under load the files
-/// alternate: one taken, the other written over (see [`Journal::spare`]), so
+/// alternate: one taken, the other written over (the journal's spare), so
 /// twice this is what the journal keeps in memory.
 const SEGMENT_BYTES: usize = 2 * 1024 * 1024;
 /// What a journal file starts with.
@@ -87,19 +87,22 @@ impl Segment {
     /// mapped, with its header.
     fn create(dir: &Path, prefix: &str, number: u64, size: usize) -> anyhow::Result<Segment> {
         let path = dir.join(name(prefix, number));
-        let made = Segment::create_at(&path, size);
-        if made.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        made.with_context(|| format!("cannot create {}", path.display()))
-    }
-
-    fn create_at(path: &Path, size: usize) -> anyhow::Result<Segment> {
-        let file = OpenOptions::new()
+        let made = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)?;
+            .open(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|file| {
+                // Made here: not left behind half made.
+                Segment::prepare(&path, file, size).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&path);
+                })
+            });
+        made.with_context(|| format!("cannot create {}", path.display()))
+    }
+
+    fn prepare(path: &Path, file: File, size: usize) -> anyhow::Result<Segment> {
         file.try_lock().context("cannot lock it")?;
         allocate(&file, size).context("cannot allocate its space")?;
         // SAFETY: the file is this process's own, locked against every other
