@@ -538,6 +538,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_cannot_be_made_appends_nothing_and_the_next_try_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let (mut j, _) = Journal::open(&journal).unwrap();
+        let line = text(&events(1));
+        let fit = (SEGMENT_BYTES - HEADER) / line.len();
+        for _ in 0..fit {
+            j.append_lines(&line, 1).unwrap();
+        }
+        // The next file cannot be made (its directory is gone).
+        std::fs::remove_dir_all(&journal).unwrap();
+        let err = j.append_lines(&line, 1).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
+        assert_eq!(j.appended(), fit as u64, "nothing counts as appended");
+        std::fs::create_dir(&journal).unwrap();
+        assert_eq!(j.append_lines(&line, 1).unwrap(), fit as u64 + 1);
+        assert_eq!(files(&journal), 1, "the next file, made now");
+        j.close();
+    }
+
+    #[test]
     fn a_plain_file_of_lines_is_read_too() {
         // What gateways that wrote a line per `write` left, torn end and all.
         let dir = tempfile::tempdir().unwrap();
