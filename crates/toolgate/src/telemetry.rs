@@ -147,7 +147,7 @@ const EXPORT_QUEUE: usize = 1024;
 /// The exporters' HTTP client. The SDK's batch processors export from threads
 /// of their own, blocking on each export. reqwest's blocking client would hand
 /// every POST to a runtime on yet another thread and sleep until it answers:
-/// two threads woken per export, about a sixth of the exporting CPU at
+/// two threads woken per export, about a tenth of the exporting CPU at
 /// saturation (docs/performance.md). This one drives reqwest's async client on
 /// a single-threaded runtime owned by the exporter, on the exporting thread
 /// itself; the gateway's runtime is never involved.
@@ -207,7 +207,9 @@ impl opentelemetry_http::HttpClient for InThread {
                 Some(runtime) if tokio::runtime::Handle::try_current().is_err() => {
                     runtime.block_on(send)
                 }
-                // Polled by some runtime after all: it drives the request.
+                // Polled by some runtime after all (the SDK does not): it
+                // drives the request, without panicking, though a connection
+                // the exporter's own runtime pooled waits for that runtime.
                 _ => send.await,
             }
         })
