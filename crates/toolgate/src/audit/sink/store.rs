@@ -10,12 +10,11 @@
 //! call relies on without a journal); a power failure may lose the last moments.
 //!
 //! With a journal no answer waits for this sink, and its work is background
-//! work: a batch of a second's events (milliseconds of SQLite at once) is
-//! written as statements of at most 32 events each, committed on their own,
-//! and the log is folded into the database on the same connection every few
-//! hundred events. While SQLite's thread runs, a call that arrives waits for
-//! the CPU; these steps keep that wait to a fraction of a millisecond, and the
-//! calls that arrived meanwhile run before the next step.
+//! work: a batch of a second's events (tens of milliseconds of SQLite at once)
+//! is written as statements of at most 128 events each, committed on their
+//! own, with a short pause between them, so that the calls beside it are not
+//! held up behind it; the log is folded into the database on the same
+//! connection after a write.
 
 use super::{Line, Sink};
 use crate::config::Config;
@@ -36,13 +35,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// PostgreSQL's 65,535 parameters).
 const COLUMNS: usize = 13;
 const ROWS_PER_INSERT: usize = 128;
-/// With a journal: rows per statement (about a fifth of a millisecond of
-/// SQLite's thread at a time).
-const BACKGROUND_ROWS: usize = 32;
-/// With a journal: the log is folded into the database once this many events
-/// were written since the last time (so that one checkpoint is a short run
-/// too), or [`CHECKPOINT_EVERY`] after the last time.
-const FOLD_ROWS: usize = 512;
+/// With a journal: the pause between the statements of one batch.
+const PAUSE: Duration = Duration::from_millis(2);
 
 pub struct StoreSink {
     conn: Conn,
@@ -51,22 +45,9 @@ pub struct StoreSink {
     max_events: u64,
     last_prune: Instant,
     /// No answer waits for this sink (there is a journal): batches are
-    /// written in short statements, and the log folded on this connection
-    /// as they go.
+    /// written in paced statements, and checkpoints on this connection.
     background: bool,
-    folded: Folded,
-}
-
-/// Events written since the log was last folded into the database, and when.
-struct Folded {
-    rows: usize,
-    at: Instant,
-}
-
-impl Folded {
-    fn due(&self) -> bool {
-        self.rows >= FOLD_ROWS || (self.rows > 0 && self.at.elapsed() >= CHECKPOINT_EVERY)
-    }
+    last_checkpoint: Instant,
 }
 
 /// The sink's own connection, on the database's own driver: sqlx's `Any`
@@ -111,20 +92,14 @@ impl StoreSink {
             max_events,
             last_prune: Instant::now() - PRUNE_EVERY,
             background,
-            folded: Folded {
-                rows: 0,
-                at: Instant::now(),
-            },
+            last_checkpoint: Instant::now(),
         })
     }
 
     async fn insert(&mut self, events: &[Line]) -> anyhow::Result<()> {
         match &mut self.conn {
-            Conn::Sqlite(c) if self.background => {
-                insert_in_background(c, events, &mut self.folded).await
-            }
-            Conn::Sqlite(c) => insert::<Sqlite>(c, events).await,
-            Conn::Postgres(c) => insert::<Postgres>(c, events).await,
+            Conn::Sqlite(c) => insert::<Sqlite>(c, events, self.background).await,
+            Conn::Postgres(c) => insert::<Postgres>(c, events, self.background).await,
         }
     }
 
@@ -162,7 +137,11 @@ impl StoreSink {
 }
 
 /// Write `events` on `conn`.
-async fn insert<D>(conn: &mut D::Connection, events: &[Line]) -> anyhow::Result<()>
+async fn insert<D>(
+    conn: &mut D::Connection,
+    events: &[Line],
+    background: bool,
+) -> anyhow::Result<()>
 where
     D: Driver,
     D::Arguments: IntoArguments<D>,
@@ -176,6 +155,20 @@ where
         rows_query::<D>(events)?.execute(&mut *conn).await?;
         return Ok(());
     }
+    if background {
+        // No answer waits: statements of their own, with a pause between
+        // them, so that a second's batch never holds the CPU for long.
+        let mut rest = events;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
+            rest = tail;
+            rows_query::<D>(chunk)?.execute(&mut *conn).await?;
+            if !rest.is_empty() {
+                tokio::time::sleep(PAUSE).await;
+            }
+        }
+        return Ok(());
+    }
     let mut tx = conn.begin().await?;
     // Statements come in a few sizes only, so each is prepared once and
     // then reused from the connection's statement cache.
@@ -187,44 +180,6 @@ where
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// Write `events` with a journal behind them (see the module's note): short
-/// statements, each committed on its own, and a checkpoint when one is due;
-/// after each, whatever became ready on this thread while SQLite's held the
-/// CPU runs before the next.
-async fn insert_in_background(
-    conn: &mut SqliteConnection,
-    events: &[Line],
-    folded: &mut Folded,
-) -> anyhow::Result<()> {
-    let mut rest = events;
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(statement_rows(rest.len()).min(BACKGROUND_ROWS));
-        rest = tail;
-        rows_query::<Sqlite>(chunk)?.execute(&mut *conn).await?;
-        folded.rows += chunk.len();
-        tokio::task::yield_now().await;
-        if folded.due() {
-            checkpoint(conn).await;
-            *folded = Folded {
-                rows: 0,
-                at: Instant::now(),
-            };
-            tokio::task::yield_now().await;
-        }
-    }
-    Ok(())
-}
-
-/// Fold the log into the database (a passive checkpoint never waits for readers).
-async fn checkpoint(conn: &mut SqliteConnection) {
-    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(conn)
-        .await
-    {
-        tracing::debug!(error = %e, "audit WAL checkpoint failed; retried later");
-    }
 }
 
 /// The INSERT of `rows` (a count [`statement_rows`] gives), bound.
@@ -405,6 +360,16 @@ impl Sink for StoreSink {
                 self.conn = connect(&self.store).await?;
                 self.insert(events).await?;
             }
+            if self.background && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.last_checkpoint = Instant::now();
+                if let Conn::Sqlite(c) = &mut self.conn
+                    && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .execute(c)
+                        .await
+                {
+                    tracing::debug!(error = %e, "audit WAL checkpoint failed; retried later");
+                }
+            }
             if self.last_prune.elapsed() >= PRUNE_EVERY
                 && let Err(e) = self.prune().await
             {
@@ -557,47 +522,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
-    }
-
-    /// With a journal: short statements, and the log folded into the
-    /// database as the batch goes, not after it.
-    #[tokio::test]
-    async fn a_background_batch_is_written_whole_and_folded_as_it_goes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open("sqlite://audit.db", Some(dir.path()))
-            .await
-            .unwrap();
-        let mut sink = StoreSink::new(store.clone(), Duration::from_secs(3600), 1_000_000, true)
-            .await
-            .unwrap();
-        assert!(sink.background);
-        let tag = format!("t{:08x}", rand::random::<u32>());
-        let written = batch(&tag, 2 * FOLD_ROWS + 76);
-        sink.write(&lines(&written)).await.unwrap();
-        let all = events(
-            &store,
-            &Filter {
-                limit: Some(10_000),
-                ascending: true,
-                ..Filter::default()
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(all, written, "every event, once, as written, in order");
-        assert_eq!(sink.folded.rows, 76, "folded after each {FOLD_ROWS} events");
-        // What was folded is in the database file itself, not only in its log.
-        let folded = std::fs::metadata(dir.path().join("audit.db"))
-            .unwrap()
-            .len();
-        let bytes: usize = lines(&written[..2 * FOLD_ROWS])
-            .iter()
-            .map(|l| l.as_str().len())
-            .sum();
-        assert!(
-            folded as usize > bytes,
-            "{folded} bytes in the file, {bytes} folded"
-        );
     }
 
     /// The same statements against the machine's PostgreSQL.
